@@ -1,0 +1,124 @@
+"""Orbax checkpoints: training state for resuming, and the exported model for reuse.
+
+``WORKDIR/checkpoints/<step>/`` holds the training state of every member, their best parameters
+and the host-side progress (JSON); orbax writes each step to a temporary folder and renames it
+when complete, so a run killed at any moment leaves the last complete checkpoint intact.
+``WORKDIR/model/`` holds what a later fine-tune or prediction needs: the best parameters
+(leading axis = ensemble members) and ``meta.json`` (model config, featurizer description,
+feature and target scaling, dataset). Nothing is ever pickled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from elemnet_jax.errors import UserError
+from elemnet_jax.train import Progress
+
+MODEL_DIR = 'model'
+META_FILE = 'meta.json'
+FORMAT_VERSION = 1
+
+
+def _abstract(tree: Any) -> Any:
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class TrainingCheckpoints:
+  """Saves `(states, best_params, progress)` every `every` epochs and restores the latest."""
+
+  def __init__(self, directory: str | os.PathLike, every: int = 1, keep: int = 2):
+    self.every = max(int(every), 1)
+    self.manager = ocp.CheckpointManager(
+      Path(directory).absolute(),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
+                                           create=True),
+      item_names=('state', 'progress'))
+
+  def latest_epoch(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, states, best_params, progress: Progress, force: bool = False) -> None:
+    if not (force or progress.stopped or progress.epoch % self.every == 0):
+      return
+    if self.manager.latest_step() == progress.epoch:
+      return
+    self.manager.save(progress.epoch, args=ocp.args.Composite(
+      state=ocp.args.StandardSave({'states': states, 'best_params': best_params}),
+      progress=ocp.args.JsonSave(dataclasses.asdict(progress))))
+    self.manager.wait_until_finished()
+
+  def restore(self, states, best_params) -> tuple[Any, Any, Progress]:
+    """Restores the latest checkpoint into the structure of `states` and `best_params`."""
+    epoch = self.manager.latest_step()
+    try:
+      restored = self.manager.restore(epoch, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract({'states': states, 'best_params': best_params})),
+        progress=ocp.args.JsonRestore()))
+    except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
+      raise UserError(f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
+                      f'({type(error).__name__}); delete it or start a new workdir') from None
+    state = restored['state']
+    return state['states'], state['best_params'], Progress(**restored['progress'])
+
+  def close(self) -> None:
+    self.manager.close()
+
+
+def save_model(workdir: str | os.PathLike, params: Any, meta: dict) -> Path:
+  """Writes WORKDIR/model atomically (a sibling temporary folder, then a rename)."""
+  final = Path(workdir).absolute() / MODEL_DIR
+  partial = final.with_name(MODEL_DIR + '.partial')
+  shutil.rmtree(partial, ignore_errors=True)
+  partial.mkdir(parents=True)
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(partial / 'params', jax.device_get(params))
+  checkpointer.wait_until_finished()
+  meta = {'format_version': FORMAT_VERSION, **meta}
+  (partial / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+  if final.exists():
+    old = final.with_name(MODEL_DIR + '.old')
+    shutil.rmtree(old, ignore_errors=True)
+    os.replace(final, old)
+    os.replace(partial, final)
+    shutil.rmtree(old, ignore_errors=True)
+  else:
+    os.replace(partial, final)
+  return final
+
+
+def read_meta(workdir: str | os.PathLike) -> dict:
+  """The metadata of a saved model; a clear error when the workdir holds none."""
+  path = Path(workdir) / MODEL_DIR / META_FILE
+  if not Path(workdir).exists():
+    raise UserError(f'{workdir}: no such workdir')
+  if not path.exists():
+    raise UserError(f'{workdir}: holds no finished model ({MODEL_DIR}/{META_FILE} is missing); '
+                    'train it to the end first')
+  try:
+    meta = json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise UserError(f'{path}: corrupted model metadata ({error})') from None
+  if meta.get('format_version') != FORMAT_VERSION:
+    raise UserError(f'{path}: unsupported model format {meta.get("format_version")!r}')
+  return meta
+
+
+def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
+  """Restores the parameters of WORKDIR/model into the structure `abstract_params`."""
+  path = Path(workdir).absolute() / MODEL_DIR / 'params'
+  try:
+    params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))
+  except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
+    raise UserError(f'{path}: model parameters cannot be restored ({type(error).__name__}: '
+                    f'{str(error).splitlines()[0][:200]}); the checkpoint is missing or corrupted') from None
+  return jax.tree.map(np.asarray, params)

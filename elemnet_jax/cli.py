@@ -1,0 +1,34 @@
+"""What every entry point shares: quiet library logs, and user errors as one line."""
+
+from __future__ import annotations
+
+import logging as python_logging
+import sys
+from collections.abc import Callable
+
+from absl import app
+
+from elemnet_jax.errors import UserError
+
+_NOISY = ('/orbax/', '/etils/')
+
+
+class _QuietLibraries(python_logging.Filter):
+  """Drops INFO chatter of orbax and friends; their warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
+
+
+def run(main: Callable[[list[str]], object]) -> None:
+  """`absl.app.run(main)`, but a UserError ends the program with ``error: ...`` and status 2."""
+
+  def wrapped(argv):
+    python_logging.getLogger('absl').addFilter(_QuietLibraries())
+    try:
+      return main(argv)
+    except UserError as error:
+      print(f'error: {error}', file=sys.stderr)
+      sys.exit(2)
+
+  app.run(wrapped)

@@ -1,0 +1,206 @@
+"""From a raw table to checked, grouped, split arrays ready for training."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+from absl import logging
+
+from elemnet_jax.datasets import DatasetSpec, RawTable
+from elemnet_jax.errors import UserError, format_rows
+
+SPLITS = ('train', 'val', 'test')
+_SINGLE_ELEMENT = re.compile(r'\s*[A-Z][a-z]?\s*[\d.]*\s*')
+
+
+@dataclasses.dataclass
+class Examples:
+  """Unique inputs with their features and (mean) targets; `split` is set when known."""
+
+  inputs: list[str]
+  keys: list[str]
+  x: np.ndarray  # [n, width] float32
+  y: np.ndarray  # [n] float32
+  split: np.ndarray | None = None  # [n] of 'train' | 'val' | 'test'
+
+  def __len__(self) -> int:
+    return len(self.inputs)
+
+  def take(self, index: np.ndarray) -> Examples:
+    index = np.asarray(index)
+    return Examples([self.inputs[i] for i in index], [self.keys[i] for i in index], self.x[index],
+                    self.y[index], None if self.split is None else self.split[index])
+
+
+def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
+  values = np.full(len(table.targets), np.nan, np.float64)
+  invalid = []
+  for i, text in enumerate(table.targets):
+    try:
+      value = float(text)
+    except ValueError:
+      invalid.append((i, 'target is not a number' if text else 'target is missing'))
+      continue
+    if not math.isfinite(value):
+      invalid.append((i, f'target is {text}'))
+      continue
+    values[i] = value
+  return values, invalid
+
+
+def prepare(table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool = False,
+            notes: dict | None = None) -> Examples:
+  """Validates, featurizes, filters and groups a table; counts of every drop go into `notes`.
+
+  Bad inputs or targets stop with one message listing up to ten rows, unless `skip_invalid`.
+  Repeated inputs (same grouping key, e.g. the same normalised composition) become one example
+  with the mean target; with a predefined split they are grouped within each split.
+  """
+  notes = {} if notes is None else notes
+  if featurizer.input_kind != spec.input_kind:
+    raise UserError(f'dataset {spec.name} holds {spec.input_kind} inputs but featurizer '
+                    f'{featurizer.name!r} reads {featurizer.input_kind} inputs')
+  if spec.drop_single_elements:  # e.g. 'Fe', 'O2': elements in their standard state
+    single = {i for i, text in enumerate(table.inputs) if _SINGLE_ELEMENT.fullmatch(text)}
+    notes['dropped_single_elements'] = len(single)
+    logging.info('%s: dropped %d single-element rows', spec.name, len(single))
+    kept = [i for i in range(len(table.inputs)) if i not in single]
+    table = RawTable(table.path, *[[column[i] for i in kept]
+                                   for column in (table.inputs, table.targets, table.rows)],
+                     None if table.split is None else [table.split[i] for i in kept])
+  targets, bad_targets = _parse_targets(table)
+  x, keys, bad_inputs = featurizer.featurize(table.inputs)
+  problems = sorted({i: reason for i, reason in bad_targets + bad_inputs}.items())
+  if problems:
+    listed = [(table.rows[i], table.inputs[i] if any(i == j for j, _ in bad_inputs)
+               else table.targets[i], reason) for i, reason in problems]
+    if not skip_invalid:
+      raise UserError(format_rows(listed, 'input', table.path))
+    logging.warning('%s', format_rows(listed, 'input', table.path).replace(
+      ' (fix them or set skip_invalid=True to drop them)', ' (skipped)'))
+  notes['rows_read'] = len(table.inputs)
+  notes['invalid_skipped'] = len(problems)
+  keep = np.ones(len(table.inputs), bool)
+  keep[[i for i, _ in problems]] = False
+  if spec.max_abs_target is not None:
+    beyond = keep & (np.abs(np.nan_to_num(targets)) > spec.max_abs_target)
+    notes['dropped_abs_target_above'] = {'limit': spec.max_abs_target, 'count': int(beyond.sum())}
+    logging.info('%s: dropped %d rows with |target| > %g', spec.name, beyond.sum(), spec.max_abs_target)
+    keep &= ~beyond
+  index = np.flatnonzero(keep)
+  split = None if table.split is None else np.asarray(table.split)
+  group_of: dict[tuple[str, str], int] = {}
+  members: list[list[int]] = []
+  for i in index:
+    group = (split[i] if split is not None else '', keys[i])
+    if group not in group_of:
+      group_of[group] = len(members)
+      members.append([])
+    members[group_of[group]].append(i)
+  first = np.array([m[0] for m in members], dtype=np.int64)
+  y = np.array([targets[m].mean() for m in members], np.float32)
+  notes['examples'] = len(members)
+  notes['grouped_repeats'] = int(sum(len(m) > 1 for m in members))
+  if not members:
+    raise UserError(f'{table.path}: no usable rows left after filtering ({notes})')
+  return Examples([table.inputs[i] for i in first], [keys[i] for i in first], x[first], y,
+                  None if split is None else split[first])
+
+
+def assign_splits(examples: Examples, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
+  """Seeded train/val/test labels by unique composition (rows are already unique)."""
+  if examples.split is not None:
+    return examples.split
+  n = len(examples)
+  order = np.random.default_rng(seed).permutation(n)
+  n_val, n_test = round(fractions[1] * n), round(fractions[2] * n)
+  labels = np.empty(n, dtype='<U5')
+  labels[order[:n_test]] = 'test'
+  labels[order[n_test:n_test + n_val]] = 'val'
+  labels[order[n_test + n_val:]] = 'train'
+  return labels
+
+
+def split_examples(examples: Examples, labels: np.ndarray, minimum: int = 1) -> dict[str, Examples]:
+  parts = {name: examples.take(np.flatnonzero(labels == name)) for name in SPLITS}
+  for name, part in parts.items():
+    if len(part) < minimum:
+      raise UserError(f'the {name} split has {len(part)} examples (need at least {minimum}); '
+                      'use a larger dataset or other split fractions')
+  return parts
+
+
+def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
+  """Writes input, key, target and split of every example, so a run can be reproduced."""
+  path = Path(path)
+  temporary = path.with_suffix('.tmp')
+  with open(temporary, 'w', newline='') as stream:
+    writer = csv.writer(stream)
+    writer.writerow(['input', 'key', 'target', 'split'])
+    for name, part in parts.items():
+      for text, key, target in zip(part.inputs, part.keys, part.y):
+        writer.writerow([text, key, repr(float(target)), name])
+  os.replace(temporary, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureScaling:
+  """Columns kept and their standardisation, fitted on the training split and saved with a model."""
+
+  keep: tuple[int, ...]
+  mean: tuple[float, ...]
+  scale: tuple[float, ...]
+
+  @classmethod
+  def identity(cls, width: int) -> FeatureScaling:
+    return cls(tuple(range(width)), (0.0,) * width, (1.0,) * width)
+
+  @classmethod
+  def fit(cls, x_train: np.ndarray, drop_constant: bool, standardize: bool) -> FeatureScaling:
+    width = x_train.shape[1]
+    keep = np.arange(width)
+    if drop_constant:
+      keep = np.flatnonzero(x_train.max(axis=0) > x_train.min(axis=0))
+    mean = x_train[:, keep].mean(axis=0) if standardize else np.zeros(len(keep))
+    scale = x_train[:, keep].std(axis=0) if standardize else np.ones(len(keep))
+    scale = np.where(scale > 0, scale, 1.0)
+    return cls(tuple(map(int, keep)), tuple(map(float, mean)), tuple(map(float, scale)))
+
+  @property
+  def width(self) -> int:
+    return len(self.keep)
+
+  def __call__(self, x: np.ndarray) -> np.ndarray:
+    return ((x[:, list(self.keep)] - np.asarray(self.mean)) / np.asarray(self.scale)).astype(np.float32)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> FeatureScaling:
+    return cls(tuple(values['keep']), tuple(values['mean']), tuple(values['scale']))
+
+
+@dataclasses.dataclass(frozen=True)
+class TargetScaling:
+  """Affine target scaling; the model learns (y - shift) / scale. Travels with the checkpoint."""
+
+  shift: float = 0.0
+  scale: float = 1.0
+
+  @classmethod
+  def fit(cls, y_train: np.ndarray, kind: str) -> TargetScaling:
+    if kind == 'none':
+      return cls()
+    if kind == 'standard':
+      return cls(float(y_train.mean()), float(y_train.std() or 1.0))
+    raise UserError(f'unknown target scaling {kind!r}; use none or standard')
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)

@@ -1,0 +1,327 @@
+"""Training runs end to end: data -> features -> fit -> test metrics, predictions, checkpoints.
+
+This is the edge of the library where files are read and written; the entry points in
+`experiments/` parse flags and call `train_and_evaluate` (pretraining and fine-tuning) or
+`predict_inputs`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from elemnet_jax import checkpoint, data, datasets, featurizers, train, transfer
+from elemnet_jax.errors import UserError, format_rows
+from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
+
+OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints',
+           checkpoint.MODEL_DIR)
+
+
+@dataclasses.dataclass
+class Inputs:
+  """Featurized, scaled data of one run, split into train/val/test."""
+
+  parts: dict[str, data.Examples]  # unscaled features and targets, for reporting
+  x: dict[str, np.ndarray]  # scaled features per split
+  y: dict[str, np.ndarray]  # scaled targets per split
+  featurizer: dict  # description
+  feature_scaling: data.FeatureScaling
+  target_scaling: data.TargetScaling
+  notes: dict
+
+
+def load_examples(dataset: ml_collections.ConfigDict, featurizer_config: ml_collections.ConfigDict,
+                  data_dir: str | None = None) -> tuple[data.Examples, Any, dict, datasets.DatasetSpec]:
+  """Reads, validates, featurizes and groups a dataset; returns (examples, featurizer, notes, spec)."""
+  table, spec = datasets.load_table(dataset.name, dataset.get('target') or None, data_dir=data_dir or None,
+                                    input_column=dataset.get('input_column', 'formula'),
+                                    input_kind=dataset.get('input_kind', 'formula'))
+  try:
+    featurizer = featurizers.build(featurizer_config.to_dict())
+  except (ValueError, TypeError) as error:
+    raise UserError(f'--config.featurizer: {error}') from None
+  notes: dict = {'dataset': dataset.name}
+  tic = time.perf_counter()
+  examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False),
+                          notes=notes)
+  logging.info('%s: %d rows -> %d examples, featurized in %.1fs (%s)', dataset.name, len(table.inputs),
+               len(examples), time.perf_counter() - tic, notes)
+  exclude_from = [name for name in dataset.get('exclude_from', '').split(',') if name]
+  if exclude_from:  # leakage control: drop compositions that another dataset (the target) holds
+    excluded = set()
+    for name in exclude_from:
+      other_table, other_spec = datasets.load_table(name, data_dir=data_dir or None)
+      excluded |= set(data.prepare(other_table, other_spec, featurizer, skip_invalid=True).keys)
+    keep = np.array([key not in excluded for key in examples.keys])
+    notes['excluded'] = {'from': exclude_from, 'count': int((~keep).sum())}
+    logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(),
+                 exclude_from)
+    examples = examples.take(np.flatnonzero(keep))
+  return examples, featurizer, notes, spec
+
+
+def make_inputs(parts: dict[str, data.Examples], featurizer_description: dict, config,
+                source_meta: dict | None = None, notes: dict | None = None) -> Inputs:
+  """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
+  if source_meta is not None:
+    feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
+    target_scaling = data.TargetScaling(**source_meta['target_scaling'])
+  else:
+    feature_scaling = data.FeatureScaling.fit(parts['train'].x, config.features.drop_constant,
+                                              config.features.standardize)
+    target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
+  x = {name: feature_scaling(part.x) for name, part in parts.items()}
+  y = {name: ((part.y - target_scaling.shift) / target_scaling.scale).astype(np.float32)
+       for name, part in parts.items()}
+  return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
+
+
+def model_config_from(config) -> ElemNetConfig:
+  try:
+    return ElemNetConfig(**config.model.to_dict())
+  except (TypeError, ValueError) as error:
+    raise UserError(f'--config.model: {error}') from None
+
+
+def fit_options(train_config) -> train.FitOptions:
+  return train.FitOptions(batch_size=train_config.batch_size, max_epochs=train_config.max_epochs,
+                          patience=train_config.patience, loss=train_config.loss,
+                          log_every=train_config.log_every, mode=train_config.mode)
+
+
+def build(model_config: ElemNetConfig, train_config, width: int, n_train: int, seeds: list[int], *,
+          init_params: Any = None, rules=None, reinit_head: bool = False):
+  """(model, optimizer, stacked states, frozen paths) for an ensemble of `len(seeds)` members.
+
+  `init_params` (one model's pretrained parameters) start every member; `rules` freeze parts.
+  """
+  steps_per_epoch = -(-n_train // train_config.batch_size)
+  probe = ElemNet(model_config)
+  shapes = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+  labels = transfer.label_params(shapes, rules) if rules is not None else None
+  model = ElemNet(model_config, frozen_layers=transfer.frozen_positions(labels) if labels else ())
+  optimizer = train.make_optimizer(
+    train_config.learning_rate, name=train_config.optimizer, schedule=train_config.schedule,
+    warmup_steps=int(train_config.warmup_epochs * steps_per_epoch),
+    total_steps=train_config.max_epochs * steps_per_epoch, weight_decay=train_config.weight_decay,
+    labels=labels, body_lr_scale=train_config.get('body_lr_scale', 1.0))
+  states = []
+  for seed in seeds:
+    params = init_params
+    if params is not None and reinit_head:
+      params = transfer.reinit_head(params, model, width, seed + 10_000)
+    states.append(train.init_state(model, optimizer, width, seed, params))
+  return model, optimizer, train.stack_members(states), train.frozen_paths(labels)
+
+
+def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling: data.TargetScaling,
+             dropout_passes: int = 0) -> np.ndarray:
+  """Predictions of every member in target units, [K, N]."""
+  predict = train.make_predict(model, dropout_passes=dropout_passes)
+  scaled = train.predict_in_batches(predict, params, x)
+  return scaled * target_scaling.scale + target_scaling.shift
+
+
+def _prepare_workdir(workdir: Path, config, overwrite: bool) -> bool:
+  """Creates the workdir; returns True when an interrupted run there should resume."""
+  saved = workdir / 'config.json'
+  if (workdir / 'metrics.json').exists():
+    if not overwrite:
+      raise UserError(f'{workdir}: holds a finished run (metrics.json); choose another --workdir '
+                      'or pass --overwrite to replace it')
+  elif saved.exists() and not overwrite:
+    if json.loads(saved.read_text()) != json.loads(config.to_json()):
+      raise UserError(f'{workdir}: holds an interrupted run with a different config; resume it with '
+                      'the same flags, choose another --workdir, or pass --overwrite')
+    return (workdir / 'checkpoints').exists()
+  if overwrite:
+    for name in OUTPUTS:
+      target = workdir / name
+      shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+  workdir.mkdir(parents=True, exist_ok=True)
+  _write_atomic(saved, config.to_json(indent=2))
+  return False
+
+
+def _write_atomic(path: Path, text: str) -> None:
+  temporary = path.with_name(path.name + '.tmp')
+  temporary.write_text(text)
+  os.replace(temporary, path)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       overwrite: bool = False) -> dict:
+  """Pretrains, or fine-tunes when `config.transfer.pretrained` names a workdir; returns metrics.
+
+  Writes config.json, split.csv, checkpoints/ (resumable), model/, metrics.json and
+  predictions_test.csv into `workdir`.
+  """
+  workdir = Path(workdir)
+  source_dir = config.transfer.get('pretrained', '')
+  source_meta = checkpoint.read_meta(source_dir) if source_dir else None  # fail before any work
+  resume = _prepare_workdir(workdir, config, overwrite)
+  examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
+  if source_meta is not None:
+    transfer.check_compatible(source_meta, featurizer.description(), source_dir)
+  labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
+  parts = data.split_examples(examples, labels, minimum=config.dataset.get('min_split_size', 1))
+  data.write_splits(workdir / 'split.csv', parts)
+  inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
+
+  width = inputs.feature_scaling.width
+  seeds = [config.seed + k for k in range(config.train.ensemble)]
+  if source_meta is not None:
+    model_config = ElemNetConfig.from_dict(source_meta['model'])
+    source_model = ElemNet(model_config)
+    abstract = jax.eval_shape(lambda: source_model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+    members = source_meta['members']
+    stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
+    pretrained = checkpoint.load_model(source_dir, stacked)
+    init_params = jax.tree.map(lambda a: a[0], pretrained)  # members start from source member 0
+    rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex),
+                                  model_config)
+  else:
+    model_config, init_params, rules = model_config_from(config), None, None
+  model, optimizer, states, frozen = build(
+    model_config, config.train, width, len(parts['train']), seeds, init_params=init_params,
+    rules=rules, reinit_head=config.transfer.get('reinit_head', False))
+
+  manager = checkpoint.TrainingCheckpoints(workdir / 'checkpoints', config.train.checkpoint_every)
+  best_params, progress = None, None
+  if resume and manager.latest_epoch() is not None:
+    states, best_params, progress = manager.restore(states, jax.tree.map(jnp.copy, states.params))
+    logging.info('resuming %s from epoch %d', workdir, progress.epoch)
+  mesh = None
+  if config.train.get('data_parallel', False):
+    mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  tic = time.perf_counter()
+  states, best_params, progress = train.fit(
+    model, optimizer, states, (inputs.x['train'], inputs.y['train']),
+    (inputs.x['val'], inputs.y['val']), fit_options(config.train), frozen=frozen, mesh=mesh,
+    best_params=best_params, progress=progress, save=manager.save, name=workdir.name)
+  manager.save(states, best_params, progress, force=True)
+  manager.close()
+  logging.info('training took %.1fs', time.perf_counter() - tic)
+
+  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling,
+                         config.train.eval_dropout_passes)
+  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling,
+                             config.train.eval_dropout_passes)
+  test = parts['test']
+  metrics = {
+    'test': regression_metrics(test.y, predictions.mean(axis=0)),
+    'val': regression_metrics(parts['val'].y, val_predictions.mean(axis=0)),
+    'test_members': [regression_metrics(test.y, p) for p in predictions],
+    'best_epoch': progress.best_epoch,
+    'epochs': progress.epoch,
+    'members': len(seeds),
+    'parameters': count_params(jax.tree.map(lambda a: a[0], best_params)),
+    'split_sizes': {name: len(part) for name, part in parts.items()},
+    'data': notes,
+    'frozen_layers': list(model.frozen_layers),
+    'pretrained': str(source_dir) if source_dir else None,
+  }
+  checkpoint.save_model(workdir, best_params, {
+    'model': model_config.to_dict(),
+    'featurizer': featurizer.description(),
+    'feature_scaling': inputs.feature_scaling.to_dict(),
+    'target_scaling': inputs.target_scaling.to_dict(),
+    'members': len(seeds),
+    'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
+    'eval_dropout_passes': config.train.eval_dropout_passes,
+  })
+  write_predictions(workdir / 'predictions_test.csv', test.inputs, predictions, test.y)
+  _write_atomic(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
+  logging.info('test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)', metrics['test']['mae'],
+               metrics['test']['rmse'], metrics['test']['r2'], metrics['test']['n'])
+  return metrics
+
+
+def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray,
+                      targets: np.ndarray | None = None) -> None:
+  """CSV of input, (target), prediction (member mean) and, with several members, their std."""
+  temporary = path.with_name(path.name + '.tmp')
+  with open(temporary, 'w', newline='') as stream:
+    writer = csv.writer(stream)
+    members = predictions_KxN.shape[0]
+    writer.writerow(['input'] + (['target'] if targets is not None else []) + ['prediction']
+                    + (['std'] if members > 1 else []))
+    for i, text in enumerate(inputs):
+      row = [text] + ([f'{targets[i]:.6g}'] if targets is not None else [])
+      row.append(f'{predictions_KxN[:, i].mean():.6g}')
+      if members > 1:
+        row.append(f'{predictions_KxN[:, i].std():.6g}')
+      writer.writerow(row)
+  os.replace(temporary, path)
+
+
+def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
+  """(model, parameters [K, ...], meta) of a finished run."""
+  meta = checkpoint.read_meta(workdir)
+  model = ElemNet(ElemNetConfig.from_dict(meta['model']))
+  width = len(meta['feature_scaling']['keep'])
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+  stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((meta['members'],) + a.shape, a.dtype), abstract)
+  return model, checkpoint.load_model(workdir, stacked), meta
+
+
+def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | None = None,
+                   path: str = 'command line', skip_invalid: bool = False) -> tuple[list[str], np.ndarray]:
+  """Predictions [M, N] of every member of every model for raw inputs (formulas or SMILES)."""
+  all_predictions, featurizer_description, kept = [], None, None
+  for workdir in workdirs:
+    model, params, meta = load_for_prediction(workdir)
+    if featurizer_description is not None and meta['featurizer'] != featurizer_description:
+      raise UserError(f'{workdir}: uses another featurizer than {workdirs[0]}; predict with one kind')
+    featurizer_description = meta['featurizer']
+    featurizer = featurizers.build(meta['featurizer'])
+    x, _, invalid = featurizer.featurize(inputs)
+    if invalid:
+      listed = [((rows or list(range(1, len(inputs) + 1)))[i], inputs[i], reason) for i, reason in invalid]
+      if not skip_invalid:
+        raise UserError(format_rows(listed, 'input', path))
+      logging.warning('skipping %d invalid inputs', len(invalid))
+    kept = np.setdiff1d(np.arange(len(inputs)), [i for i, _ in invalid])
+    scaling = data.FeatureScaling.from_dict(meta['feature_scaling'])
+    target = data.TargetScaling(**meta['target_scaling'])
+    all_predictions.append(evaluate(model, params, scaling(x[kept]), target,
+                                    meta.get('eval_dropout_passes', 0)))
+  return [inputs[i] for i in kept], np.concatenate(all_predictions, axis=0)
+
+
+def predict_file(models: list[str], *, input_csv: str | None = None, column: str = 'formula',
+                 inputs: list[str] | None = None, output: str | None = None,
+                 skip_invalid: bool = False, overwrite: bool = False) -> None:
+  """Reads inputs (a CSV column or a list), predicts with every model, writes or prints a CSV."""
+  if (input_csv is None) == (inputs is None):
+    raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')
+  if output and Path(output).exists() and not overwrite:
+    raise UserError(f'{output}: already exists; pass --overwrite to replace it')
+  rows, path = None, 'command line'
+  if input_csv is not None:
+    if not Path(input_csv).exists():
+      raise UserError(f'{input_csv}: no such file')
+    table = datasets.read_csv(Path(input_csv), column, column)
+    inputs, rows, path = table.inputs, table.rows, input_csv
+  kept, predictions = predict_inputs(models, list(inputs), rows, path, skip_invalid)
+  if output:
+    write_predictions(Path(output), kept, predictions)
+    logging.info('wrote %d predictions to %s', len(kept), output)
+  else:
+    for text, values in zip(kept, predictions.T):
+      std = f'\t{values.std():.4f}' if len(values) > 1 else ''
+      print(f'{text}\t{values.mean():.4f}{std}')

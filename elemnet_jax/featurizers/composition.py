@@ -1,0 +1,141 @@
+"""Chemical formula -> 86 element fractions in ElemNet's element order."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+# ElemNet's `elements_tl`: the 86 elements the network sees, in its input order.
+ELEMENTS = (
+  'H Li Be B C N O F Na Mg Al Si P S Cl K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br Kr Rb Sr '
+  'Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er Tm Yb '
+  'Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Ac Th Pa U Np Pu'
+).split()
+ELEMENT_INDEX = {symbol: i for i, symbol in enumerate(ELEMENTS)}
+
+# Every element symbol (Z = 1..118), to tell "not an element" from "an element ElemNet lacks".
+PERIODIC_TABLE = frozenset((
+  'H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br '
+  'Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er '
+  'Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md '
+  'No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og'
+).split())
+
+_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))')
+_CLOSING = {'(': ')', '[': ']'}
+
+
+def parse_formula(formula: str) -> dict[str, float]:
+  """Element -> amount for a formula such as ``Fe2O3``, ``Fe0.5Ni0.5`` or ``Ca3(PO4)2``.
+
+  Raises:
+    ValueError: naming the formula and the reason (empty, unknown symbol, element outside
+      ElemNet's 86, zero or negative amount, unbalanced parentheses, stray character).
+  """
+  if not isinstance(formula, str):
+    raise ValueError(f'formula {formula!r}: not a string')
+  if not formula.strip():
+    raise ValueError(f'formula {formula!r}: empty')
+  stack: list[tuple[str, dict[str, float]]] = [('', {})]
+  position, last_group = 0, None  # last_group: counts of a just-closed group awaiting a multiplier
+  previous_was_amount = False
+  while position < len(formula):
+    match = _TOKEN.match(formula, position)
+    if match is None:  # only trailing whitespace is left
+      break
+    position = match.end()
+    symbol, amount, opening, closing, other = match.groups()
+    if symbol is not None:
+      _merge(stack[-1][1], last_group)
+      last_group = None
+      if symbol not in PERIODIC_TABLE:
+        raise ValueError(f'formula {formula!r}: unknown element symbol {symbol!r}')
+      if symbol not in ELEMENT_INDEX:
+        raise ValueError(f'formula {formula!r}: element {symbol} is not among the 86 elements ElemNet uses')
+      last_group = {symbol: 1.0}
+      previous_was_amount = False
+    elif amount is not None:
+      if last_group is None or previous_was_amount:
+        raise ValueError(f'formula {formula!r}: amount {amount} does not follow an element or group')
+      value = float(amount)
+      if value <= 0:
+        raise ValueError(f'formula {formula!r}: amount {amount} is not positive')
+      last_group = {element: count * value for element, count in last_group.items()}
+      previous_was_amount = True
+    elif opening is not None:
+      _merge(stack[-1][1], last_group)
+      last_group = None
+      stack.append((opening, {}))
+      previous_was_amount = False
+    elif closing is not None:
+      if len(stack) == 1 or _CLOSING[stack[-1][0]] != closing:
+        raise ValueError(f'formula {formula!r}: unbalanced parentheses')
+      _merge(stack[-1][1], last_group)
+      last_group = stack.pop()[1]
+      if not last_group:
+        raise ValueError(f'formula {formula!r}: empty parentheses')
+      previous_was_amount = False
+    else:
+      if other == '-':
+        raise ValueError(f'formula {formula!r}: negative amount')
+      raise ValueError(f'formula {formula!r}: unexpected character {other!r}')
+  if len(stack) != 1:
+    raise ValueError(f'formula {formula!r}: unbalanced parentheses')
+  _merge(stack[0][1], last_group)
+  counts = stack[0][1]
+  if not counts:
+    raise ValueError(f'formula {formula!r}: no elements')
+  return counts
+
+
+def _merge(into: dict[str, float], group: dict[str, float] | None) -> None:
+  for element, count in (group or {}).items():
+    into[element] = into.get(element, 0.0) + count
+
+
+def composition_fractions(formula: str) -> np.ndarray:
+  """The 86 element fractions (summing to 1) of one formula."""
+  counts = parse_formula(formula)
+  fractions = np.zeros(len(ELEMENTS), np.float32)
+  total = sum(counts.values())
+  for element, count in counts.items():
+    fractions[ELEMENT_INDEX[element]] = count / total
+  return fractions
+
+
+class CompositionFeaturizer:
+  """ElemNet's input: element fractions of a formula, raw (no scaling), 86 wide."""
+
+  name = 'composition'
+  input_kind = 'formula'
+  width = len(ELEMENTS)
+
+  def __init__(self, **options):
+    if options:
+      raise ValueError(f'featurizer composition takes no options, got {sorted(options)}')
+
+  def description(self) -> dict:
+    return {'name': self.name, 'width': self.width, 'elements': list(ELEMENTS)}
+
+  def featurize(self, inputs: Sequence[str]) -> tuple[np.ndarray, list[str], list[tuple[int, str]]]:
+    """Returns (fractions [n, 86], grouping keys, [(index, reason)] of invalid inputs).
+
+    Invalid rows are left as zeros. The key of a row is its normalised composition, so
+    ``Fe2O3`` and ``Fe4O6`` fall in one group.
+    """
+    features = np.zeros((len(inputs), self.width), np.float32)
+    keys: list[str] = [''] * len(inputs)
+    invalid: list[tuple[int, str]] = []
+    for i, formula in enumerate(inputs):
+      try:
+        counts = parse_formula(formula)
+      except ValueError as error:
+        invalid.append((i, str(error).split(': ', 1)[-1]))
+        continue
+      total = sum(counts.values())
+      for element, count in counts.items():
+        features[i, ELEMENT_INDEX[element]] = count / total
+      keys[i] = ' '.join(f'{element}{count / total:.6g}' for element, count in sorted(counts.items()))
+    return features, keys, invalid

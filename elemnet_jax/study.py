@@ -1,0 +1,289 @@
+"""The transfer study: scratch vs fine-tuning vs frozen featurizer vs the pretrained model as is.
+
+For a source (large, DFT) and a target (small, experimental) dataset, trains on nested subsets of
+the target's training data and reports test metrics per method, training-set size, fold and seed.
+Seeds of one (method, size, fold) are trained together as one vmapped ensemble.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from elemnet_jax import checkpoint, data, experiment, frozen, train, transfer
+from elemnet_jax.errors import UserError
+from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.model import ElemNetConfig
+
+METHODS = ('scratch', 'finetune', 'featurizer', 'direct')
+
+
+@dataclasses.dataclass
+class Fold:
+  """One held-out test set and the training/validation data around it (unscaled)."""
+
+  index: int
+  train: data.Examples
+  val: data.Examples
+  test: data.Examples
+
+
+def make_folds(examples: data.Examples, folds: int, split: tuple[float, float, float], seed: int,
+               val_fraction: float) -> list[Fold]:
+  """k-fold cross-validation (folds >= 2), or the one fixed split given by `split` (folds = 0)."""
+  rng = np.random.default_rng(seed)
+  n = len(examples)
+  if folds == 0:
+    labels = data.assign_splits(examples, split, seed)
+    parts = data.split_examples(examples, labels)
+    return [Fold(0, parts['train'], parts['val'], parts['test'])]
+  if folds == 1 or folds > n:
+    raise UserError(f'study.folds={folds}: use 0 (a fixed split) or 2..{n}')
+  order = rng.permutation(n)
+  result = []
+  for f, test_index in enumerate(np.array_split(order, folds)):
+    rest = np.setdiff1d(order, test_index)
+    rest = rest[np.random.default_rng(seed + 1 + f).permutation(len(rest))]
+    n_val = max(1, round(val_fraction * n))
+    result.append(Fold(f, examples.take(rest[n_val:]), examples.take(rest[:n_val]),
+                       examples.take(test_index)))
+  return result
+
+
+def subset_sizes(n_train: int, fractions) -> list[int]:
+  return [max(1, round(f * n_train)) for f in fractions]
+
+
+def _runs_key(row: dict) -> tuple:
+  return (row['method'], row['freeze_layers'], row['train_fraction'], row['fold'])
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
+  """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures."""
+  workdir = Path(workdir)
+  study = config.study
+  for method in study.methods:
+    if method not in METHODS:
+      raise UserError(f'study.methods: unknown method {method!r}; choose from {METHODS}')
+  workdir.mkdir(parents=True, exist_ok=True)
+  saved = workdir / 'study_config.json'
+  results_path = workdir / 'results.json'
+  if saved.exists() and json.loads(saved.read_text()) != json.loads(config.to_json()):
+    if not overwrite:
+      raise UserError(f'{workdir}: holds a study with a different config; choose another --workdir '
+                      'or pass --overwrite')
+    results_path.unlink(missing_ok=True)
+  experiment._write_atomic(saved, config.to_json(indent=2))
+
+  # 1. The pretrained source model.
+  source_dir = study.pretrained or str(workdir / 'pretrain')
+  if not study.pretrained:
+    source = config.source
+    if study.exclude_target_from_source:
+      source.dataset.exclude_from = config.target.dataset.name
+    if not (Path(source_dir) / 'metrics.json').exists():
+      logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
+      experiment.train_and_evaluate(source, source_dir)
+  meta = checkpoint.read_meta(source_dir)
+  source_metrics = json.loads((Path(source_dir) / 'metrics.json').read_text())
+  model_config = ElemNetConfig.from_dict(meta['model'])
+  model, source_params, _ = experiment.load_for_prediction(source_dir)
+  pretrained = jax.tree.map(lambda a: a[0], source_params)
+
+  # 2. The target data, featurized as the source model's inputs were.
+  target = config.target
+  target.featurizer = ml_collections.ConfigDict(
+    {k: v for k, v in meta['featurizer'].items() if k not in ('width', 'elements')})
+  examples, featurizer, notes, _ = experiment.load_examples(target.dataset, target.featurizer,
+                                                            config.data_dir or target.data_dir)
+  transfer.check_compatible(meta, featurizer.description(), source_dir)
+  excluded = source_metrics['data'].get('excluded')
+  leakage = {
+    'source': source_dir,
+    'source_dataset': meta['dataset']['name'],
+    'source_test_mae': source_metrics['test']['mae'],
+    'target_excluded_from_source': bool(excluded),
+    'excluded_count': excluded['count'] if excluded else 0,
+  }
+  logging.info('leakage control: %s', leakage)
+  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed,
+                     study.val_fraction)
+  rows = json.loads(results_path.read_text())['runs'] if results_path.exists() else []
+  done = {_runs_key(row) for row in rows}
+  seeds = [config.seed + k for k in range(study.seeds)]
+  parity: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+  def record(new_rows):
+    rows.extend(new_rows)
+    experiment._write_atomic(results_path, json.dumps(
+      {'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
+
+  for fold in folds:
+    order = np.random.default_rng(target.dataset.split_seed + 100 + fold.index).permutation(len(fold.train))
+    inputs_full = experiment.make_inputs({'train': fold.train, 'val': fold.val, 'test': fold.test},
+                                         featurizer.description(), target, meta)
+    x, y = inputs_full.x, inputs_full.y
+    scaling = inputs_full.target_scaling
+    if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
+      prediction = experiment.evaluate(model, source_params, x['test'], scaling)[0]
+      record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
+    for fraction, size in zip(study.train_fractions, subset_sizes(len(fold.train), study.train_fractions)):
+      index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
+      train_xy = (x['train'][index], y['train'][index])
+      if size < study.min_train_size:
+        raise UserError(f'target training set of {size} examples (fraction {fraction}) is smaller than '
+                        f'study.min_train_size={study.min_train_size}')
+      runs = []
+      if 'scratch' in study.methods:
+        runs.append(('scratch', -1, None))
+      if 'finetune' in study.methods:
+        runs += [('finetune', k, pretrained) for k in study.freeze_layers]
+      for method, depth, init in runs:
+        if (method, depth, fraction, fold.index) in done:
+          continue
+        rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
+        train_config = target.train if method == 'finetune' else study.scratch_train
+        tic = time.perf_counter()
+        built_model, optimizer, states, frozen_set = experiment.build(
+          model_config, train_config, x['train'].shape[1], size, seeds, init_params=init,
+          rules=rules, reinit_head=target.transfer.reinit_head and method == 'finetune')
+        _, best, _ = train.fit(built_model, optimizer, states, train_xy, (x['val'], y['val']),
+                               experiment.fit_options(train_config), frozen=frozen_set,
+                               name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}')
+        seconds = (time.perf_counter() - tic) / len(seeds)
+        predictions = experiment.evaluate(built_model, best, x['test'], scaling)
+        record([_row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds)
+                for seed, p in zip(seeds, predictions)])
+        if fold.index == 0 and fraction == max(study.train_fractions):
+          parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
+      if ('featurizer' in study.methods
+          and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done):
+        tic = time.perf_counter()
+        hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
+        features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}
+        weights, intercept, alpha = frozen.ridge_select((features['train'][index], y['train'][index]),
+                                                        (features['val'], y['val']))
+        prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
+        logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha,
+                     np.abs(prediction - fold.test.y).mean())
+        record([_row('featurizer', study.featurizer_layer, fraction, size, fold.index, 0, fold.test.y,
+                     prediction, time.perf_counter() - tic)])
+    if fold.index == 0 and parity:
+      parity['_target'] = fold.test.y
+  write_report(workdir, rows, leakage, parity, study)
+  return rows
+
+
+def _row(method, depth, fraction, size, fold, seed, target, prediction, seconds) -> dict:
+  return {'method': method, 'freeze_layers': depth, 'train_fraction': fraction, 'train_size': size,
+          'fold': fold, 'seed': seed, **regression_metrics(target, prediction),
+          'seconds': round(seconds, 2)}
+
+
+def method_label(method: str, depth: int) -> str:
+  if method == 'finetune':
+    return f'fine-tune (freeze {depth})'
+  if method == 'featurizer':
+    return f'frozen featurizer (layer {depth}) + ridge'
+  return {'scratch': 'scratch', 'direct': 'pretrained, applied directly'}[method]
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, int], dict[float, tuple[float, float, int, int]]]:
+  """(method, depth) -> train_fraction -> (mean MAE, std MAE, runs, train_size)."""
+  table: dict = {}
+  for row in rows:
+    cell = table.setdefault((row['method'], row['freeze_layers']), {}).setdefault(row['train_fraction'], [])
+    cell.append((row['mae'], row['train_size']))
+  return {key: {f: (float(np.mean([m for m, _ in v])), float(np.std([m for m, _ in v])), len(v),
+                    int(np.median([s for _, s in v]))) for f, v in cells.items()}
+          for key, cells in table.items()}
+
+
+def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, study) -> str:
+  summary = summarise(rows)
+  fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
+  methods = [key for key in summary if key[0] != 'direct']
+  sizes = {f: max(v[f][3] for v in summary.values() if f in v) for f in fractions}
+  lines = ['| share of target train (n) | ' + ' | '.join(method_label(*m) for m in methods) + ' |',
+           '|---' * (len(methods) + 1) + '|']
+  for f in fractions:
+    cells = []
+    best = min(summary[m][f][0] for m in methods if f in summary[m])
+    for m in methods:
+      if f not in summary[m]:
+        cells.append('')
+        continue
+      mean, std, _, _ = summary[m][f]
+      text = f'{mean:.4f} +- {std:.4f}'
+      cells.append(f'**{text}**' if mean == best else text)
+    lines.append(f'| {f:.0%} ({sizes[f]}) | ' + ' | '.join(cells) + ' |')
+  for key, cells in summary.items():
+    if key[0] == 'direct':
+      mean, std, runs, _ = cells[0.0]
+      lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} '
+                   f'({runs} folds).')
+  runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
+  lines.append(f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
+               f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
+               f'(test MAE {leakage["source_test_mae"]:.4f}); target compositions '
+               + ('REMOVED from' if leakage['target_excluded_from_source']
+                  else 'KEPT in') + f' the source data ({leakage["excluded_count"]} removed).')
+  scratch = summary.get(('scratch', -1), {})
+  transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer')]
+  if scratch and transfer_keys:
+    wins = all(min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0]
+               for f in fractions if f in scratch)
+    lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
+  text = '\n'.join(lines) + '\n'
+  experiment._write_atomic(workdir / 'results.md', text)
+  _plot(workdir, summary, fractions, sizes, parity)
+  print(text)
+  return text
+
+
+def _plot(workdir: Path, summary, fractions, sizes, parity) -> None:
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  figure, axes = plt.subplots(figsize=(6, 4.2))
+  for key, cells in summary.items():
+    if key[0] == 'direct':
+      axes.axhline(cells[0.0][0], color='grey', linestyle='--', label=method_label(*key))
+      continue
+    present = [f for f in fractions if f in cells]
+    axes.errorbar([sizes[f] for f in present], [cells[f][0] for f in present],
+                  yerr=[cells[f][1] for f in present], marker='o', capsize=3, label=method_label(*key))
+  axes.set_xscale('log')
+  axes.set_xlabel('target training-set size')
+  axes.set_ylabel('test MAE')
+  axes.legend(fontsize=8)
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  figure.savefig(workdir / 'learning_curve.png', dpi=120)
+  plt.close(figure)
+  target = parity.get('_target')
+  candidates = {k: v for k, v in parity.items() if not k.startswith('_') and k != 'scratch'}
+  if target is None or 'scratch' not in parity or not candidates:
+    return
+  best = min(candidates, key=lambda k: np.abs(candidates[k] - target).mean())
+  figure, axes = plt.subplots(figsize=(4.6, 4.4))
+  for name, color in (('scratch', 'tab:red'), (best, 'tab:blue')):
+    mae = np.abs(parity[name] - target).mean()
+    axes.scatter(target, parity[name], s=9, alpha=0.6, color=color, label=f'{name} (MAE {mae:.3f})')
+  low, high = float(min(target.min(), parity[best].min())), float(max(target.max(), parity[best].max()))
+  axes.plot([low, high], [low, high], color='black', linewidth=0.8)
+  axes.set_xlabel('target (test split, fold 0)')
+  axes.set_ylabel('prediction (mean over seeds)')
+  axes.legend(fontsize=8)
+  figure.tight_layout()
+  figure.savefig(workdir / 'parity.png', dpi=120)
+  plt.close(figure)

@@ -1,0 +1,317 @@
+"""Functional training: a pytree train state, jitted steps, whole epochs under `lax.scan`.
+
+Every function here trains ONE model. `fit` trains an ensemble of K members (K >= 1) at once by
+`jax.vmap` over a leading member axis of the state, so a single run is the case K = 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax import traverse_util
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from elemnet_jax.errors import UserError
+from elemnet_jax.model import ElemNet
+
+Params = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training; arrays only, so it vmaps, shards and saves."""
+
+  step: jax.Array  # int32 []
+  params: Params
+  opt_state: Any
+  rng: jax.Array  # uint32 [2], raw key: split once per epoch for the shuffle, folded per step
+
+
+class TrainingDiverged(UserError):
+  """A non-finite loss; the message names epoch and step."""
+
+
+def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax.Array:
+  error = prediction - target
+  if kind == 'mae':
+    return jnp.abs(error)
+  if kind == 'mse':
+    return jnp.square(error)
+  if kind == 'huber':
+    return optax.huber_loss(prediction, target, delta=0.1)
+  raise ValueError(f'unknown loss {kind!r}; use mae, mse or huber')
+
+
+def make_optimizer(learning_rate: float, *, name: str = 'adam', schedule: str = 'constant',
+                   warmup_steps: int = 0, total_steps: int = 0, weight_decay: float = 0.0,
+                   labels: Params | None = None, body_lr_scale: float = 1.0,
+                   ) -> optax.GradientTransformation:
+  """Adam(W) with an optional warm-up + cosine schedule.
+
+  With `labels` (a pytree of 'frozen' | 'body' | 'head', see `elemnet_jax.transfer`), the
+  optimizer is `optax.multi_transform`: frozen leaves get `set_to_zero()` and keep no moments,
+  'body' leaves learn at `body_lr_scale` times the head's rate.
+  """
+  def rate(scale: float):
+    peak = learning_rate * scale
+    if schedule == 'constant':
+      return peak
+    if schedule == 'cosine':
+      return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(total_steps, 2))
+    raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
+
+  def base(scale: float) -> optax.GradientTransformation:
+    if name == 'adam':
+      return optax.adam(rate(scale))
+    if name == 'adamw':
+      return optax.adamw(rate(scale), weight_decay=weight_decay)
+    raise ValueError(f'unknown optimizer {name!r}; use adam or adamw')
+
+  if labels is None:
+    return base(1.0)
+  return optax.multi_transform(
+    {'head': base(1.0), 'body': base(body_lr_scale), 'frozen': optax.set_to_zero()}, labels)
+
+
+def init_state(model: ElemNet, optimizer: optax.GradientTransformation, width: int, seed: int,
+               params: Params | None = None) -> TrainState:
+  """A fresh state; `params` (e.g. pretrained) replace the random initialisation."""
+  key = jax.random.PRNGKey(seed)
+  init_key, rng = jax.random.split(key)
+  if params is None:
+    params = model.init(init_key, jnp.zeros((1, width), jnp.float32))
+  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), rng)
+
+
+def frozen_paths(labels: Params | None) -> frozenset[tuple[str, ...]]:
+  if labels is None:
+    return frozenset()
+  return frozenset(path for path, label in traverse_util.flatten_dict(labels).items()
+                   if label == 'frozen')
+
+
+def make_train_step(model: ElemNet, optimizer: optax.GradientTransformation, loss: str = 'mae',
+                    frozen: frozenset[tuple[str, ...]] = frozenset(),
+                    ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array],
+                                  tuple[TrainState, dict]]:
+  """`train_step(state, x_BxF, y_B, mask_B) -> (state, {'loss'})`; masked rows do not count.
+
+  Gradients are taken only with respect to the trainable leaves: frozen ones are closed over as
+  constants, so XLA computes no backward pass into frozen layers.
+  """
+  def train_step(state, x_BxF, y_B, mask_B):
+    dropout_key = jax.random.fold_in(state.rng, state.step)
+    flat = traverse_util.flatten_dict(state.params)
+    fixed = {path: leaf for path, leaf in flat.items() if path in frozen}
+    trainable = {path: leaf for path, leaf in flat.items() if path not in frozen}
+
+    def objective(trainable):
+      params = traverse_util.unflatten_dict({**fixed, **trainable})
+      prediction = model.apply(params, x_BxF, dropout=True, rngs={'dropout': dropout_key})
+      weight = mask_B.astype(prediction.dtype)
+      return jnp.sum(weight * loss_per_example(loss, prediction, y_B)) / jnp.maximum(weight.sum(), 1)
+
+    value, trainable_grads = jax.value_and_grad(objective)(trainable)
+    grads = traverse_util.unflatten_dict(
+      {**{path: jnp.zeros_like(leaf) for path, leaf in fixed.items()}, **trainable_grads})
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {'loss': value}
+
+  return train_step
+
+
+def epoch_order(rng: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(next rng, indices [S, B], mask [S, B]): one reshuffle; the last partial batch is masked."""
+  rng, shuffle_key = jax.random.split(rng)
+  steps = -(-n // batch_size)
+  order = jax.random.permutation(shuffle_key, n)
+  padded = jnp.concatenate([order, jnp.zeros(steps * batch_size - n, order.dtype)])
+  mask = jnp.arange(steps * batch_size) < n
+  return rng, padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
+
+
+def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
+  """`train_epoch(state, x_NxF, y_N) -> (state, losses [S])`: one compiled call per epoch.
+
+  The data stay on the device; each step gathers its shuffled minibatch. With a `mesh`, each
+  minibatch is sharded over the 'data' axis while the state stays replicated.
+  """
+  def constrain(batch):
+    if mesh is None:
+      return batch
+    return jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P('data')))
+
+  def train_epoch(state, x_NxF, y_N):
+    rng, index_SxB, mask_SxB = epoch_order(state.rng, x_NxF.shape[0], batch_size)
+
+    def body(state, batch):
+      index_B, mask_B = batch
+      state, metrics = train_step(state, constrain(x_NxF[index_B]), constrain(y_N[index_B]),
+                                  constrain(mask_B))
+      return state, metrics['loss']
+
+    return jax.lax.scan(body, state.replace(rng=rng), (index_SxB, mask_SxB))
+
+  return train_epoch
+
+
+def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes: int = 0):
+  """Jitted `predict(params_K, x_BxF) -> [K, B]` over an ensemble axis of the parameters.
+
+  With `dropout_passes > 0`, each prediction is the mean of that many stochastic dropout passes
+  (as the TF1 ElemNet evaluated), drawn from a fixed key so results are reproducible.
+  """
+  def apply(params, x):
+    if dropout_passes <= 0:
+      return model.apply(params, x, hidden_layer=hidden_layer)
+    keys = jax.random.split(jax.random.PRNGKey(0), dropout_passes)
+    passes = jax.vmap(lambda key: model.apply(params, x, dropout=True, hidden_layer=hidden_layer,
+                                              rngs={'dropout': key}))(keys)
+    return passes.mean(axis=0)
+
+  return jax.jit(jax.vmap(apply, in_axes=(0, None)))
+
+
+def predict_in_batches(predict, params, x_NxF: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+  """Runs `predict` over fixed-size padded chunks (one compilation); returns [K, N, ...]."""
+  n = x_NxF.shape[0]
+  size = min(batch_size, max(n, 1))
+  chunks = []
+  for start in range(0, n, size):
+    chunk = x_NxF[start:start + size]
+    padded = np.zeros((size,) + chunk.shape[1:], chunk.dtype)
+    padded[:len(chunk)] = chunk
+    chunks.append(np.asarray(predict(params, padded))[:, :len(chunk)])
+  return np.concatenate(chunks, axis=1)
+
+
+@dataclasses.dataclass
+class Progress:
+  """Host-side bookkeeping of `fit`, saved beside the state so a run can resume."""
+
+  epoch: int = 0  # epochs completed
+  best_val: list[float] = dataclasses.field(default_factory=list)  # per member
+  best_epoch: list[int] = dataclasses.field(default_factory=list)
+  history: list[dict] = dataclasses.field(default_factory=list)
+  stopped: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+  batch_size: int = 32
+  max_epochs: int = 100
+  patience: int = 20
+  loss: str = 'mae'
+  log_every: int = 1
+  eval_batch_size: int = 8192
+  mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
+
+
+def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, np.ndarray],
+        val: tuple[np.ndarray, np.ndarray], options: FitOptions, *,
+        frozen: frozenset = frozenset(), mesh: Mesh | None = None, best_params: Params | None = None,
+        progress: Progress | None = None,
+        save: Callable[[TrainState, Params, Progress], None] | None = None,
+        name: str = 'fit') -> tuple[TrainState, Params, Progress]:
+  """Trains K members (leading axis of `states`) with early stopping on validation MAE.
+
+  Returns the final states, the best-on-validation parameters of each member, and the progress.
+  `save(states, best_params, progress)` is called after every epoch (it decides how often to
+  write); passing back what it saved as `states`, `best_params`, `progress` resumes the run.
+  """
+  x_train, y_train = (jnp.asarray(a) for a in train)
+  x_val, y_val = val
+  members = jax.tree.leaves(states.step)[0].shape[0]
+  train_step = make_train_step(model, optimizer, options.loss, frozen)
+  if mesh is not None:
+    replicated = NamedSharding(mesh, P())
+    states, x_train, y_train = jax.device_put((states, x_train, y_train), replicated)
+  if options.mode == 'epoch':
+    train_epoch = make_train_epoch(train_step, options.batch_size, mesh)
+    if members == 1:  # XLA:CPU runs batched matmuls of one member slower than plain ones
+      def one_member(states, x, y):
+        state, losses = train_epoch(jax.tree.map(lambda a: a[0], states), x, y)
+        return jax.tree.map(lambda a: a[None], state), losses[None]
+      run_epoch = jax.jit(one_member, donate_argnums=0)
+    else:
+      run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, None, None)), donate_argnums=0)
+  elif options.mode == 'step':
+    step = jax.jit(jax.vmap(train_step), donate_argnums=0)
+    order = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2))
+
+    def run_epoch(states, x, y):  # each member reshuffles on its own, then one vmapped step
+      rng, index_KxSxB, mask_KxSxB = order(states.rng, x.shape[0], options.batch_size)
+      states, losses = states.replace(rng=rng), []
+      for s in range(index_KxSxB.shape[1]):
+        states, metrics = step(states, x[index_KxSxB[:, s]], y[index_KxSxB[:, s]], mask_KxSxB[:, s])
+        losses.append(metrics['loss'])
+      return states, jnp.stack(losses, axis=1)
+  else:
+    raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
+  predict = make_predict(model)
+  select = jax.jit(lambda better, new, old: jax.tree.map(
+    lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old))
+
+  progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)
+  if best_params is None:
+    best_params = jax.tree.map(jnp.copy, states.params)
+  n_train = int(x_train.shape[0])
+  epoch_seconds: list[float] = []
+  while not progress.stopped and progress.epoch < options.max_epochs:
+    epoch = progress.epoch + 1
+    start_step = int(np.asarray(states.step).reshape(-1)[0])
+    tic = time.perf_counter()
+    states, losses_KxS = run_epoch(states, x_train, y_train)
+    losses_KxS = np.asarray(losses_KxS)
+    if not np.isfinite(losses_KxS).all():
+      member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
+      raise TrainingDiverged(
+        f'{name}: training diverged: non-finite loss at epoch {epoch}, step {start_step + step + 1} '
+        f'(member {member}); lower the learning rate or check the targets')
+    val_pred = predict_in_batches(predict, states.params, x_val, options.eval_batch_size)
+    val_mae = np.abs(val_pred - y_val[None]).mean(axis=1)
+    seconds = time.perf_counter() - tic
+    epoch_seconds.append(seconds)
+    better = np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
+    if better.any():
+      best_params = select(jnp.asarray(better), states.params, best_params)
+    progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]
+    progress.best_epoch = [epoch if b else old for b, old in zip(better, progress.best_epoch)]
+    progress.history.append({'epoch': epoch, 'train_loss': [float(v) for v in losses_KxS.mean(axis=1)],
+                             'val_mae': [float(v) for v in val_mae]})
+    progress.epoch = epoch
+    waited = [epoch - b for b in progress.best_epoch]
+    progress.stopped = min(waited) >= options.patience
+    if epoch % options.log_every == 0 or progress.stopped or epoch == options.max_epochs:
+      mean_seconds = float(np.mean(epoch_seconds[-5:]))
+      eta = (options.max_epochs - epoch) * mean_seconds
+      logging.info(
+        '%s epoch %d/%d  train_loss %.4f  val_mae %.4f  best %.4f@%d  %.0f samples/s  %.1fs/epoch  '
+        'ETA %s', name, epoch, options.max_epochs, losses_KxS.mean(), val_mae.mean(),
+        np.mean(progress.best_val), int(np.median(progress.best_epoch)),
+        n_train * members / seconds, seconds, _duration(eta))
+    if save is not None:
+      save(states, best_params, progress)
+  return states, best_params, progress
+
+
+def _duration(seconds: float) -> str:
+  minutes, seconds = divmod(int(seconds), 60)
+  return f'{minutes // 60}h{minutes % 60:02d}m' if minutes >= 60 else f'{minutes}m{seconds:02d}s'
+
+
+def stack_members(states: list[TrainState]) -> TrainState:
+  """Stacks single-model states into one state with a leading member axis."""
+  return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)

@@ -1,0 +1,37 @@
+"""The full-budget transfer study: OQMD (DFT) -> SSUB (experimental formation enthalpy).
+
+  python -m experiments.transfer_study --workdir=workdirs/study_paper --config=experiments/configs/paper.py
+
+Pretrains with experiments/configs/oqmd.py (51 epochs; or reuse a run with
+--config.study.pretrained=workdirs/oqmd), then on the SSUB training split trains from scratch,
+fine-tunes with several freeze depths, fits ridge on the last hidden layer, and applies the
+pretrained model directly; 10/25/50/100% of the training data, 3 seeds, a fixed 80/10/10 split.
+Add --config.study.exclude_target_from_source=True to remove SSUB compositions from OQMD.
+"""
+
+import ml_collections
+
+from experiments.configs import finetune, oqmd
+
+
+def get_config():
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.data_dir = ''
+  config.source = oqmd.get_config()
+  config.target = finetune.get_config()
+  config.target.train.update(max_epochs=400, patience=60)
+  config.study = ml_collections.ConfigDict(dict(
+    pretrained='',  # workdir of a finished pretraining run to reuse
+    exclude_target_from_source=False,  # leakage control: drop target compositions from the source
+    folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
+    val_fraction=0.1,  # with folds: share of all examples held out for early stopping
+    train_fractions=(0.1, 0.25, 0.5, 1.0),
+    seeds=3,
+    methods=('scratch', 'finetune', 'featurizer', 'direct'),
+    freeze_layers=(0, 4, 10),  # fine-tuning depths: 0 = every layer trains
+    featurizer_layer=16,  # hidden layer whose activations feed ridge (16 = the last, 32 wide)
+    min_train_size=8,
+  ))
+  config.study.scratch_train = config.target.train.copy_and_resolve_references()
+  return config

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
@@ -60,6 +61,8 @@ def parse_formula(formula: str) -> dict[str, float]:
       if last_group is None or previous_was_amount:
         raise ValueError(f'formula {formula!r}: amount {amount} does not follow an element or group')
       value = float(amount)
+      if not math.isfinite(value):
+        raise ValueError(f'formula {formula!r}: amount {amount[:12]}... is too large')
       if value <= 0:
         raise ValueError(f'formula {formula!r}: amount {amount} is not positive')
       last_group = {element: count * value for element, count in last_group.items()}

@@ -8,7 +8,8 @@ Columns, in order (see `EStateFeaturizer.column_names`):
 The 79 types are RDKit's, in the order `rdkit.Chem.EState.Fingerprinter.FingerprintMol` returns
 them; molecules are hydrogen-suppressed, as `Chem.MolFromSmiles` gives them. E-state assigns metals
 no type, and porphyrin SMILES carry the metal as a separate fragment (``...[N]5).[Zn]``), hence
-the metal and fragment columns.
+the metal and fragment columns. The two pyrrole N written as radicals (``[N]``) match no type
+either (they still perturb their neighbours' E-state), nor does a radical ``[O]`` on ``[Ti]``.
 
 RDKit quirk, kept for fidelity: `FingerprintMol` counts substructure matches with
 ``uniquify=True``, so two same-type atoms whose patterns cover the same atom set count once
@@ -22,6 +23,7 @@ import multiprocessing
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
 from absl import logging
@@ -33,7 +35,8 @@ if AtomTypes.esPatterns is None:
   AtomTypes.BuildPatts()
 # The 79 Hall-Kier atom types ('sCH3', 'aaCH', 'dO', ...), in FingerprintMol's column order.
 ESTATE_TYPES = tuple(type_name for type_name, _ in AtomTypes.esPatterns)
-assert len(ESTATE_TYPES) == 79, len(ESTATE_TYPES)
+if len(ESTATE_TYPES) != 79:
+  raise ImportError(f'RDKit has {len(ESTATE_TYPES)} E-state atom types, expected 79')
 
 # Metals that can sit in a porphyrin (no lanthanides): s-block, the d-block rows Sc..Zn, Y..Cd,
 # Hf..Hg, then p-block metals.
@@ -166,8 +169,8 @@ class EStateFeaturizer:
     return names
 
   def description(self) -> dict:
-    return {'name': self.name, 'width': self.width, 'parts': self.parts, 'metals': self.metals,
-            'workers': self.workers}
+    # `workers` never changes the features, so it is left out: a model stays usable elsewhere.
+    return {'name': self.name, 'width': self.width, 'parts': self.parts, 'metals': self.metals}
 
   def featurize(self, inputs: Sequence[str]) -> tuple[np.ndarray, list[str], list[tuple[int, str]]]:
     """Returns (features [n, width], canonical SMILES keys, [(index, reason)] of invalid inputs).
@@ -188,11 +191,15 @@ class EStateFeaturizer:
       logging.info('estate: featurizing %d SMILES (%d distinct) in %d process(es)', n, len(distinct), workers)
 
     args = (chunks, [self.parts] * len(chunks), [self.metals] * len(chunks), [width] * len(chunks))
+    results = None
     if workers > 1:
-      # spawn, not fork: the parent may be running JAX threads
-      with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
-        results = _with_progress(pool.map(_featurize_chunk, *args), len(distinct), log_progress)
-    else:
+      try:  # spawn, not fork: the parent may be running JAX threads
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
+          results = _with_progress(pool.map(_featurize_chunk, *args), len(distinct), log_progress)
+      except BrokenProcessPool:
+        logging.warning('estate: the worker pool failed (a script calling featurize needs an '
+                        "`if __name__ == '__main__':` guard); featurizing in this process")
+    if results is None:
       results = _with_progress(map(_featurize_chunk, *args), len(distinct), log_progress)
 
     rows = np.concatenate([r[0] for r in results]) if results else np.zeros((0, width), np.float32)

@@ -1,0 +1,368 @@
+"""Training throughput: samples/s, step time and achieved FLOP/s against a measured matmul peak.
+
+Modes, each timed per batch size on synthetic data of N = batch_size * steps rows:
+  step: a Python loop of jitted `train_step` calls over pre-sliced minibatches on the device.
+  epoch: one jitted `lax.scan` over the epoch (`make_train_epoch`); step time = epoch time / steps.
+  ensemble: K members trained together (`jax.vmap` of the epoch over a stacked state), and
+    `sequential`: the same K members trained one after another with the `epoch` function.
+    Both give one row each; a step counts all K members and samples/s counts K * N per epoch.
+  full_epoch: with `full_epoch_rows > 0`, one epoch over that many rows (239,121 = the OQMD
+    training split) in epoch mode; compiled ahead of time, so no warm-up epoch is run.
+
+FLOPs per sample are analytic (training = 3 x forward, forward = 2 x sum of in x out over the
+dense layers); XLA's count for one compiled step, which also counts the optimizer's elementwise
+work, is reported beside it when the backend gives one. The peak is a float32 square matmul at
+the default matmul precision, timed in the same run on the same device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import pathlib
+import statistics
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from elemnet_jax.errors import UserError
+from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.train import init_state, make_optimizer, make_train_epoch, make_train_step, stack_members
+
+MODES = ('step', 'epoch', 'ensemble')
+OQMD_TRAIN_ROWS = 239_121
+PAPER_FEATURES = 86
+MATMUL_SIZES = {'cpu': 2048}  # any other platform (gpu, tpu): DEFAULT_MATMUL_SIZE
+DEFAULT_MATMUL_SIZE = 8192
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchmarkOptions:
+  """What to time; the defaults take a few minutes on two CPU cores."""
+
+  batch_sizes: tuple[int, ...] = (32, 1024)
+  modes: tuple[str, ...] = MODES
+  steps: int = 50  # minibatches per timed epoch
+  repeats: int = 5  # timed calls; the median is reported
+  warmup: int = 1  # untimed calls first (the first one compiles)
+  members: int = 8  # K of the ensemble mode
+  ensemble_max_batch: int = 256  # ensemble/sequential only at batch sizes up to this; 0: all
+  full_epoch_rows: int = 0  # > 0: also time one epoch over this many rows
+  full_epoch_batch_sizes: tuple[int, ...] = (32, 1024)
+  full_epoch_repeats: int = 1
+  features: int = PAPER_FEATURES
+  matmul_size: int = 0  # 0: 2048 on CPU, 8192 elsewhere
+  learning_rate: float = 1e-3
+  seed: int = 0
+
+  def validate(self) -> None:
+    unknown = [m for m in self.modes if m not in MODES]
+    if unknown or not self.modes:
+      raise UserError(f'unknown or no modes {list(self.modes)}; use some of {", ".join(MODES)}')
+    for name in ('batch_sizes', 'full_epoch_batch_sizes'):
+      values = getattr(self, name)
+      if not values or any(b < 1 for b in values):
+        raise UserError(f'{name} must be positive integers, not {list(values)}')
+    for name in ('steps', 'repeats', 'members', 'features', 'full_epoch_repeats'):
+      if getattr(self, name) < 1:
+        raise UserError(f'{name} must be at least 1, not {getattr(self, name)}')
+    for name in ('warmup', 'ensemble_max_batch', 'full_epoch_rows', 'matmul_size'):
+      if getattr(self, name) < 0:
+        raise UserError(f'{name} must not be negative, not {getattr(self, name)}')
+
+
+def train_flops_per_sample(config: ElemNetConfig, features: int) -> int:
+  """Analytic training FLOPs per example: 3 x (2 x sum of in x out over the dense layers)."""
+  dims = (features,) + config.widths + (1,)
+  return 3 * 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+
+
+def synthetic_data(rows: int, features: int, seed: int) -> tuple[jax.Array, jax.Array]:
+  """Uniform [0, 1) features normalised to sum 1 per row, standard normal targets; on device."""
+  rng = np.random.default_rng(seed)
+  x = rng.random((rows, features), dtype=np.float32)
+  x /= x.sum(axis=1, keepdims=True)
+  y = rng.standard_normal(rows, dtype=np.float32)
+  return jax.device_put(x), jax.device_put(y)
+
+
+def time_calls(run: Callable[[], object], repeats: int, warmup: int) -> list[float]:
+  """Seconds of `repeats` calls of `run` (each waited for), after `warmup` untimed calls."""
+  for _ in range(warmup):
+    jax.block_until_ready(run())
+  seconds = []
+  for _ in range(repeats):
+    tic = time.perf_counter()
+    jax.block_until_ready(run())
+    seconds.append(time.perf_counter() - tic)
+  return seconds
+
+
+def matmul_peak(size: int = 0, repeats: int = 5, warmup: int = 1) -> dict:
+  """Float32 `a @ b` of [n, n] matrices on the default device; peak = 2 n^3 / median time."""
+  n = size or MATMUL_SIZES.get(jax.devices()[0].platform, DEFAULT_MATMUL_SIZE)
+  key_a, key_b = jax.random.split(jax.random.PRNGKey(0))
+  a = jax.random.normal(key_a, (n, n), jnp.float32)
+  b = jax.random.normal(key_b, (n, n), jnp.float32)
+  matmul = jax.jit(jnp.matmul)
+  seconds = statistics.median(time_calls(lambda: matmul(a, b), repeats, max(warmup, 1)))
+  precision = str(jax.config.jax_default_matmul_precision or 'default')
+  return {'size': n, 'dtype': 'float32', 'precision': precision, 'seconds': seconds,
+          'flops_per_second': 2 * n ** 3 / seconds}
+
+
+def xla_flops(jitted, *args) -> float | None:
+  """XLA's FLOP count of one call of `jitted` on `args`, or None if the backend gives none."""
+  try:
+    analysis = jitted.lower(*args).compile().cost_analysis()
+  except Exception as error:  # noqa: BLE001 (an optional number; any backend failure means none)
+    logging.warning('no XLA cost analysis: %s', error)
+    return None
+  if isinstance(analysis, list | tuple):
+    analysis = analysis[0] if analysis else None
+  flops = (analysis or {}).get('flops')
+  return float(flops) if flops is not None and flops >= 0 else None
+
+
+class _Bench:
+  """Builds states, data and compiled functions of one run; each method times one row."""
+
+  def __init__(self, options: BenchmarkOptions, config: ElemNetConfig):
+    self.options = options
+    self.model = ElemNet(config)
+    self.optimizer = make_optimizer(options.learning_rate)
+    self.train_step = make_train_step(self.model, self.optimizer, 'mae')
+    self.flops = train_flops_per_sample(config, options.features)
+    self.epoch_fns: dict[int, Callable] = {}
+    self.xla_flops: dict[int, float | None] = {}
+
+  def state(self, member: int = 0):
+    return init_state(self.model, self.optimizer, self.options.features, self.options.seed + member)
+
+  def epoch_fn(self, batch_size: int):
+    if batch_size not in self.epoch_fns:
+      self.epoch_fns[batch_size] = jax.jit(make_train_epoch(self.train_step, batch_size),
+                                           donate_argnums=0)
+    return self.epoch_fns[batch_size]
+
+  def xla_flops_per_sample(self, batch_size: int) -> float | None:
+    if batch_size not in self.xla_flops:
+      f = self.options.features
+      flops = xla_flops(jax.jit(self.train_step), self.state(), jnp.zeros((batch_size, f)),
+                        jnp.zeros(batch_size), jnp.ones(batch_size, bool))
+      self.xla_flops[batch_size] = None if flops is None else flops / batch_size
+    return self.xla_flops[batch_size]
+
+  def step(self, batch_size: int, x, y) -> list[float]:
+    o = self.options
+    batches = [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
+               for i in range(o.steps)]
+    mask = jnp.ones(batch_size, bool)
+    jax.block_until_ready((batches, mask))
+    step = jax.jit(self.train_step, donate_argnums=0)
+    state = self.state()
+
+    def run():
+      nonlocal state
+      for x_b, y_b in batches:
+        state, _ = step(state, x_b, y_b, mask)
+      return state
+
+    return time_calls(run, o.repeats, o.warmup)
+
+  def epoch(self, batch_size: int, x, y) -> list[float]:
+    epoch_fn, state = self.epoch_fn(batch_size), self.state()
+
+    def run():
+      nonlocal state
+      state, losses = epoch_fn(state, x, y)
+      return state, losses
+
+    return time_calls(run, self.options.repeats, self.options.warmup)
+
+  def ensemble(self, batch_size: int, x, y) -> list[float]:
+    o = self.options
+    run_epoch = jax.jit(jax.vmap(make_train_epoch(self.train_step, batch_size), in_axes=(0, None, None)),
+                        donate_argnums=0)
+    states = stack_members([self.state(k) for k in range(o.members)])
+
+    def run():
+      nonlocal states
+      states, losses = run_epoch(states, x, y)
+      return states, losses
+
+    return time_calls(run, o.repeats, o.warmup)
+
+  def sequential(self, batch_size: int, x, y) -> list[float]:
+    epoch_fn, states = self.epoch_fn(batch_size), [self.state(k) for k in range(self.options.members)]
+
+    def run():
+      for k, state in enumerate(states):
+        states[k], _ = epoch_fn(state, x, y)
+      return states
+
+    return time_calls(run, self.options.repeats, self.options.warmup)
+
+  def full_epoch(self, batch_size: int, x, y) -> tuple[list[float], float]:
+    """Seconds of the timed epochs, and of the ahead-of-time compilation."""
+    state = self.state()
+    tic = time.perf_counter()
+    compiled = self.epoch_fn(batch_size).lower(state, x, y).compile()
+    compile_seconds = time.perf_counter() - tic
+
+    def run():
+      nonlocal state
+      state, losses = compiled(state, x, y)
+      return state, losses
+
+    return time_calls(run, self.options.full_epoch_repeats, 0), compile_seconds
+
+
+def _row(mode: str, batch_size: int, members: int, rows: int, seconds: list[float], flops: int,
+         xla: float | None, peak: dict, device: dict, **extra) -> dict:
+  epoch_seconds = statistics.median(seconds)
+  steps = -(-rows // batch_size)
+  samples = members * rows / epoch_seconds
+  achieved = samples * flops
+  return {'mode': mode, 'batch_size': batch_size, 'members': members, 'rows': rows, 'steps': steps,
+          'device_kind': device['kind'], 'device_count': device['count'], 'platform': device['platform'],
+          'samples_per_second': samples, 'step_seconds': epoch_seconds / steps,
+          'epoch_seconds': epoch_seconds, 'seconds': seconds, 'flops_per_sample': flops,
+          'xla_flops_per_sample': xla, 'achieved_flops_per_second': achieved,
+          'fraction_of_peak': achieved / peak['flops_per_second'], **extra}
+
+
+def device_info() -> dict:
+  device = jax.devices()[0]
+  return {'platform': device.platform, 'kind': device.device_kind, 'count': jax.device_count()}
+
+
+def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(),
+                  config: ElemNetConfig | None = None) -> dict:
+  """Times every requested mode and batch size; returns the report (rows, device, peak, ...)."""
+  options.validate()
+  config = config or ElemNetConfig(use_dropout=False)
+  bench = _Bench(options, config)
+  device = device_info()
+  logging.info('device %s x%d (%s); timing the matmul peak', device['kind'], device['count'],
+               device['platform'])
+  peak = matmul_peak(options.matmul_size, options.repeats, options.warmup)
+  logging.info('matmul peak %.1f GFLOP/s (n=%d)', peak['flops_per_second'] / 1e9, peak['size'])
+  rows = []
+
+  def add(mode, batch_size, members, n, seconds, xla, **extra):
+    row = _row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, device, **extra)
+    logging.info('%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of peak', mode, members,
+                 batch_size, row['samples_per_second'], 1e3 * row['step_seconds'],
+                 100 * row['fraction_of_peak'])
+    rows.append(row)
+
+  for batch_size in options.batch_sizes:
+    n = batch_size * options.steps
+    x, y = synthetic_data(n, options.features, options.seed)
+    xla = bench.xla_flops_per_sample(batch_size)
+    if 'step' in options.modes:
+      add('step', batch_size, 1, n, bench.step(batch_size, x, y), xla)
+    if 'epoch' in options.modes:
+      add('epoch', batch_size, 1, n, bench.epoch(batch_size, x, y), xla)
+    if 'ensemble' in options.modes:
+      if options.ensemble_max_batch and batch_size > options.ensemble_max_batch:
+        logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size,
+                     options.ensemble_max_batch)
+      else:
+        add('ensemble', batch_size, options.members, n, bench.ensemble(batch_size, x, y), xla)
+        add('sequential', batch_size, options.members, n, bench.sequential(batch_size, x, y), xla)
+    del x, y
+  if options.full_epoch_rows:
+    x, y = synthetic_data(options.full_epoch_rows, options.features, options.seed)
+    for batch_size in options.full_epoch_batch_sizes:
+      seconds, compile_seconds = bench.full_epoch(batch_size, x, y)
+      add('full_epoch', batch_size, 1, options.full_epoch_rows, seconds,
+          bench.xla_flops_per_sample(batch_size), compile_seconds=compile_seconds)
+
+  report = {
+    'timestamp': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
+    'jax_version': jax.__version__,
+    'device': device,
+    'matmul_peak': peak,
+    'model': {**config.to_dict(), 'features': options.features,
+              'params': count_params(bench.state().params)},
+    'options': dataclasses.asdict(options),
+    'rows': rows,
+  }
+  report['derived'] = derived(rows)
+  return report
+
+
+def _by(rows: list[dict], mode: str) -> dict[int, dict]:
+  return {row['batch_size']: row for row in rows if row['mode'] == mode}
+
+
+def derived(rows: list[dict]) -> dict:
+  """Ratios between rows that exist, keyed by batch size (as a string, for JSON)."""
+  step, epoch = _by(rows, 'step'), _by(rows, 'epoch')
+  ensemble, sequential = _by(rows, 'ensemble'), _by(rows, 'sequential')
+
+  def speedup(fast, slow):
+    return {str(b): fast[b]['samples_per_second'] / slow[b]['samples_per_second']
+            for b in fast if b in slow}
+
+  out = {'epoch_over_step': speedup(epoch, step),
+         'ensemble_over_sequential': speedup(ensemble, sequential),
+         'epoch_fraction_of_peak': {}, 'full_epoch_seconds': {}}
+  if epoch:
+    largest = max(epoch)
+    out['epoch_fraction_of_peak'] = {str(largest): epoch[largest]['fraction_of_peak']}
+  out['full_epoch_seconds'] = {str(b): r['epoch_seconds'] for b, r in _by(rows, 'full_epoch').items()}
+  return out
+
+
+def format_report(report: dict) -> str:
+  """A markdown table of the rows, then one line per derived ratio."""
+  peak = report['matmul_peak']
+  lines = ['| device | mode | K | batch | samples/s | step ms | epoch s | MFLOP/sample | GFLOP/s '
+           '| % of peak |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+  for r in report['rows']:
+    lines.append(
+      f"| {r['device_kind']} x{r['device_count']} | {r['mode']} | {r['members']} | {r['batch_size']} "
+      f"| {r['samples_per_second']:,.0f} | {1e3 * r['step_seconds']:.3f} | {r['epoch_seconds']:.3f} "
+      f"| {r['flops_per_sample'] / 1e6:.2f} | {r['achieved_flops_per_second'] / 1e9:.1f} "
+      f"| {100 * r['fraction_of_peak']:.1f} |")
+  lines += ['', f"Matmul peak: {peak['flops_per_second'] / 1e9:,.1f} GFLOP/s (float32, n={peak['size']}); "
+                f"jax {report['jax_version']}, {report['timestamp']}."]
+  d, members = report['derived'], report['options']['members']
+  rows = report['options']['full_epoch_rows']
+  for b, ratio in d['epoch_over_step'].items():
+    lines.append(f'- epoch mode (lax.scan) at batch {b}: {ratio:.2f}x the samples/s of step mode '
+                 '(Python loop)')
+  for b, fraction in d['epoch_fraction_of_peak'].items():
+    lines.append(f'- epoch mode at batch {b}: {100 * fraction:.1f}% of the matmul peak')
+  for b, ratio in d['ensemble_over_sequential'].items():
+    lines.append(f'- ensemble of {members} at batch {b}: {ratio:.2f}x the samples/s of {members} '
+                 'sequential runs')
+  what = ' (OQMD training split)' if rows == OQMD_TRAIN_ROWS else ''
+  for b, seconds in d['full_epoch_seconds'].items():
+    lines.append(f'- full epoch of {rows:,} rows{what} at batch {b}: {seconds:.1f} s')
+  return '\n'.join(lines) + '\n'
+
+
+def write_report(report: dict, path: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  """Writes the report as JSON at `path` and its table beside it as `.md`; returns both paths."""
+  json_path = pathlib.Path(path)
+  md_path = json_path.with_suffix('.md') if json_path.suffix == '.json' else json_path.with_name(
+    json_path.name + '.md')
+  json_path.parent.mkdir(parents=True, exist_ok=True)
+  json_path.write_text(json.dumps(report, indent=2, default=_jsonable) + '\n')
+  md_path.write_text(format_report(report))
+  return json_path, md_path
+
+
+def _jsonable(value):
+  if isinstance(value, np.generic):
+    return value.item()
+  raise TypeError(f'{type(value).__name__} is not JSON serializable')

@@ -1,0 +1,34 @@
+"""A quick smoke test of the throughput benchmark on a tiny network."""
+
+import json
+
+from elemnet_jax import benchmark
+from elemnet_jax.model import ElemNetConfig
+
+KEYS = {'mode', 'batch_size', 'members', 'rows', 'steps', 'device_kind', 'device_count',
+        'samples_per_second', 'step_seconds', 'epoch_seconds', 'flops_per_sample',
+        'xla_flops_per_sample', 'achieved_flops_per_second', 'fraction_of_peak'}
+
+
+def test_benchmark_rows_and_report(tmp_path):
+  config = ElemNetConfig(widths=(16, 8), dropout_after=(), dropout_rates=())
+  options = benchmark.BenchmarkOptions(batch_sizes=(8,), steps=2, repeats=1, members=2, matmul_size=64,
+                                       full_epoch_rows=20, full_epoch_batch_sizes=(8,))
+  report = benchmark.run_benchmark(options, config)
+
+  rows = report['rows']
+  assert [r['mode'] for r in rows] == ['step', 'epoch', 'ensemble', 'sequential', 'full_epoch']
+  for row in rows:
+    assert KEYS <= row.keys()
+    assert row['samples_per_second'] > 0 and row['step_seconds'] > 0
+    assert row['flops_per_sample'] == 6 * (86 * 16 + 16 * 8 + 8 * 1)
+  assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
+  assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
+  assert report['matmul_peak']['flops_per_second'] > 0
+  assert set(report['derived']['epoch_over_step']) == {'8'}
+  assert set(report['derived']['ensemble_over_sequential']) == {'8'}
+
+  json_path, md_path = benchmark.write_report(report, tmp_path / 'bench.json')
+  assert json.loads(json_path.read_text())['rows'][0]['mode'] == 'step'
+  table = md_path.read_text()
+  assert md_path.name == 'bench.md' and '| ensemble | 2 | 8 |' in table and 'sequential runs' in table

@@ -1,0 +1,128 @@
+import gzip
+import shutil
+
+import numpy as np
+import pytest
+
+from elemnet_jax import data, datasets
+from elemnet_jax.errors import UserError
+from elemnet_jax.featurizers.composition import CompositionFeaturizer
+
+
+def _examples(name, **kwargs):
+  table, spec = datasets.load_table(name, **kwargs)
+  notes = {}
+  return data.prepare(table, spec, CompositionFeaturizer(), notes=notes), notes
+
+
+def test_ssub_cleaning_matches_the_published_counts():
+  examples, notes = _examples('ssub')
+  assert notes['dropped_single_elements'] == 127
+  assert notes['rows_read'] == 1963
+  assert len(examples) == 1643
+  assert notes['grouped_repeats'] == 237
+  assert len(set(examples.keys)) == len(examples)
+
+
+def test_oqmd_split_and_outlier_filter():
+  examples, notes = _examples('oqmd_fe')
+  assert notes['dropped_abs_target_above'] == {'limit': 5.0, 'count': 86}
+  assert np.abs(examples.y).max() <= 5.0
+  sizes = {name: int((examples.split == name).sum()) for name in data.SPLITS}
+  assert sum(sizes.values()) == 341_700 - 86
+  keys = {name: {k for k, s in zip(examples.keys, examples.split) if s == name} for name in data.SPLITS}
+  assert not keys['train'] & keys['test'] and not keys['train'] & keys['val']
+
+
+def test_split_is_seeded_deterministic_and_composition_disjoint(tmp_path):
+  examples, _ = _examples('qmpy_legacy')
+  first = data.assign_splits(examples, (0.8, 0.1, 0.1), seed=3)
+  np.testing.assert_array_equal(first, data.assign_splits(examples, (0.8, 0.1, 0.1), seed=3))
+  assert not np.array_equal(first, data.assign_splits(examples, (0.8, 0.1, 0.1), seed=4))
+  parts = data.split_examples(examples, first)
+  assert {n: len(p) for n, p in parts.items()} == {'train': 12321, 'val': 1540, 'test': 1540}
+  assert not set(parts['train'].keys) & set(parts['test'].keys)
+  data.write_splits(tmp_path / 'split.csv', parts)
+  lines = (tmp_path / 'split.csv').read_text().splitlines()
+  assert lines[0] == 'input,key,target,split' and len(lines) == len(examples) + 1
+
+
+def test_repeated_compositions_are_grouped_by_mean(tmp_path):
+  path = tmp_path / 'mine.csv'
+  path.write_text('formula,energy\nFe2O3,-1.0\nFe4O6,-2.0\nNaCl,-2.1\n')
+  table, spec = datasets.load_table(str(path), 'energy')
+  examples = data.prepare(table, spec, CompositionFeaturizer())
+  assert len(examples) == 2
+  assert examples.y[examples.inputs.index('Fe2O3')] == pytest.approx(-1.5)
+
+
+def test_checksum_mismatch_is_refused(tmp_path):
+  source = datasets.fetch(datasets.DATASETS['ssub'].files[0])
+  copy = tmp_path / 'qmpy_thermodata' / 'ssub.dat.gz'
+  copy.parent.mkdir()
+  with open(source, 'rb') as stream:
+    content = stream.read()
+  with gzip.open(copy, 'wb') as stream:  # a gzipped copy is accepted when its bytes match
+    stream.write(content)
+  assert datasets.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path) == copy
+  with gzip.open(copy, 'wb') as stream:
+    stream.write(content.replace(b'-3.14', b'-3.15', 1))
+  with pytest.raises(UserError, match='checksum mismatch'):
+    datasets.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path)
+
+
+def test_unreachable_source_says_what_was_tried(tmp_path):
+  file = datasets.RemoteFile('nowhere/file.csv', '0' * 64, 'http://127.0.0.1:9/file.csv')
+  with pytest.raises(UserError) as error:
+    datasets.fetch(file, data_dir=tmp_path, cache_dir=tmp_path / 'cache')
+  message = str(error.value)
+  assert 'nowhere/file.csv' in message and 'public address http://127.0.0.1:9/file.csv' in message
+
+
+def test_fallback_to_the_published_package(tmp_path, monkeypatch):
+  """With no data directory and no reachable address, the file comes out of the qmpy wheel."""
+  monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+  spec = datasets.DATASETS['qmpy_legacy'].files[0]
+  offline = datasets.RemoteFile(spec.path, spec.sha256, 'http://127.0.0.1:9/legacy.dat', spec.package,
+                                spec.member)
+  path = datasets.fetch(offline, cache_dir=tmp_path)
+  assert path == tmp_path / 'qmpy_thermodata' / 'legacy.dat'
+  assert datasets._sha256_of(path) == spec.sha256
+  shutil.rmtree(tmp_path / 'qmpy_thermodata')
+
+
+def test_unknown_dataset_lists_the_known_ones():
+  with pytest.raises(UserError, match='unknown dataset .nope.; known datasets: .*oqmd_fe.*ssub'):
+    datasets.load_table('nope')
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+  path = tmp_path / 'mine.csv'
+  path.write_text('composition,energy\nFe2O3,-1.0\n')
+  with pytest.raises(UserError, match=r"missing column\(s\) 'formula'; columns present: 'composition', 'energy'"):
+    datasets.load_table(str(path), 'energy')
+
+
+def test_bad_rows_stop_with_up_to_ten_listed_or_are_skipped(tmp_path):
+  path = tmp_path / 'mine.csv'
+  rows = ['Fe2O3,-1.0', 'Xx2,0.3', 'NaCl,abc', 'MgO,nan', 'He,1'] + [f'Zz{i},1' for i in range(10)] + ['LiF,']
+  path.write_text('formula,energy\n' + '\n'.join(rows) + '\n')
+  table, spec = datasets.load_table(str(path), 'energy')
+  with pytest.raises(UserError) as error:
+    data.prepare(table, spec, CompositionFeaturizer())
+  message = str(error.value)
+  assert '\n' not in message
+  assert message.startswith(f'{path}: 15 invalid input row(s): row 3 (\'Xx2\'): unknown element symbol')
+  assert "row 4 ('abc'): target is not a number" in message and "row 5 ('nan'): target is nan" in message
+  assert '... and 5 more' in message
+  notes = {}
+  examples = data.prepare(table, spec, CompositionFeaturizer(), skip_invalid=True, notes=notes)
+  assert examples.inputs == ['Fe2O3'] and notes['invalid_skipped'] == 15
+
+
+def test_feature_scaling_round_trip():
+  x = np.array([[1.0, 5.0, 0.0], [3.0, 5.0, 2.0]], np.float32)
+  scaling = data.FeatureScaling.fit(x, drop_constant=True, standardize=True)
+  assert scaling.keep == (0, 2)
+  np.testing.assert_allclose(scaling(x), [[-1, -1], [1, 1]])
+  assert data.FeatureScaling.from_dict(scaling.to_dict()) == scaling

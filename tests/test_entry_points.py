@@ -1,0 +1,163 @@
+"""Each entry point run as a user would: a subprocess, real data, a tiny config."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = 'experiments/configs/test.py'
+
+
+def run(module, *flags, check=True, timeout=600):
+  done = subprocess.run([sys.executable, '-m', f'experiments.{module}', *flags], cwd=REPO,
+                        capture_output=True, text=True, timeout=timeout)
+  if check and done.returncode != 0:
+    raise AssertionError(f'{module} failed ({done.returncode}):\n{done.stderr[-3000:]}')
+  return done
+
+
+def assert_user_error(done, *fragments):
+  assert done.returncode == 2, done.stderr[-2000:]
+  assert 'Traceback' not in done.stderr
+  last = done.stderr.strip().splitlines()[-1]
+  assert last.startswith('error: '), last
+  for fragment in fragments:
+    assert fragment in last, last
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('runs') / 'pretrain'
+  run('pretrain', f'--workdir={workdir}', f'--config={TEST_CONFIG}', '--config.dataset.name=qmpy_legacy',
+      '--config.train.batch_size=256')
+  return workdir
+
+
+def test_pretrain_writes_metrics_predictions_split_and_model(pretrained):
+  metrics = json.loads((pretrained / 'metrics.json').read_text())
+  assert set(metrics['test']) == {'mae', 'rmse', 'r2', 'n'}
+  assert metrics['data']['dropped_abs_target_above']['count'] == 1
+  lines = (pretrained / 'predictions_test.csv').read_text().splitlines()
+  assert lines[0] == 'input,target,prediction' and len(lines) == metrics['test']['n'] + 1
+  assert (pretrained / 'split.csv').exists() and (pretrained / 'model' / 'meta.json').exists()
+
+
+def test_finished_workdir_is_refused_unless_overwrite(pretrained):
+  before = (pretrained / 'metrics.json').read_text()
+  done = run('pretrain', f'--workdir={pretrained}', f'--config={TEST_CONFIG}', check=False)
+  assert_user_error(done, 'holds a finished run', '--overwrite')
+  assert (pretrained / 'metrics.json').read_text() == before
+
+
+def test_finetune_and_predict(pretrained, tmp_path):
+  workdir = tmp_path / 'finetune'
+  run('finetune', f'--pretrained={pretrained}', f'--workdir={workdir}', f'--config={TEST_CONFIG}',
+      '--config.transfer.freeze_layers=2', '--config.train.ensemble=2')
+  metrics = json.loads((workdir / 'metrics.json').read_text())
+  assert metrics['frozen_layers'] == [1, 2] and metrics['members'] == 2
+  assert metrics['pretrained'] == str(pretrained)
+  done = run('predict', f'--models={workdir}', '--formulas=Fe2O3,NaCl')
+  rows = [line.split('\t') for line in done.stdout.strip().splitlines()]
+  assert [r[0] for r in rows] == ['Fe2O3', 'NaCl'] and all(len(r) == 3 for r in rows)  # mean and std
+  source = tmp_path / 'inputs.csv'
+  source.write_text('formula\nFe2O3\nAl2O3\n')
+  output = tmp_path / 'out.csv'
+  run('predict', f'--models={workdir},{pretrained}', f'--input={source}', f'--output={output}')
+  lines = output.read_text().splitlines()
+  assert lines[0] == 'input,prediction,std' and len(lines) == 3
+  assert_user_error(run('predict', f'--models={workdir}', f'--input={source}', f'--output={output}',
+                        check=False), 'already exists')
+  assert_user_error(run('predict', f'--models={workdir}', '--formulas=Fe2O3,Xx3', check=False),
+                    "row 2 ('Xx3'): unknown element symbol 'Xx'")
+
+
+@pytest.mark.parametrize('flags, fragments', [
+  (['--config.transfer.freeze_layers=9'], ['freeze_layers=9 is outside the model', '0..3']),
+  (['--config.dataset.name=nope'], ['unknown dataset', 'oqmd_fe']),
+])
+def test_finetune_errors(pretrained, tmp_path, flags, fragments):
+  done = run('finetune', f'--pretrained={pretrained}', f'--workdir={tmp_path / "w"}',
+             f'--config={TEST_CONFIG}', *flags, check=False)
+  assert_user_error(done, *fragments)
+
+
+def test_missing_or_corrupted_pretrained_workdir(pretrained, tmp_path):
+  done = run('finetune', f'--pretrained={tmp_path / "absent"}', f'--workdir={tmp_path / "w"}',
+             f'--config={TEST_CONFIG}', check=False)
+  assert_user_error(done, 'no such workdir')
+  broken = tmp_path / 'broken'
+  (broken / 'model' / 'params').mkdir(parents=True)
+  (broken / 'model' / 'meta.json').write_text((pretrained / 'model' / 'meta.json').read_text())
+  done = run('finetune', f'--pretrained={broken}', f'--workdir={tmp_path / "w2"}', f'--config={TEST_CONFIG}',
+             check=False)
+  assert_user_error(done, 'cannot be restored', 'missing or corrupted')
+
+
+def test_bad_user_csv_stops_before_training_and_skip_invalid_counts(tmp_path):
+  path = tmp_path / 'mine.csv'
+  good = ['Fe2O3,-1.0', 'NaCl,-2.1', 'MgO,-3.0', 'Al2O3,-3.4', 'LiF,-3.2', 'CaO,-3.3', 'ZnO,-1.8',
+          'CuO,-0.8', 'TiO2,-3.3', 'SiO2,-3.1']
+  path.write_text('formula,energy\n' + '\n'.join(good + ['Qq2,1.0', 'KCl,oops']) + '\n')
+  flags = [f'--config={TEST_CONFIG}', f'--config.dataset.name={path}', '--config.dataset.target=energy']
+  done = run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False)
+  assert_user_error(done, str(path), '2 invalid input row(s)', "row 12 ('Qq2')", "row 13 ('oops')")
+  assert not (tmp_path / 'a' / 'checkpoints').exists()
+  run('pretrain', f'--workdir={tmp_path / "b"}', *flags, '--config.dataset.skip_invalid=True')
+  assert json.loads((tmp_path / 'b' / 'metrics.json').read_text())['data']['invalid_skipped'] == 2
+  done = run('pretrain', f'--workdir={tmp_path / "c"}', *flags[:2], '--config.dataset.target=nope', check=False)
+  assert_user_error(done, "missing column(s) 'nope'", "columns present: 'formula', 'energy'")
+  done = run('pretrain', f'--workdir={tmp_path / "d"}', f'--config={TEST_CONFIG}',
+             f'--config.dataset.name={tmp_path / "absent.csv"}', '--config.dataset.target=x', check=False)
+  assert_user_error(done, 'absent.csv: no such file')
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+  """SIGKILL mid-training, start again with the same workdir: same final metrics.json."""
+  flags = [f'--config={TEST_CONFIG}', '--config.train.max_epochs=12', '--config.train.patience=12',
+           '--config.train.batch_size=16']
+  run('pretrain', f'--workdir={tmp_path / "whole"}', *flags)
+  workdir = tmp_path / 'killed'
+  process = subprocess.Popen([sys.executable, '-m', 'experiments.pretrain', f'--workdir={workdir}', *flags],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  checkpoints = workdir / 'checkpoints'
+  while time.time() < deadline and process.poll() is None:
+    if checkpoints.exists() and any(p.name.isdigit() and int(p.name) >= 3 for p in checkpoints.iterdir()):
+      break
+    time.sleep(0.05)
+  assert process.poll() is None, 'the run ended before it could be killed'
+  os.kill(process.pid, signal.SIGKILL)
+  process.wait()
+  assert not (workdir / 'metrics.json').exists()
+  run('pretrain', f'--workdir={workdir}', *flags)
+  whole = json.loads((tmp_path / 'whole' / 'metrics.json').read_text())
+  resumed = json.loads((workdir / 'metrics.json').read_text())
+  assert resumed == whole
+
+
+def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
+  run('pretrain', f'--workdir={tmp_path / "again"}', f'--config={TEST_CONFIG}',
+      '--config.dataset.name=qmpy_legacy', '--config.train.batch_size=256')
+  assert (tmp_path / 'again' / 'metrics.json').read_text() == (pretrained / 'metrics.json').read_text()
+
+
+def test_transfer_study_writes_results_table_and_figures(tmp_path):
+  done = run('transfer_study', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study')
+  rows = json.loads((tmp_path / 'results.json').read_text())['runs']
+  methods = {(r['method'], r['freeze_layers']) for r in rows}
+  assert methods == {('scratch', -1), ('finetune', 0), ('finetune', 2), ('featurizer', 3), ('direct', -1)}
+  assert {r['seed'] for r in rows if r['method'] == 'finetune'} == {0, 1}
+  assert set(rows[0]) >= {'method', 'freeze_layers', 'train_size', 'seed', 'mae', 'rmse', 'r2', 'seconds'}
+  assert '| share of target train (n) |' in (tmp_path / 'results.md').read_text()
+  assert '| share of target train (n) |' in done.stdout
+  for figure in ('learning_curve.png', 'parity.png'):
+    assert (tmp_path / figure).read_bytes()[:4] == b'\x89PNG'
+  again = run('transfer_study', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study')
+  assert json.loads((tmp_path / 'results.json').read_text())['runs'] == rows  # resumed: nothing rerun
+  assert 'fine-tune (freeze 0)' in again.stdout

@@ -1,0 +1,100 @@
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from elemnet_jax import checkpoint, data, datasets, train
+from elemnet_jax.featurizers.composition import CompositionFeaturizer
+from elemnet_jax.model import ElemNet, ElemNetConfig
+
+CONFIG = ElemNetConfig(widths=(64, 64, 32), dropout_after=(2,), dropout_rates=(0.1,), use_dropout=True)
+
+
+@pytest.fixture(scope='module')
+def ssub():
+  table, spec = datasets.load_table('ssub')
+  examples = data.prepare(table, spec, CompositionFeaturizer())
+  parts = data.split_examples(examples, data.assign_splits(examples, (0.8, 0.1, 0.1), seed=0))
+  return {name: (part.x, part.y) for name, part in parts.items()}
+
+
+def _fit(ssub, seeds, epochs=4, mode='epoch', batch_size=50, learning_rate=1e-3, patience=None, **kwargs):
+  model = ElemNet(CONFIG)
+  optimizer = train.make_optimizer(learning_rate)
+  states = train.stack_members([train.init_state(model, optimizer, 86, seed) for seed in seeds])
+  options = train.FitOptions(batch_size=batch_size, max_epochs=epochs, patience=patience or epochs,
+                             mode=mode)
+  return model, train.fit(model, optimizer, states, ssub['train'], ssub['val'], options, **kwargs)
+
+
+def test_short_training_lowers_validation_mae(ssub):
+  model, (_, best, progress) = _fit(ssub, [0], epochs=6)
+  start = np.abs(ssub['val'][1]).mean()  # MAE of predicting 0 (about the untrained network)
+  assert progress.best_val[0] < 0.6 * start
+  assert progress.history[-1]['val_mae'][0] < progress.history[0]['val_mae'][0]
+  predictions = train.predict_in_batches(train.make_predict(model), best, ssub['val'][0])
+  assert np.abs(predictions[0] - ssub['val'][1]).mean() == pytest.approx(progress.best_val[0], rel=1e-5)
+
+
+def test_whole_epoch_scan_equals_the_step_loop(ssub):
+  # 1,315 examples at batch 50: the last batch of each epoch is partial and masked, not dropped.
+  _, (scan_states, _, scan) = _fit(ssub, [0], epochs=2, mode='epoch')
+  _, (step_states, _, step) = _fit(ssub, [0], epochs=2, mode='step')
+  assert int(scan_states.step[0]) == int(step_states.step[0]) == 2 * 27
+  np.testing.assert_allclose(scan.history[-1]['train_loss'], step.history[-1]['train_loss'], rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(scan_states.params), jax.tree.leaves(step_states.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_vmapped_ensemble_members_equal_single_runs(ssub):
+  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2)
+  for k, seed in enumerate([0, 1, 2]):
+    _, (single, _, alone) = _fit(ssub, [seed], epochs=2)
+    np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(ensemble.params), jax.tree.leaves(single.params)):
+      np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
+
+
+def test_checkpoint_round_trip_gives_identical_predictions(ssub, tmp_path):
+  model, (_, best, _) = _fit(ssub, [0, 1], epochs=1)
+  checkpoint.save_model(tmp_path, best, {'model': CONFIG.to_dict(), 'members': 2})
+  assert checkpoint.read_meta(tmp_path)['members'] == 2
+  restored = checkpoint.load_model(tmp_path, best)
+  predict = train.make_predict(model)
+  np.testing.assert_array_equal(predict(best, ssub['test'][0]), predict(restored, ssub['test'][0]))
+  (tmp_path / 'model' / 'meta.json').write_text('{not json')
+  with pytest.raises(Exception, match='corrupted model metadata'):
+    checkpoint.read_meta(tmp_path)
+
+
+def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tmp_path):
+  _, (_, full_best, full) = _fit(ssub, [0], epochs=4)
+  manager = checkpoint.TrainingCheckpoints(tmp_path / 'checkpoints', every=1)
+  _fit(ssub, [0], epochs=2, save=manager.save)  # "interrupted" after epoch 2
+  model, optimizer = ElemNet(CONFIG), train.make_optimizer(1e-3)
+  fresh = train.stack_members([train.init_state(model, optimizer, 86, 0)])
+  states, best, progress = manager.restore(fresh, fresh.params)
+  assert progress.epoch == 2
+  progress = dataclasses.replace(progress, stopped=False)
+  options = train.FitOptions(batch_size=50, max_epochs=4, patience=4)
+  _, resumed_best, resumed = train.fit(model, optimizer, states, ssub['train'], ssub['val'], options,
+                                       best_params=best, progress=progress)
+  assert resumed.history == full.history
+  for a, b in zip(jax.tree.leaves(resumed_best), jax.tree.leaves(full_best)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_non_finite_loss_stops_with_epoch_and_step(ssub):
+  with pytest.raises(train.TrainingDiverged, match=r'non-finite loss at epoch 1, step \d+'):
+    _fit(ssub, [0], epochs=2, learning_rate=1e35)
+
+
+def test_early_stopping_keeps_the_best_epoch(ssub):
+  _, (_, _, progress) = _fit(ssub, [0], epochs=60, learning_rate=3e-2, patience=3)
+  history = [h['val_mae'][0] for h in progress.history]
+  assert progress.stopped and len(history) < 60
+  assert len(history) == progress.best_epoch[0] + 3  # stopped after 3 epochs without improvement
+  assert progress.best_val[0] == min(history)
+  assert progress.best_epoch[0] == int(np.argmin(history)) + 1

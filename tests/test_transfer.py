@@ -1,0 +1,103 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from elemnet_jax import train, transfer
+from elemnet_jax.errors import UserError
+from elemnet_jax.model import ElemNet, ElemNetConfig
+
+CONFIG = ElemNetConfig(widths=(32, 32, 16, 8), dropout_after=(1, 3), dropout_rates=(0.5, 0.5))
+
+
+def _params(config=CONFIG, width=10):
+  return ElemNet(config).init(jax.random.PRNGKey(0), jnp.zeros((1, width)))
+
+
+@pytest.mark.parametrize('depth, frozen, head', [(0, [], 'dense_4'), (2, ['dense_0', 'dense_1'], 'dense_4'),
+                                                 (4, ['dense_0', 'dense_1', 'dense_2', 'dense_3'], 'dense_4')])
+def test_layer_rules_label_every_leaf_once(depth, frozen, head):
+  labels = transfer.label_params(_params(), transfer.layer_rules(depth, CONFIG))
+  flat = traverse_util.flatten_dict(labels)
+  assert len(flat) == 10
+  for (_, layer, _), label in flat.items():
+    expected = 'frozen' if layer in frozen else 'head' if layer == head else 'body'
+    assert label == expected
+
+
+def test_regex_rules_and_errors():
+  labels = transfer.label_params(_params(), transfer.freeze_rules(0, ('kernel$',), CONFIG))
+  flat = traverse_util.flatten_dict(labels)
+  assert all(label == 'frozen' for path, label in flat.items() if path[-1] == 'kernel')
+  assert {label for path, label in flat.items() if path[-1] == 'bias'} == {'body', 'head'}
+  with pytest.raises(UserError, match='matches no freeze rule'):
+    transfer.label_params(_params(), [('dense_0', 'frozen')])
+  with pytest.raises(UserError, match='unknown label'):
+    transfer.label_params(_params(), [('.*', 'ice')])
+  with pytest.raises(UserError, match='not a valid regular expression'):
+    transfer.label_params(_params(), [('(', 'frozen')])
+
+
+@pytest.mark.parametrize('depth', [-1, 5, 17])
+def test_freeze_depth_outside_the_model(depth):
+  with pytest.raises(UserError, match=r'freeze_layers=.* is outside the model: it has 5 dense layers'):
+    transfer.layer_rules(depth, CONFIG)
+
+
+def test_fine_tuning_updates_only_unfrozen_leaves_and_keeps_no_frozen_moments():
+  depth = 2
+  params = _params()
+  labels = transfer.label_params(params, transfer.layer_rules(depth, CONFIG))
+  model = ElemNet(CONFIG, frozen_layers=transfer.frozen_positions(labels))
+  assert model.frozen_layers == (1, 2)
+  optimizer = train.make_optimizer(1e-2, labels=labels, body_lr_scale=0.5)
+  state = train.init_state(model, optimizer, 10, seed=0, params=params)
+  step = jax.jit(train.make_train_step(model, optimizer, 'mae', train.frozen_paths(labels)))
+  rng = np.random.default_rng(0)
+  for _ in range(5):
+    x = jnp.asarray(rng.random((16, 10), np.float32))
+    state, metrics = step(state, x, jnp.asarray(rng.random(16, np.float32)), jnp.ones(16, bool))
+    assert np.isfinite(metrics['loss'])
+  before, after = traverse_util.flatten_dict(params), traverse_util.flatten_dict(state.params)
+  for path, leaf in before.items():
+    if path[1] in ('dense_0', 'dense_1'):
+      np.testing.assert_array_equal(after[path], leaf)  # bit-identical
+    else:
+      assert not np.array_equal(after[path], leaf), path
+  # multi_transform keeps Adam moments only for the trainable leaves.
+  assert jax.tree.leaves(state.opt_state.inner_states['frozen']) == []
+  for label in ('body', 'head'):
+    adam = state.opt_state.inner_states[label].inner_state[0]
+    for path, value in traverse_util.flatten_dict(adam.mu).items():
+      has_moment = not isinstance(value, optax.MaskedNode)
+      assert has_moment == (traverse_util.flatten_dict(labels)[path] == label), path
+
+
+def test_body_learning_rate_scale_slows_the_body():
+  params = _params()
+  labels = transfer.label_params(params, transfer.layer_rules(0, CONFIG))
+  grads = jax.tree.map(jnp.ones_like, params)
+  optimizer = train.make_optimizer(1e-2, labels=labels, body_lr_scale=0.1)
+  updates, _ = optimizer.update(grads, optimizer.init(params), params)
+  flat = traverse_util.flatten_dict(updates)
+  head = float(np.abs(flat[('params', 'dense_4', 'bias')]).max())
+  body = float(np.abs(flat[('params', 'dense_1', 'bias')]).max())
+  assert body == pytest.approx(0.1 * head, rel=1e-4)
+
+
+def test_reinit_head_replaces_only_the_output_layer():
+  params = _params()
+  model = ElemNet(CONFIG)
+  fresh = transfer.reinit_head(params, model, 10, seed=3)
+  for layer in params['params']:
+    same = np.array_equal(fresh['params'][layer]['kernel'], params['params'][layer]['kernel'])
+    assert same == (layer != 'dense_4')
+
+
+def test_incompatible_featurizer_is_refused():
+  meta = {'featurizer': {'name': 'composition', 'width': 86}}
+  transfer.check_compatible(meta, {'name': 'composition', 'width': 86}, 'src')
+  with pytest.raises(UserError, match="reads features from 'composition' .width 86.* 'estate'"):
+    transfer.check_compatible(meta, {'name': 'estate', 'width': 190, 'parts': 'both'}, 'src')

@@ -6,11 +6,15 @@ import logging as python_logging
 import sys
 from collections.abc import Callable
 
-from absl import app
+import jax
+from absl import app, flags
 
 from elemnet_jax.errors import UserError
 
 _NOISY = ('/orbax/', '/etils/')
+_DISTRIBUTED = flags.DEFINE_bool(
+  'distributed', False, 'Call jax.distributed.initialize() first (several hosts; the coordinator '
+  'comes from the environment, e.g. on Cloud TPU or SLURM). Combine with --config.train.data_parallel.')
 
 
 class _QuietLibraries(python_logging.Filter):
@@ -25,6 +29,8 @@ def run(main: Callable[[list[str]], object]) -> None:
 
   def wrapped(argv):
     python_logging.getLogger('absl').addFilter(_QuietLibraries())
+    if _DISTRIBUTED.value:
+      jax.distributed.initialize()
     try:
       return main(argv)
     except UserError as error:

@@ -207,7 +207,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     logging.info('resuming %s from epoch %d', workdir, progress.epoch)
   mesh = None
   if config.train.get('data_parallel', False):
-    mesh = jax.make_mesh((jax.device_count(),), ('data',))
+    mesh = train.data_mesh()
   tic = time.perf_counter()
   states, best_params, progress = train.fit(
     model, optimizer, states, (inputs.x['train'], inputs.y['train']),

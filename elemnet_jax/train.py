@@ -142,6 +142,12 @@ def epoch_order(rng: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax
   return rng, padded.reshape(steps, batch_size), mask.reshape(steps, batch_size)
 
 
+def data_mesh(devices: int | None = None) -> Mesh:
+  """A 1-D mesh over the local devices with one 'data' axis (automatic sharding propagation)."""
+  return jax.make_mesh((devices or jax.device_count(),), ('data',),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   """`train_epoch(state, x_NxF, y_N) -> (state, losses [S])`: one compiled call per epoch.
 

@@ -136,25 +136,30 @@ def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling: data.Ta
   return scaled * target_scaling.scale + target_scaling.shift
 
 
-def _prepare_workdir(workdir: Path, config, overwrite: bool) -> bool:
-  """Creates the workdir; returns True when an interrupted run there should resume."""
-  saved = workdir / 'config.json'
+def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
+  """Refuses a finished run (unless `overwrite`); True when an interrupted run should resume."""
   if (workdir / 'metrics.json').exists():
     if not overwrite:
       raise UserError(f'{workdir}: holds a finished run (metrics.json); choose another --workdir '
                       'or pass --overwrite to replace it')
-  elif saved.exists() and not overwrite:
-    if json.loads(saved.read_text()) != json.loads(config.to_json()):
-      raise UserError(f'{workdir}: holds an interrupted run with a different config; resume it with '
-                      'the same flags, choose another --workdir, or pass --overwrite')
-    return (workdir / 'checkpoints').exists()
-  if overwrite:
+    return False
+  saved, checkpoints = workdir / 'config.json', workdir / 'checkpoints'
+  if overwrite or not (saved.exists() and checkpoints.exists()):
+    return False
+  if json.loads(saved.read_text()) != json.loads(config.to_json()):
+    raise UserError(f'{workdir}: holds an interrupted run with a different config; resume it with '
+                    'the same flags, choose another --workdir, or pass --overwrite')
+  return True
+
+
+def _start_workdir(workdir: Path, config, resume: bool) -> None:
+  """Clears earlier outputs unless resuming, then records the config. Called once inputs are valid."""
+  if not resume:
     for name in OUTPUTS:
       target = workdir / name
       shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
   workdir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(saved, config.to_json(indent=2))
-  return False
+  _write_atomic(workdir / 'config.json', config.to_json(indent=2))
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -173,12 +178,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = Path(workdir)
   source_dir = config.transfer.get('pretrained', '')
   source_meta = checkpoint.read_meta(source_dir) if source_dir else None  # fail before any work
-  resume = _prepare_workdir(workdir, config, overwrite)
+  resume = _check_workdir(workdir, config, overwrite)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), source_dir)
+    transfer.layer_rules(config.transfer.freeze_layers, ElemNetConfig.from_dict(source_meta['model']))
   labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
   parts = data.split_examples(examples, labels, minimum=config.dataset.get('min_split_size', 1))
+  _start_workdir(workdir, config, resume)
   data.write_splits(workdir / 'split.csv', parts)
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
 
@@ -281,26 +288,26 @@ def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]
 
 def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | None = None,
                    path: str = 'command line', skip_invalid: bool = False) -> tuple[list[str], np.ndarray]:
-  """Predictions [M, N] of every member of every model for raw inputs (formulas or SMILES)."""
-  all_predictions, featurizer_description, kept = [], None, None
-  for workdir in workdirs:
-    model, params, meta = load_for_prediction(workdir)
-    if featurizer_description is not None and meta['featurizer'] != featurizer_description:
+  """Predictions [M, N] of every member of every model for raw inputs (formulas or SMILES).
+
+  The inputs are featurized once; every model must use the same featurizer.
+  """
+  loaded = [load_for_prediction(workdir) for workdir in workdirs]
+  description = loaded[0][2]['featurizer']
+  for workdir, (_, _, meta) in zip(workdirs[1:], loaded[1:]):
+    if meta['featurizer'] != description:
       raise UserError(f'{workdir}: uses another featurizer than {workdirs[0]}; predict with one kind')
-    featurizer_description = meta['featurizer']
-    featurizer = featurizers.build(meta['featurizer'])
-    x, _, invalid = featurizer.featurize(inputs)
-    if invalid:
-      listed = [((rows or list(range(1, len(inputs) + 1)))[i], inputs[i], reason) for i, reason in invalid]
-      if not skip_invalid:
-        raise UserError(format_rows(listed, 'input', path))
-      logging.warning('skipping %d invalid inputs', len(invalid))
-    kept = np.setdiff1d(np.arange(len(inputs)), [i for i, _ in invalid])
-    scaling = data.FeatureScaling.from_dict(meta['feature_scaling'])
-    target = data.TargetScaling(**meta['target_scaling'])
-    all_predictions.append(evaluate(model, params, scaling(x[kept]), target,
-                                    meta.get('eval_dropout_passes', 0)))
-  return [inputs[i] for i in kept], np.concatenate(all_predictions, axis=0)
+  x, _, invalid = featurizers.build(description).featurize(inputs)
+  if invalid:
+    listed = [((rows or range(1, len(inputs) + 1))[i], inputs[i], reason) for i, reason in invalid]
+    if not skip_invalid:
+      raise UserError(format_rows(listed, 'input', path))
+    logging.warning('skipping %d invalid inputs', len(invalid))
+  kept = np.setdiff1d(np.arange(len(inputs)), [i for i, _ in invalid])
+  predictions = [evaluate(model, params, data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+                          data.TargetScaling(**meta['target_scaling']), meta.get('eval_dropout_passes', 0))
+                 for model, params, meta in loaded]
+  return [inputs[i] for i in kept], np.concatenate(predictions, axis=0)
 
 
 def predict_file(models: list[str], *, input_csv: str | None = None, column: str = 'formula',

@@ -7,6 +7,7 @@ Seeds of one (method, size, fold) are trained together as one vmapped ensemble.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import time
@@ -105,7 +106,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
                                                             config.data_dir or target.data_dir)
   transfer.check_compatible(meta, featurizer.description(), source_dir)
   excluded = source_metrics['data'].get('excluded')
+  source_split = Path(source_dir) / 'split.csv'
+  source_keys = set()
+  if source_split.exists():
+    with open(source_split, newline='') as stream:
+      source_keys = {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
   leakage = {
+    'target_in_source_train': sum(key in source_keys for key in examples.keys),
     'source': source_dir,
     'source_dataset': meta['dataset']['name'],
     'source_test_mae': source_metrics['test']['mae'],
@@ -131,6 +138,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
                                          featurizer.description(), target, meta)
     x, y = inputs_full.x, inputs_full.y
     scaling = inputs_full.target_scaling
+    features = None  # hidden activations of the source model, computed once per fold
+    if 'featurizer' in study.methods:
+      hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
+      features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
       prediction = experiment.evaluate(model, source_params, x['test'], scaling)[0]
       record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
@@ -166,8 +177,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       if ('featurizer' in study.methods
           and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done):
         tic = time.perf_counter()
-        hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
-        features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}
         weights, intercept, alpha = frozen.ridge_select((features['train'][index], y['train'][index]),
                                                         (features['val'], y['val']))
         prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
@@ -232,9 +241,10 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
   lines.append(f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
                f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
-               f'(test MAE {leakage["source_test_mae"]:.4f}); target compositions '
+               f'(test MAE {leakage["source_test_mae"]:.4f}); target inputs '
                + ('REMOVED from' if leakage['target_excluded_from_source']
-                  else 'KEPT in') + f' the source data ({leakage["excluded_count"]} removed).')
+                  else 'KEPT in') + f' the source data ({leakage["excluded_count"]} removed; '
+               f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).')
   scratch = summary.get(('scratch', -1), {})
   transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer')]
   if scratch and transfer_keys:

@@ -68,7 +68,8 @@ def make_optimizer(learning_rate: float, *, name: str = 'adam', schedule: str = 
     if schedule == 'constant':
       return peak
     if schedule == 'cosine':
-      return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(total_steps, 2))
+      warmup = max(warmup_steps, 1)
+      return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
     raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
 
   def base(scale: float) -> optax.GradientTransformation:

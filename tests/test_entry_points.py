@@ -161,3 +161,11 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   again = run('transfer_study', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study')
   assert json.loads((tmp_path / 'results.json').read_text())['runs'] == rows  # resumed: nothing rerun
   assert 'fine-tune (freeze 0)' in again.stdout
+
+
+def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):
+  done = run('finetune', f'--pretrained={pretrained}', f'--workdir={tmp_path / "w"}', f'--config={TEST_CONFIG}',
+             '--config.dataset.name=porphyrin_mppd', '--config.dataset.target=E_gap',
+             '--config.dataset.skip_invalid=True', '--config.featurizer.name=estate', check=False)
+  assert_user_error(done, "reads features from 'composition'", "'estate'")
+  assert not (tmp_path / 'w' / 'metrics.json').exists()

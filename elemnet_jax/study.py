@@ -170,8 +170,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
                                name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}')
         seconds = (time.perf_counter() - tic) / len(seeds)
         predictions = experiment.evaluate(built_model, best, x['test'], scaling)
+        ensemble = {**_row(method, depth, fraction, size, fold.index, -1, fold.test.y,
+                           predictions.mean(axis=0), seconds * len(seeds)), 'ensemble': True}
         record([_row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds)
-                for seed, p in zip(seeds, predictions)])
+                for seed, p in zip(seeds, predictions)] + ([ensemble] if len(seeds) > 1 else []))
         if fold.index == 0 and fraction == max(study.train_fractions):
           parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
       if ('featurizer' in study.methods
@@ -204,10 +206,15 @@ def method_label(method: str, depth: int) -> str:
   return {'scratch': 'scratch', 'direct': 'pretrained, applied directly'}[method]
 
 
-def summarise(rows: list[dict]) -> dict[tuple[str, int], dict[float, tuple[float, float, int, int]]]:
-  """(method, depth) -> train_fraction -> (mean MAE, std MAE, runs, train_size)."""
+def summarise(rows: list[dict], ensembles: bool = False):
+  """(method, depth) -> train_fraction -> (mean MAE, std MAE, runs, train_size).
+
+  Single runs by default; with `ensembles`, the rows that score the mean prediction of the seeds.
+  """
   table: dict = {}
   for row in rows:
+    if row.get('ensemble', False) != ensembles:
+      continue
     cell = table.setdefault((row['method'], row['freeze_layers']), {}).setdefault(row['train_fraction'], [])
     cell.append((row['mae'], row['train_size']))
   return {key: {f: (float(np.mean([m for m, _ in v])), float(np.std([m for m, _ in v])), len(v),
@@ -215,11 +222,8 @@ def summarise(rows: list[dict]) -> dict[tuple[str, int], dict[float, tuple[float
           for key, cells in table.items()}
 
 
-def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, study) -> str:
-  summary = summarise(rows)
-  fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
+def _table(summary, fractions, sizes) -> list[str]:
   methods = [key for key in summary if key[0] != 'direct']
-  sizes = {f: max(v[f][3] for v in summary.values() if f in v) for f in fractions}
   lines = ['| share of target train (n) | ' + ' | '.join(method_label(*m) for m in methods) + ' |',
            '|---' * (len(methods) + 1) + '|']
   for f in fractions:
@@ -233,6 +237,15 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
       text = f'{mean:.4f} +- {std:.4f}'
       cells.append(f'**{text}**' if mean == best else text)
     lines.append(f'| {f:.0%} ({sizes[f]}) | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, study) -> str:
+  summary = summarise(rows)
+  fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
+  methods = [key for key in summary if key[0] != 'direct']
+  sizes = {f: max(v[f][3] for v in summary.values() if f in v) for f in fractions}
+  lines = _table(summary, fractions, sizes)
   for key, cells in summary.items():
     if key[0] == 'direct':
       mean, std, runs, _ = cells[0.0]
@@ -251,6 +264,10 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
     wins = all(min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0]
                for f in fractions if f in scratch)
     lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
+  ensembles = summarise(rows, ensembles=True)
+  if ensembles:
+    lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
+    lines += _table(ensembles, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   experiment._write_atomic(workdir / 'results.md', text)
   _plot(workdir, summary, fractions, sizes, parity)

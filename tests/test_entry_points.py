@@ -152,9 +152,11 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   rows = json.loads((tmp_path / 'results.json').read_text())['runs']
   methods = {(r['method'], r['freeze_layers']) for r in rows}
   assert methods == {('scratch', -1), ('finetune', 0), ('finetune', 2), ('featurizer', 3), ('direct', -1)}
-  assert {r['seed'] for r in rows if r['method'] == 'finetune'} == {0, 1}
+  assert {r['seed'] for r in rows if r['method'] == 'finetune' and not r.get('ensemble')} == {0, 1}
+  assert {r['seed'] for r in rows if r.get('ensemble')} == {-1}  # the mean prediction of the seeds
   assert set(rows[0]) >= {'method', 'freeze_layers', 'train_size', 'seed', 'mae', 'rmse', 'r2', 'seconds'}
-  assert '| share of target train (n) |' in (tmp_path / 'results.md').read_text()
+  report = (tmp_path / 'results.md').read_text()
+  assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
   assert '| share of target train (n) |' in done.stdout
   for figure in ('learning_curve.png', 'parity.png'):
     assert (tmp_path / figure).read_bytes()[:4] == b'\x89PNG'

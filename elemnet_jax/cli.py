@@ -36,5 +36,8 @@ def run(main: Callable[[list[str]], object]) -> None:
     except UserError as error:
       print(f'error: {error}', file=sys.stderr)
       sys.exit(2)
+    except OSError as error:  # a path the user gave: unwritable folder, missing directory, full disk
+      print(f'error: {error}', file=sys.stderr)
+      sys.exit(2)
 
   app.run(wrapped)

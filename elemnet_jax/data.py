@@ -78,8 +78,9 @@ def prepare(table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool =
   x, keys, bad_inputs = featurizer.featurize(table.inputs)
   problems = sorted({i: reason for i, reason in bad_targets + bad_inputs}.items())
   if problems:
-    listed = [(table.rows[i], table.inputs[i] if any(i == j for j, _ in bad_inputs)
-               else table.targets[i], reason) for i, reason in problems]
+    bad_input_rows = {i for i, _ in bad_inputs}
+    listed = [(table.rows[i], table.inputs[i] if i in bad_input_rows else table.targets[i], reason)
+              for i, reason in problems]
     if not skip_invalid:
       raise UserError(format_rows(listed, 'input', table.path))
     logging.warning('%s', format_rows(listed, 'input', table.path).replace(

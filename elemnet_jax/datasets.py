@@ -70,9 +70,12 @@ class DatasetSpec:
 def _sha256_of(path: Path) -> str:
   opener = gzip.open if path.suffix == '.gz' else open
   digest = hashlib.sha256()
-  with opener(path, 'rb') as stream:
-    for chunk in iter(lambda: stream.read(1 << 20), b''):
-      digest.update(chunk)
+  try:
+    with opener(path, 'rb') as stream:
+      for chunk in iter(lambda: stream.read(1 << 20), b''):
+        digest.update(chunk)
+  except (OSError, EOFError) as error:
+    raise UserError(f'{path}: cannot be read ({error}); remove or replace it') from None
   return digest.hexdigest()
 
 
@@ -148,6 +151,13 @@ def _open_text(path: Path) -> io.TextIOBase:
 def read_csv(path: Path, input_column: str, target_column: str, split: str | None = None,
              split_column: str | None = None) -> RawTable:
   """Reads a CSV with a header; a missing column is an error listing the columns present."""
+  try:
+    return _read_csv(path, input_column, target_column, split, split_column)
+  except (UnicodeDecodeError, EOFError, OSError, csv.Error) as error:
+    raise UserError(f'{path}: cannot be read as UTF-8 CSV text ({type(error).__name__}: {error})') from None
+
+
+def _read_csv(path, input_column, target_column, split, split_column) -> RawTable:
   with _open_text(path) as stream:
     reader = csv.reader(stream)
     header = next(reader, None)

@@ -90,6 +90,40 @@ def make_inputs(parts: dict[str, data.Examples], featurizer_description: dict, c
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 
+def check_train_config(train_config, where: str = 'train') -> None:
+  """Rejects training settings that would otherwise fail deep inside JAX or optax."""
+  allowed = {'optimizer': ('adam', 'adamw'), 'schedule': ('constant', 'cosine'),
+             'loss': ('mae', 'mse', 'huber'), 'mode': ('epoch', 'step'),
+             'target_scaling': ('none', 'standard')}
+  for field, choices in allowed.items():
+    if train_config.get(field) not in choices:
+      raise UserError(f'--config.{where}.{field}={train_config.get(field)!r}: use one of {", ".join(choices)}')
+  for field in ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every'):
+    value = train_config.get(field, 1)
+    if not isinstance(value, int) or value < 1:
+      raise UserError(f'--config.{where}.{field}={value!r}: must be a positive integer')
+  if not train_config.learning_rate > 0:
+    raise UserError(f'--config.{where}.learning_rate={train_config.learning_rate!r}: must be positive')
+
+
+def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:
+  try:
+    fractions = tuple(float(f) for f in split)
+  except (TypeError, ValueError):
+    fractions = ()
+  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) > 1 + 1e-9:
+    raise UserError(f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions '
+                    '(train, val, test) that sum to at most 1')
+  return fractions
+
+
+def stacked_abstract_params(model_config: ElemNetConfig, width: int, members: int):
+  """Shapes and dtypes of the parameters of `members` stacked models (an orbax restore target)."""
+  model = ElemNet(model_config)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
+
+
 def model_config_from(config) -> ElemNetConfig:
   try:
     return ElemNetConfig(**config.model.to_dict())
@@ -100,7 +134,8 @@ def model_config_from(config) -> ElemNetConfig:
 def fit_options(train_config) -> train.FitOptions:
   return train.FitOptions(batch_size=train_config.batch_size, max_epochs=train_config.max_epochs,
                           patience=train_config.patience, loss=train_config.loss,
-                          log_every=train_config.log_every, mode=train_config.mode)
+                          log_every=train_config.log_every, mode=train_config.mode,
+                          eval_dropout_passes=train_config.get('eval_dropout_passes', 0))
 
 
 def build(model_config: ElemNetConfig, train_config, width: int, n_train: int, seeds: list[int], *,
@@ -176,36 +211,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   predictions_test.csv into `workdir`.
   """
   workdir = Path(workdir)
+  check_train_config(config.train)
+  split = check_split(config.dataset.split)
   source_dir = config.transfer.get('pretrained', '')
   source_meta = checkpoint.read_meta(source_dir) if source_dir else None  # fail before any work
   resume = _check_workdir(workdir, config, overwrite)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), source_dir)
-    transfer.layer_rules(config.transfer.freeze_layers, ElemNetConfig.from_dict(source_meta['model']))
-  labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
+  labels = data.assign_splits(examples, split, config.dataset.split_seed)
   parts = data.split_examples(examples, labels, minimum=config.dataset.get('min_split_size', 1))
-  _start_workdir(workdir, config, resume)
-  data.write_splits(workdir / 'split.csv', parts)
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
 
   width = inputs.feature_scaling.width
   seeds = [config.seed + k for k in range(config.train.ensemble)]
   if source_meta is not None:
     model_config = ElemNetConfig.from_dict(source_meta['model'])
-    source_model = ElemNet(model_config)
-    abstract = jax.eval_shape(lambda: source_model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
-    members = source_meta['members']
-    stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
-    pretrained = checkpoint.load_model(source_dir, stacked)
-    init_params = jax.tree.map(lambda a: a[0], pretrained)  # members start from source member 0
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex),
                                   model_config)
+    pretrained = checkpoint.load_model(source_dir, stacked_abstract_params(model_config, width,
+                                                                           source_meta['members']))
+    init_params = jax.tree.map(lambda a: a[0], pretrained)  # members start from source member 0
   else:
     model_config, init_params, rules = model_config_from(config), None, None
-  model, optimizer, states, frozen = build(
+  model, optimizer, states, frozen_set = build(
     model_config, config.train, width, len(parts['train']), seeds, init_params=init_params,
     rules=rules, reinit_head=config.transfer.get('reinit_head', False))
+  _start_workdir(workdir, config, resume)  # every input is valid: only now touch the workdir
+  data.write_splits(workdir / 'split.csv', parts)
 
   manager = checkpoint.TrainingCheckpoints(workdir / 'checkpoints', config.train.checkpoint_every)
   best_params, progress = None, None
@@ -218,7 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   tic = time.perf_counter()
   states, best_params, progress = train.fit(
     model, optimizer, states, (inputs.x['train'], inputs.y['train']),
-    (inputs.x['val'], inputs.y['val']), fit_options(config.train), frozen=frozen, mesh=mesh,
+    (inputs.x['val'], inputs.y['val']), fit_options(config.train), frozen=frozen_set, mesh=mesh,
     best_params=best_params, progress=progress, save=manager.save, name=workdir.name)
   manager.save(states, best_params, progress, force=True)
   manager.close()
@@ -250,6 +283,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'members': len(seeds),
     'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
     'eval_dropout_passes': config.train.eval_dropout_passes,
+    'frozen_layers': list(model.frozen_layers),
   })
   write_predictions(workdir / 'predictions_test.csv', test.inputs, predictions, test.y)
   _write_atomic(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
@@ -279,11 +313,10 @@ def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray
 def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
   """(model, parameters [K, ...], meta) of a finished run."""
   meta = checkpoint.read_meta(workdir)
-  model = ElemNet(ElemNetConfig.from_dict(meta['model']))
+  model_config = ElemNetConfig.from_dict(meta['model'])
+  model = ElemNet(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
   width = len(meta['feature_scaling']['keep'])
-  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
-  stacked = jax.tree.map(lambda a: jax.ShapeDtypeStruct((meta['members'],) + a.shape, a.dtype), abstract)
-  return model, checkpoint.load_model(workdir, stacked), meta
+  return model, checkpoint.load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta
 
 
 def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | None = None,
@@ -297,13 +330,21 @@ def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | Non
   for workdir, (_, _, meta) in zip(workdirs[1:], loaded[1:]):
     if meta['featurizer'] != description:
       raise UserError(f'{workdir}: uses another featurizer than {workdirs[0]}; predict with one kind')
-  x, _, invalid = featurizers.build(description).featurize(inputs)
+  if not inputs:
+    raise UserError(f'{path}: no inputs to predict')
+  try:
+    featurizer = featurizers.build(description)
+  except (ValueError, TypeError) as error:
+    raise UserError(f'{workdirs[0]}: {error}') from None
+  x, _, invalid = featurizer.featurize(inputs)
   if invalid:
     listed = [((rows or range(1, len(inputs) + 1))[i], inputs[i], reason) for i, reason in invalid]
     if not skip_invalid:
       raise UserError(format_rows(listed, 'input', path))
     logging.warning('skipping %d invalid inputs', len(invalid))
   kept = np.setdiff1d(np.arange(len(inputs)), [i for i, _ in invalid])
+  if not len(kept):
+    raise UserError(f'{path}: none of the {len(inputs)} inputs is valid')
   predictions = [evaluate(model, params, data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
                           data.TargetScaling(**meta['target_scaling']), meta.get('eval_dropout_passes', 0))
                  for model, params, meta in loaded]

@@ -68,6 +68,8 @@ class ElemNet(nn.Module):
     Dropout is applied only when `dropout` is true and the config uses it.
     """
     config = self.config
+    if hidden_layer is not None and not 1 <= hidden_layer <= len(config.widths):
+      raise ValueError(f'hidden_layer={hidden_layer}: the hidden layers are 1..{len(config.widths)}')
     activation = ACTIVATIONS[config.activation]
     rates = dict(zip(config.dropout_after, config.dropout_rates))
     x = x_BxF

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, data, experiment, frozen, train, transfer
+from elemnet_jax import checkpoint, data, experiment, ridge, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNetConfig
@@ -67,61 +67,86 @@ def _runs_key(row: dict) -> tuple:
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
-  """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures."""
+  """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
+
+  Everything that can be checked is checked before the (long) pretraining starts.
+  """
   workdir = Path(workdir)
-  study = config.study
+  study, source, target = config.study, config.source, config.target
   for method in study.methods:
     if method not in METHODS:
-      raise UserError(f'study.methods: unknown method {method!r}; choose from {METHODS}')
+      raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
+  if study.seeds < 1:
+    raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
+  for where, train_config in (('source.train', source.train), ('target.train', target.train),
+                              ('study.scratch_train', study.scratch_train)):
+    experiment.check_train_config(train_config, where)
+  experiment.check_split(target.dataset.split, 'target.dataset')
+  if not all(0 < f <= 1 for f in study.train_fractions):
+    raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
+
+  # The source model: a finished run to reuse, or one pretrained here (reused when its config matches).
+  source_dir = Path(study.pretrained or workdir / 'pretrain')
+  if study.pretrained:
+    meta = checkpoint.read_meta(source_dir)
+    source_notes = json.loads((source_dir / 'metrics.json').read_text())['data'] \
+      if (source_dir / 'metrics.json').exists() else {}
+    if study.exclude_target_from_source and target.dataset.name not in source_notes.get('excluded', {}).get('from', []):
+      raise UserError(f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
+                      '--config.study.pretrained to pretrain here with exclude_target_from_source=True')
+    model_config, featurizer_config = ElemNetConfig.from_dict(meta['model']), meta['featurizer']
+  else:
+    if study.exclude_target_from_source:
+      source.dataset.exclude_from = target.dataset.name
+    model_config, featurizer_config = experiment.model_config_from(source), source.featurizer.to_dict()
+
+  # The target data, featurized as the source model's inputs are.
+  target.featurizer = ml_collections.ConfigDict(
+    {k: v for k, v in featurizer_config.items() if k not in ('width', 'elements')})
+  examples, featurizer, notes, _ = experiment.load_examples(target.dataset, target.featurizer,
+                                                            config.data_dir or target.data_dir)
+  for depth in study.freeze_layers:
+    transfer.layer_rules(depth, model_config)
+  if not 1 <= study.featurizer_layer <= len(model_config.widths):
+    raise UserError(f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are '
+                    f'1..{len(model_config.widths)}')
+  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed,
+                     study.val_fraction)
+
   workdir.mkdir(parents=True, exist_ok=True)
-  saved = workdir / 'study_config.json'
-  results_path = workdir / 'results.json'
+  saved, results_path = workdir / 'study_config.json', workdir / 'results.json'
   if saved.exists() and json.loads(saved.read_text()) != json.loads(config.to_json()):
     if not overwrite:
       raise UserError(f'{workdir}: holds a study with a different config; choose another --workdir '
                       'or pass --overwrite')
-    results_path.unlink(missing_ok=True)
+    for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
+      (workdir / name).unlink(missing_ok=True)
   experiment._write_atomic(saved, config.to_json(indent=2))
-
-  # 1. The pretrained source model.
-  source_dir = study.pretrained or str(workdir / 'pretrain')
   if not study.pretrained:
-    source = config.source
-    if study.exclude_target_from_source:
-      source.dataset.exclude_from = config.target.dataset.name
-    if not (Path(source_dir) / 'metrics.json').exists():
+    done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
+    if not done_before or json.loads((source_dir / 'config.json').read_text()) != json.loads(source.to_json()):
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
-      experiment.train_and_evaluate(source, source_dir)
-  meta = checkpoint.read_meta(source_dir)
-  source_metrics = json.loads((Path(source_dir) / 'metrics.json').read_text())
-  model_config = ElemNetConfig.from_dict(meta['model'])
+      experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
+    meta = checkpoint.read_meta(source_dir)
+  source_metrics = json.loads((source_dir / 'metrics.json').read_text())
   model, source_params, _ = experiment.load_for_prediction(source_dir)
   pretrained = jax.tree.map(lambda a: a[0], source_params)
-
-  # 2. The target data, featurized as the source model's inputs were.
-  target = config.target
-  target.featurizer = ml_collections.ConfigDict(
-    {k: v for k, v in meta['featurizer'].items() if k not in ('width', 'elements')})
-  examples, featurizer, notes, _ = experiment.load_examples(target.dataset, target.featurizer,
-                                                            config.data_dir or target.data_dir)
-  transfer.check_compatible(meta, featurizer.description(), source_dir)
+  transfer.check_compatible(meta, featurizer.description(), str(source_dir))
   excluded = source_metrics['data'].get('excluded')
-  source_split = Path(source_dir) / 'split.csv'
+  source_split = source_dir / 'split.csv'
   source_keys = set()
   if source_split.exists():
     with open(source_split, newline='') as stream:
       source_keys = {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
   leakage = {
     'target_in_source_train': sum(key in source_keys for key in examples.keys),
-    'source': source_dir,
+    'source': str(source_dir),
     'source_dataset': meta['dataset']['name'],
     'source_test_mae': source_metrics['test']['mae'],
     'target_excluded_from_source': bool(excluded),
     'excluded_count': excluded['count'] if excluded else 0,
   }
   logging.info('leakage control: %s', leakage)
-  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed,
-                     study.val_fraction)
   rows = json.loads(results_path.read_text())['runs'] if results_path.exists() else []
   done = {_runs_key(row) for row in rows}
   seeds = [config.seed + k for k in range(study.seeds)]
@@ -179,7 +204,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       if ('featurizer' in study.methods
           and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done):
         tic = time.perf_counter()
-        weights, intercept, alpha = frozen.ridge_select((features['train'][index], y['train'][index]),
+        weights, intercept, alpha = ridge.ridge_select((features['train'][index], y['train'][index]),
                                                         (features['val'], y['val']))
         prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
         logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha,

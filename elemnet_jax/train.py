@@ -224,6 +224,7 @@ class FitOptions:
   log_every: int = 1
   eval_batch_size: int = 8192
   mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
+  eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
 
 
 def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, np.ndarray],
@@ -267,13 +268,15 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
       return states, jnp.stack(losses, axis=1)
   else:
     raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
-  predict = make_predict(model)
+  predict = make_predict(model, dropout_passes=options.eval_dropout_passes)
   select = jax.jit(lambda better, new, old: jax.tree.map(
     lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old))
 
   progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)
   if best_params is None:
     best_params = jax.tree.map(jnp.copy, states.params)
+  if mesh is not None:
+    best_params = jax.device_put(best_params, NamedSharding(mesh, P()))
   n_train = int(x_train.shape[0])
   epoch_seconds: list[float] = []
   while not progress.stopped and progress.epoch < options.max_epochs:
@@ -291,7 +294,9 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
     val_mae = np.abs(val_pred - y_val[None]).mean(axis=1)
     seconds = time.perf_counter() - tic
     epoch_seconds.append(seconds)
-    better = np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
+    # A member whose patience ran out keeps its best, as it would have had it trained alone.
+    active = np.array([epoch - 1 - b < options.patience for b in progress.best_epoch])
+    better = active & np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
     if better.any():
       best_params = select(jnp.asarray(better), states.params, best_params)
     progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]

@@ -135,7 +135,8 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
   os.kill(process.pid, signal.SIGKILL)
   process.wait()
   assert not (workdir / 'metrics.json').exists()
-  run('pretrain', f'--workdir={workdir}', *flags)
+  again = run('pretrain', f'--workdir={workdir}', *flags)
+  assert 'resuming' in again.stderr and 'from epoch' in again.stderr  # not a fresh start
   whole = json.loads((tmp_path / 'whole' / 'metrics.json').read_text())
   resumed = json.loads((workdir / 'metrics.json').read_text())
   assert resumed == whole

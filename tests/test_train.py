@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from elemnet_jax import checkpoint, data, datasets, train
+from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
 from elemnet_jax.model import ElemNet, ElemNetConfig
 
@@ -56,6 +57,18 @@ def test_vmapped_ensemble_members_equal_single_runs(ssub):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
 
 
+def test_ensemble_member_stops_improving_when_its_own_patience_ends(ssub):
+  # A large learning rate makes validation noisy, so members run out of patience at different epochs.
+  kwargs = dict(epochs=25, learning_rate=2e-2, patience=2)
+  _, (_, best, together) = _fit(ssub, [0, 1, 2], **kwargs)
+  assert len(set(together.best_epoch)) > 1, together.best_epoch  # the members did stop apart
+  for k, seed in enumerate([0, 1, 2]):
+    _, (_, alone_best, alone) = _fit(ssub, [seed], **kwargs)
+    assert together.best_epoch[k] == alone.best_epoch[0]
+    assert together.best_val[k] == pytest.approx(alone.best_val[0], rel=1e-4)
+    np.testing.assert_allclose(jax.tree.leaves(best)[0][k], jax.tree.leaves(alone_best)[0][0], rtol=1e-3, atol=1e-5)
+
+
 def test_checkpoint_round_trip_gives_identical_predictions(ssub, tmp_path):
   model, (_, best, _) = _fit(ssub, [0, 1], epochs=1)
   checkpoint.save_model(tmp_path, best, {'model': CONFIG.to_dict(), 'members': 2})
@@ -64,7 +77,7 @@ def test_checkpoint_round_trip_gives_identical_predictions(ssub, tmp_path):
   predict = train.make_predict(model)
   np.testing.assert_array_equal(predict(best, ssub['test'][0]), predict(restored, ssub['test'][0]))
   (tmp_path / 'model' / 'meta.json').write_text('{not json')
-  with pytest.raises(Exception, match='corrupted model metadata'):
+  with pytest.raises(UserError, match='corrupted model metadata'):
     checkpoint.read_meta(tmp_path)
 
 

@@ -7,9 +7,9 @@
       --config=experiments/configs/porphyrin.py:cross
 
 SMILES are featurized by RDKit's E-state index (79 atom-type counts and 79 sums) plus metal-centre
-counts and the number of fragments; columns constant on the training split are dropped and the rest
-standardised (fitted on the source training split, saved with the checkpoint and reused when
-fine-tuning). Targets are standardised with the source statistics. MpPD holds one SMILES RDKit
+counts and the number of fragments; columns are standardised (fitted on the source training split,
+saved with the checkpoint and reused when fine-tuning; columns constant there keep scale 1, so a
+metal that only the target has still reaches the network). Targets are standardised with the source statistics. MpPD holds one SMILES RDKit
 cannot parse: it is skipped and counted (skip_invalid=True). Identical SMILES (rotated-anchor
 conformers in PBDD) are grouped by canonical SMILES, their targets averaged, before splitting.
 """
@@ -23,7 +23,9 @@ def _molecules(config, dataset: str, target: str):
   config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles',
                         skip_invalid=True)
   config.featurizer = ml_collections.ConfigDict(dict(name='estate', parts='both', metals=True))
-  config.features.update(drop_constant=True, standardize=True)
+  # Columns are standardised but none dropped: a metal absent from the source (PBDD has only Zn
+  # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network.
+  config.features.update(drop_constant=False, standardize=True)
   config.train.target_scaling = 'standard'
   return config
 

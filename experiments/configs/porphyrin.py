@@ -9,8 +9,9 @@
 SMILES are featurized by RDKit's E-state index (79 atom-type counts and 79 sums) plus metal-centre
 counts and the number of fragments; columns are standardised (fitted on the source training split,
 saved with the checkpoint and reused when fine-tuning; columns constant there keep scale 1, so a
-metal that only the target has still reaches the network). Targets are standardised with the source statistics. MpPD holds one SMILES RDKit
-cannot parse: it is skipped and counted (skip_invalid=True). Identical SMILES (rotated-anchor
+metal that only the target has still reaches the network). Targets are standardised with the
+source statistics. MpPD holds one SMILES RDKit cannot parse: it is skipped and counted
+(skip_invalid=True). Identical SMILES (rotated-anchor
 conformers in PBDD) are grouped by canonical SMILES, their targets averaged, before splitting.
 """
 

@@ -172,3 +172,38 @@ def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):
              '--config.dataset.skip_invalid=True', '--config.featurizer.name=estate', check=False)
   assert_user_error(done, "reads features from 'composition'", "'estate'")
   assert not (tmp_path / 'w' / 'metrics.json').exists()
+
+
+def test_overwrite_with_a_bad_flag_keeps_the_finished_run(pretrained):
+  before = {name: (pretrained / name).read_bytes() for name in ('metrics.json', 'predictions_test.csv')}
+  done = run('pretrain', f'--workdir={pretrained}', f'--config={TEST_CONFIG}', '--overwrite',
+             '--config.train.optimizer=sgd', check=False)
+  assert_user_error(done, "--config.train.optimizer='sgd'", 'adam, adamw')
+  assert {name: (pretrained / name).read_bytes() for name in before} == before
+  assert (pretrained / 'model' / 'meta.json').exists()
+
+
+def test_empty_or_too_small_datasets(tmp_path):
+  path = tmp_path / 'tiny.csv'
+  path.write_text('formula,energy\nFe2O3,-1.0\nNaCl,-2.1\nMgO,-3.0\n')
+  flags = [f'--config={TEST_CONFIG}', f'--config.dataset.name={path}', '--config.dataset.target=energy']
+  assert_user_error(run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False),
+                    'split has 0 examples (need at least 1)')
+  path.write_text('formula,energy\nXx,-1.0\nQq,-2.1\n')
+  assert_user_error(run('pretrain', f'--workdir={tmp_path / "b"}', *flags, '--config.dataset.skip_invalid=True',
+                        check=False), 'no usable rows left')
+  assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+
+
+def test_interrupted_run_with_other_flags_and_corrupted_checkpoint(tmp_path):
+  flags = [f'--config={TEST_CONFIG}', '--config.train.max_epochs=2']
+  run('pretrain', f'--workdir={tmp_path}', *flags)
+  for name in ('metrics.json', 'predictions_test.csv'):  # as if killed after the last checkpoint
+    (tmp_path / name).unlink()
+  done = run('pretrain', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=5',
+             check=False)
+  assert_user_error(done, 'holds an interrupted run with a different config')
+  for file in (tmp_path / 'checkpoints').rglob('*'):
+    if file.is_file() and 'state' in file.parts:
+      file.write_bytes(b'garbage')
+  assert_user_error(run('pretrain', f'--workdir={tmp_path}', *flags, check=False), 'checkpoint cannot be restored')

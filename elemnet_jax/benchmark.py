@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
+from elemnet_jax import atomic
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 from elemnet_jax.train import init_state, make_optimizer, make_train_epoch, make_train_step, stack_members
@@ -357,8 +358,8 @@ def write_report(report: dict, path: str | pathlib.Path) -> tuple[pathlib.Path, 
   md_path = json_path.with_suffix('.md') if json_path.suffix == '.json' else json_path.with_name(
     json_path.name + '.md')
   json_path.parent.mkdir(parents=True, exist_ok=True)
-  json_path.write_text(json.dumps(report, indent=2, default=_jsonable) + '\n')
-  md_path.write_text(format_report(report))
+  atomic.write_text(json_path, json.dumps(report, indent=2, default=_jsonable) + '\n')
+  atomic.write_text(md_path, format_report(report))
   return json_path, md_path
 
 

@@ -7,11 +7,11 @@ import dataclasses
 import math
 import os
 import re
-from pathlib import Path
 
 import numpy as np
 from absl import logging
 
+from elemnet_jax import atomic
 from elemnet_jax.datasets import DatasetSpec, RawTable
 from elemnet_jax.errors import UserError, format_rows
 
@@ -139,15 +139,12 @@ def split_examples(examples: Examples, labels: np.ndarray, minimum: int = 1) -> 
 
 def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
   """Writes input, key, target and split of every example, so a run can be reproduced."""
-  path = Path(path)
-  temporary = path.with_suffix('.tmp')
-  with open(temporary, 'w', newline='') as stream:
+  with atomic.open_for_writing(path) as stream:
     writer = csv.writer(stream)
     writer.writerow(['input', 'key', 'target', 'split'])
     for name, part in parts.items():
       for text, key, target in zip(part.inputs, part.keys, part.y):
         writer.writerow([text, key, repr(float(target)), name])
-  os.replace(temporary, path)
 
 
 @dataclasses.dataclass(frozen=True)

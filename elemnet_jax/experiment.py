@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, data, datasets, featurizers, train, transfer
+from elemnet_jax import atomic, checkpoint, data, datasets, featurizers, train, transfer
 from elemnet_jax.errors import UserError, format_rows
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
@@ -194,13 +194,7 @@ def _start_workdir(workdir: Path, config, resume: bool) -> None:
       target = workdir / name
       shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
   workdir.mkdir(parents=True, exist_ok=True)
-  _write_atomic(workdir / 'config.json', config.to_json(indent=2))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-  temporary = path.with_name(path.name + '.tmp')
-  temporary.write_text(text)
-  os.replace(temporary, path)
+  atomic.write_text(workdir / 'config.json', config.to_json(indent=2))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -286,7 +280,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'frozen_layers': list(model.frozen_layers),
   })
   write_predictions(workdir / 'predictions_test.csv', test.inputs, predictions, test.y)
-  _write_atomic(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
+  atomic.write_text(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   logging.info('test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)', metrics['test']['mae'],
                metrics['test']['rmse'], metrics['test']['r2'], metrics['test']['n'])
   return metrics
@@ -295,8 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray,
                       targets: np.ndarray | None = None) -> None:
   """CSV of input, (target), prediction (member mean) and, with several members, their std."""
-  temporary = path.with_name(path.name + '.tmp')
-  with open(temporary, 'w', newline='') as stream:
+  with atomic.open_for_writing(path) as stream:
     writer = csv.writer(stream)
     members = predictions_KxN.shape[0]
     writer.writerow(['input'] + (['target'] if targets is not None else []) + ['prediction']
@@ -307,7 +300,6 @@ def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray
       if members > 1:
         row.append(f'{predictions_KxN[:, i].std():.6g}')
       writer.writerow(row)
-  os.replace(temporary, path)
 
 
 def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:

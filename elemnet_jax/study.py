@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, data, experiment, ridge, train, transfer
+from elemnet_jax import atomic, checkpoint, data, experiment, ridge, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNetConfig
@@ -121,7 +121,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
                       'or pass --overwrite')
     for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
       (workdir / name).unlink(missing_ok=True)
-  experiment._write_atomic(saved, config.to_json(indent=2))
+  atomic.write_text(saved, config.to_json(indent=2))
   if not study.pretrained:
     done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
     if not done_before or json.loads((source_dir / 'config.json').read_text()) != json.loads(source.to_json()):
@@ -154,7 +154,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
 
   def record(new_rows):
     rows.extend(new_rows)
-    experiment._write_atomic(results_path, json.dumps(
+    atomic.write_text(results_path, json.dumps(
       {'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
 
   for fold in folds:
@@ -294,7 +294,7 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
     lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
     lines += _table(ensembles, fractions, sizes)
   text = '\n'.join(lines) + '\n'
-  experiment._write_atomic(workdir / 'results.md', text)
+  atomic.write_text(workdir / 'results.md', text)
   _plot(workdir, summary, fractions, sizes, parity)
   print(text)
   return text

@@ -16,6 +16,7 @@ install: $(VENV)/.installed
 
 lint: install
 	$(PY) -m ruff check elemnet_jax experiments tests
+	$(PY) -m ruff format --check elemnet_jax experiments tests
 
 test: lint
 	$(PY) -m pytest -q

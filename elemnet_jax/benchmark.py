@@ -113,8 +113,13 @@ def matmul_peak(size: int = 0, repeats: int = 5, warmup: int = 1) -> dict:
   matmul = jax.jit(jnp.matmul)
   seconds = statistics.median(time_calls(lambda: matmul(a, b), repeats, max(warmup, 1)))
   precision = str(jax.config.jax_default_matmul_precision or 'default')
-  return {'size': n, 'dtype': 'float32', 'precision': precision, 'seconds': seconds,
-          'flops_per_second': 2 * n ** 3 / seconds}
+  return {
+    'size': n,
+    'dtype': 'float32',
+    'precision': precision,
+    'seconds': seconds,
+    'flops_per_second': 2 * n**3 / seconds,
+  }
 
 
 def xla_flops(jitted, *args) -> float | None:
@@ -147,22 +152,27 @@ class _Bench:
 
   def epoch_fn(self, batch_size: int):
     if batch_size not in self.epoch_fns:
-      self.epoch_fns[batch_size] = jax.jit(make_train_epoch(self.train_step, batch_size),
-                                           donate_argnums=0)
+      self.epoch_fns[batch_size] = jax.jit(make_train_epoch(self.train_step, batch_size), donate_argnums=0)
     return self.epoch_fns[batch_size]
 
   def xla_flops_per_sample(self, batch_size: int) -> float | None:
     if batch_size not in self.xla_flops:
       f = self.options.features
-      flops = xla_flops(jax.jit(self.train_step), self.state(), jnp.zeros((batch_size, f)),
-                        jnp.zeros(batch_size), jnp.ones(batch_size, bool))
+      flops = xla_flops(
+        jax.jit(self.train_step),
+        self.state(),
+        jnp.zeros((batch_size, f)),
+        jnp.zeros(batch_size),
+        jnp.ones(batch_size, bool),
+      )
       self.xla_flops[batch_size] = None if flops is None else flops / batch_size
     return self.xla_flops[batch_size]
 
   def step(self, batch_size: int, x, y) -> list[float]:
     o = self.options
-    batches = [(x[i * batch_size:(i + 1) * batch_size], y[i * batch_size:(i + 1) * batch_size])
-               for i in range(o.steps)]
+    batches = [
+      (x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]) for i in range(o.steps)
+    ]
     mask = jnp.ones(batch_size, bool)
     jax.block_until_ready((batches, mask))
     step = jax.jit(self.train_step, donate_argnums=0)
@@ -188,8 +198,9 @@ class _Bench:
 
   def ensemble(self, batch_size: int, x, y) -> list[float]:
     o = self.options
-    run_epoch = jax.jit(jax.vmap(make_train_epoch(self.train_step, batch_size), in_axes=(0, None, None)),
-                        donate_argnums=0)
+    run_epoch = jax.jit(
+      jax.vmap(make_train_epoch(self.train_step, batch_size), in_axes=(0, None, None)), donate_argnums=0
+    )
     states = stack_members([self.state(k) for k in range(o.members)])
 
     def run():
@@ -224,18 +235,41 @@ class _Bench:
     return time_calls(run, self.options.full_epoch_repeats, 0), compile_seconds
 
 
-def _row(mode: str, batch_size: int, members: int, rows: int, seconds: list[float], flops: int,
-         xla: float | None, peak: dict, device: dict, **extra) -> dict:
+def _row(
+  mode: str,
+  batch_size: int,
+  members: int,
+  rows: int,
+  seconds: list[float],
+  flops: int,
+  xla: float | None,
+  peak: dict,
+  device: dict,
+  **extra,
+) -> dict:
   epoch_seconds = statistics.median(seconds)
   steps = -(-rows // batch_size)
   samples = members * rows / epoch_seconds
   achieved = samples * flops
-  return {'mode': mode, 'batch_size': batch_size, 'members': members, 'rows': rows, 'steps': steps,
-          'device_kind': device['kind'], 'device_count': device['count'], 'platform': device['platform'],
-          'samples_per_second': samples, 'step_seconds': epoch_seconds / steps,
-          'epoch_seconds': epoch_seconds, 'seconds': seconds, 'flops_per_sample': flops,
-          'xla_flops_per_sample': xla, 'achieved_flops_per_second': achieved,
-          'fraction_of_peak': achieved / peak['flops_per_second'], **extra}
+  return {
+    'mode': mode,
+    'batch_size': batch_size,
+    'members': members,
+    'rows': rows,
+    'steps': steps,
+    'device_kind': device['kind'],
+    'device_count': device['count'],
+    'platform': device['platform'],
+    'samples_per_second': samples,
+    'step_seconds': epoch_seconds / steps,
+    'epoch_seconds': epoch_seconds,
+    'seconds': seconds,
+    'flops_per_sample': flops,
+    'xla_flops_per_sample': xla,
+    'achieved_flops_per_second': achieved,
+    'fraction_of_peak': achieved / peak['flops_per_second'],
+    **extra,
+  }
 
 
 def device_info() -> dict:
@@ -243,24 +277,28 @@ def device_info() -> dict:
   return {'platform': device.platform, 'kind': device.device_kind, 'count': jax.device_count()}
 
 
-def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(),
-                  config: ElemNetConfig | None = None) -> dict:
+def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNetConfig | None = None) -> dict:
   """Times every requested mode and batch size; returns the report (rows, device, peak, ...)."""
   options.validate()
   config = config or ElemNetConfig(use_dropout=False)
   bench = _Bench(options, config)
   device = device_info()
-  logging.info('device %s x%d (%s); timing the matmul peak', device['kind'], device['count'],
-               device['platform'])
+  logging.info('device %s x%d (%s); timing the matmul peak', device['kind'], device['count'], device['platform'])
   peak = matmul_peak(options.matmul_size, options.repeats, options.warmup)
   logging.info('matmul peak %.1f GFLOP/s (n=%d)', peak['flops_per_second'] / 1e9, peak['size'])
   rows = []
 
   def add(mode, batch_size, members, n, seconds, xla, **extra):
     row = _row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, device, **extra)
-    logging.info('%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of peak', mode, members,
-                 batch_size, row['samples_per_second'], 1e3 * row['step_seconds'],
-                 100 * row['fraction_of_peak'])
+    logging.info(
+      '%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of peak',
+      mode,
+      members,
+      batch_size,
+      row['samples_per_second'],
+      1e3 * row['step_seconds'],
+      100 * row['fraction_of_peak'],
+    )
     rows.append(row)
 
   for batch_size in options.batch_sizes:
@@ -273,8 +311,7 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(),
       add('epoch', batch_size, 1, n, bench.epoch(batch_size, x, y), xla)
     if 'ensemble' in options.modes:
       if options.ensemble_max_batch and batch_size > options.ensemble_max_batch:
-        logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size,
-                     options.ensemble_max_batch)
+        logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size, options.ensemble_max_batch)
       else:
         add('ensemble', batch_size, options.members, n, bench.ensemble(batch_size, x, y), xla)
         add('sequential', batch_size, options.members, n, bench.sequential(batch_size, x, y), xla)
@@ -283,16 +320,22 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(),
     x, y = synthetic_data(options.full_epoch_rows, options.features, options.seed)
     for batch_size in options.full_epoch_batch_sizes:
       seconds, compile_seconds = bench.full_epoch(batch_size, x, y)
-      add('full_epoch', batch_size, 1, options.full_epoch_rows, seconds,
-          bench.xla_flops_per_sample(batch_size), compile_seconds=compile_seconds)
+      add(
+        'full_epoch',
+        batch_size,
+        1,
+        options.full_epoch_rows,
+        seconds,
+        bench.xla_flops_per_sample(batch_size),
+        compile_seconds=compile_seconds,
+      )
 
   report = {
     'timestamp': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
     'jax_version': jax.__version__,
     'device': device,
     'matmul_peak': peak,
-    'model': {**config.to_dict(), 'features': options.features,
-              'params': count_params(bench.state().params)},
+    'model': {**config.to_dict(), 'features': options.features, 'params': count_params(bench.state().params)},
     'options': dataclasses.asdict(options),
     'rows': rows,
   }
@@ -310,12 +353,14 @@ def derived(rows: list[dict]) -> dict:
   ensemble, sequential = _by(rows, 'ensemble'), _by(rows, 'sequential')
 
   def speedup(fast, slow):
-    return {str(b): fast[b]['samples_per_second'] / slow[b]['samples_per_second']
-            for b in fast if b in slow}
+    return {str(b): fast[b]['samples_per_second'] / slow[b]['samples_per_second'] for b in fast if b in slow}
 
-  out = {'epoch_over_step': speedup(epoch, step),
-         'ensemble_over_sequential': speedup(ensemble, sequential),
-         'epoch_fraction_of_peak': {}, 'full_epoch_seconds': {}}
+  out = {
+    'epoch_over_step': speedup(epoch, step),
+    'ensemble_over_sequential': speedup(ensemble, sequential),
+    'epoch_fraction_of_peak': {},
+    'full_epoch_seconds': {},
+  }
   if epoch:
     largest = max(epoch)
     out['epoch_fraction_of_peak'] = {str(largest): epoch[largest]['fraction_of_peak']}
@@ -326,26 +371,30 @@ def derived(rows: list[dict]) -> dict:
 def format_report(report: dict) -> str:
   """A markdown table of the rows, then one line per derived ratio."""
   peak = report['matmul_peak']
-  lines = ['| device | mode | K | batch | samples/s | step ms | epoch s | MFLOP/sample | GFLOP/s '
-           '| % of peak |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|']
+  lines = [
+    '| device | mode | K | batch | samples/s | step ms | epoch s | MFLOP/sample | GFLOP/s | % of peak |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ]
   for r in report['rows']:
     lines.append(
-      f"| {r['device_kind']} x{r['device_count']} | {r['mode']} | {r['members']} | {r['batch_size']} "
-      f"| {r['samples_per_second']:,.0f} | {1e3 * r['step_seconds']:.3f} | {r['epoch_seconds']:.3f} "
-      f"| {r['flops_per_sample'] / 1e6:.2f} | {r['achieved_flops_per_second'] / 1e9:.1f} "
-      f"| {100 * r['fraction_of_peak']:.1f} |")
-  lines += ['', f"Matmul peak: {peak['flops_per_second'] / 1e9:,.1f} GFLOP/s (float32, n={peak['size']}); "
-                f"jax {report['jax_version']}, {report['timestamp']}."]
+      f'| {r["device_kind"]} x{r["device_count"]} | {r["mode"]} | {r["members"]} | {r["batch_size"]} '
+      f'| {r["samples_per_second"]:,.0f} | {1e3 * r["step_seconds"]:.3f} | {r["epoch_seconds"]:.3f} '
+      f'| {r["flops_per_sample"] / 1e6:.2f} | {r["achieved_flops_per_second"] / 1e9:.1f} '
+      f'| {100 * r["fraction_of_peak"]:.1f} |'
+    )
+  lines += [
+    '',
+    f'Matmul peak: {peak["flops_per_second"] / 1e9:,.1f} GFLOP/s (float32, n={peak["size"]}); '
+    f'jax {report["jax_version"]}, {report["timestamp"]}.',
+  ]
   d, members = report['derived'], report['options']['members']
   rows = report['options']['full_epoch_rows']
   for b, ratio in d['epoch_over_step'].items():
-    lines.append(f'- epoch mode (lax.scan) at batch {b}: {ratio:.2f}x the samples/s of step mode '
-                 '(Python loop)')
+    lines.append(f'- epoch mode (lax.scan) at batch {b}: {ratio:.2f}x the samples/s of step mode (Python loop)')
   for b, fraction in d['epoch_fraction_of_peak'].items():
     lines.append(f'- epoch mode at batch {b}: {100 * fraction:.1f}% of the matmul peak')
   for b, ratio in d['ensemble_over_sequential'].items():
-    lines.append(f'- ensemble of {members} at batch {b}: {ratio:.2f}x the samples/s of {members} '
-                 'sequential runs')
+    lines.append(f'- ensemble of {members} at batch {b}: {ratio:.2f}x the samples/s of {members} sequential runs')
   what = ' (OQMD training split)' if rows == OQMD_TRAIN_ROWS else ''
   for b, seconds in d['full_epoch_seconds'].items():
     lines.append(f'- full epoch of {rows:,} rows{what} at batch {b}: {seconds:.1f} s')
@@ -355,8 +404,7 @@ def format_report(report: dict) -> str:
 def write_report(report: dict, path: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   """Writes the report as JSON at `path` and its table beside it as `.md`; returns both paths."""
   json_path = pathlib.Path(path)
-  md_path = json_path.with_suffix('.md') if json_path.suffix == '.json' else json_path.with_name(
-    json_path.name + '.md')
+  md_path = json_path.with_suffix('.md') if json_path.suffix == '.json' else json_path.with_name(json_path.name + '.md')
   json_path.parent.mkdir(parents=True, exist_ok=True)
   atomic.write_text(json_path, json.dumps(report, indent=2, default=_jsonable) + '\n')
   atomic.write_text(md_path, format_report(report))

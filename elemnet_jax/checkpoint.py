@@ -40,9 +40,9 @@ class TrainingCheckpoints:
     self.every = max(int(every), 1)
     self.manager = ocp.CheckpointManager(
       Path(directory).absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False,
-                                           create=True),
-      item_names=('state', 'progress'))
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True),
+      item_names=('state', 'progress'),
+    )
 
   def latest_epoch(self) -> int | None:
     return self.manager.latest_step()
@@ -52,21 +52,31 @@ class TrainingCheckpoints:
       return
     if self.manager.latest_step() == progress.epoch:
       return
-    self.manager.save(progress.epoch, args=ocp.args.Composite(
-      state=ocp.args.StandardSave({'states': states, 'best_params': best_params}),
-      progress=ocp.args.JsonSave(dataclasses.asdict(progress))))
+    self.manager.save(
+      progress.epoch,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave({'states': states, 'best_params': best_params}),
+        progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
+      ),
+    )
     self.manager.wait_until_finished()
 
   def restore(self, states, best_params) -> tuple[Any, Any, Progress]:
     """Restores the latest checkpoint into the structure of `states` and `best_params`."""
     epoch = self.manager.latest_step()
     try:
-      restored = self.manager.restore(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(_abstract({'states': states, 'best_params': best_params})),
-        progress=ocp.args.JsonRestore()))
+      restored = self.manager.restore(
+        epoch,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(_abstract({'states': states, 'best_params': best_params})),
+          progress=ocp.args.JsonRestore(),
+        ),
+      )
     except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
-      raise UserError(f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
-                      f'({type(error).__name__}); delete it or start a new workdir') from None
+      raise UserError(
+        f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
+        f'({type(error).__name__}); delete it or start a new workdir'
+      ) from None
     state = restored['state']
     return state['states'], state['best_params'], Progress(**restored['progress'])
 
@@ -102,8 +112,9 @@ def read_meta(workdir: str | os.PathLike) -> dict:
   if not Path(workdir).exists():
     raise UserError(f'{workdir}: no such workdir')
   if not path.exists():
-    raise UserError(f'{workdir}: holds no finished model ({MODEL_DIR}/{META_FILE} is missing); '
-                    'train it to the end first')
+    raise UserError(
+      f'{workdir}: holds no finished model ({MODEL_DIR}/{META_FILE} is missing); train it to the end first'
+    )
   try:
     meta = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -119,6 +130,8 @@ def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
   try:
     params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))
   except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
-    raise UserError(f'{path}: model parameters cannot be restored ({type(error).__name__}: '
-                    f'{str(error).splitlines()[0][:200]}); the checkpoint is missing or corrupted') from None
+    raise UserError(
+      f'{path}: model parameters cannot be restored ({type(error).__name__}: '
+      f'{str(error).splitlines()[0][:200]}); the checkpoint is missing or corrupted'
+    ) from None
   return jax.tree.map(np.asarray, params)

@@ -13,8 +13,11 @@ from elemnet_jax.errors import UserError
 
 _NOISY = ('/orbax/', '/etils/')
 _DISTRIBUTED = flags.DEFINE_bool(
-  'distributed', False, 'Call jax.distributed.initialize() first (several hosts; the coordinator '
-  'comes from the environment, e.g. on Cloud TPU or SLURM). Combine with --config.train.data_parallel.')
+  'distributed',
+  False,
+  'Call jax.distributed.initialize() first (several hosts; the coordinator '
+  'comes from the environment, e.g. on Cloud TPU or SLURM). Combine with --config.train.data_parallel.',
+)
 
 
 class _QuietLibraries(python_logging.Filter):

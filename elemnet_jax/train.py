@@ -53,16 +53,24 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
   raise ValueError(f'unknown loss {kind!r}; use mae, mse or huber')
 
 
-def make_optimizer(learning_rate: float, *, name: str = 'adam', schedule: str = 'constant',
-                   warmup_steps: int = 0, total_steps: int = 0, weight_decay: float = 0.0,
-                   labels: Params | None = None, body_lr_scale: float = 1.0,
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  learning_rate: float,
+  *,
+  name: str = 'adam',
+  schedule: str = 'constant',
+  warmup_steps: int = 0,
+  total_steps: int = 0,
+  weight_decay: float = 0.0,
+  labels: Params | None = None,
+  body_lr_scale: float = 1.0,
+) -> optax.GradientTransformation:
   """Adam(W) with an optional warm-up + cosine schedule.
 
   With `labels` (a pytree of 'frozen' | 'body' | 'head', see `elemnet_jax.transfer`), the
   optimizer is `optax.multi_transform`: frozen leaves get `set_to_zero()` and keep no moments,
   'body' leaves learn at `body_lr_scale` times the head's rate.
   """
+
   def rate(scale: float):
     peak = learning_rate * scale
     if schedule == 'constant':
@@ -81,12 +89,12 @@ def make_optimizer(learning_rate: float, *, name: str = 'adam', schedule: str = 
 
   if labels is None:
     return base(1.0)
-  return optax.multi_transform(
-    {'head': base(1.0), 'body': base(body_lr_scale), 'frozen': optax.set_to_zero()}, labels)
+  return optax.multi_transform({'head': base(1.0), 'body': base(body_lr_scale), 'frozen': optax.set_to_zero()}, labels)
 
 
-def init_state(model: ElemNet, optimizer: optax.GradientTransformation, width: int, seed: int,
-               params: Params | None = None) -> TrainState:
+def init_state(
+  model: ElemNet, optimizer: optax.GradientTransformation, width: int, seed: int, params: Params | None = None
+) -> TrainState:
   """A fresh state; `params` (e.g. pretrained) replace the random initialisation."""
   key = jax.random.PRNGKey(seed)
   init_key, rng = jax.random.split(key)
@@ -98,19 +106,21 @@ def init_state(model: ElemNet, optimizer: optax.GradientTransformation, width: i
 def frozen_paths(labels: Params | None) -> frozenset[tuple[str, ...]]:
   if labels is None:
     return frozenset()
-  return frozenset(path for path, label in traverse_util.flatten_dict(labels).items()
-                   if label == 'frozen')
+  return frozenset(path for path, label in traverse_util.flatten_dict(labels).items() if label == 'frozen')
 
 
-def make_train_step(model: ElemNet, optimizer: optax.GradientTransformation, loss: str = 'mae',
-                    frozen: frozenset[tuple[str, ...]] = frozenset(),
-                    ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array],
-                                  tuple[TrainState, dict]]:
+def make_train_step(
+  model: ElemNet,
+  optimizer: optax.GradientTransformation,
+  loss: str = 'mae',
+  frozen: frozenset[tuple[str, ...]] = frozenset(),
+) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """`train_step(state, x_BxF, y_B, mask_B) -> (state, {'loss'})`; masked rows do not count.
 
   Gradients are taken only with respect to the trainable leaves: frozen ones are closed over as
   constants, so XLA computes no backward pass into frozen layers.
   """
+
   def train_step(state, x_BxF, y_B, mask_B):
     dropout_key = jax.random.fold_in(state.rng, state.step)
     flat = traverse_util.flatten_dict(state.params)
@@ -125,7 +135,8 @@ def make_train_step(model: ElemNet, optimizer: optax.GradientTransformation, los
 
     value, trainable_grads = jax.value_and_grad(objective)(trainable)
     grads = traverse_util.unflatten_dict(
-      {**{path: jnp.zeros_like(leaf) for path, leaf in fixed.items()}, **trainable_grads})
+      {**{path: jnp.zeros_like(leaf) for path, leaf in fixed.items()}, **trainable_grads}
+    )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {'loss': value}
@@ -145,8 +156,7 @@ def epoch_order(rng: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax
 
 def data_mesh(devices: int | None = None) -> Mesh:
   """A 1-D mesh over the local devices with one 'data' axis (automatic sharding propagation)."""
-  return jax.make_mesh((devices or jax.device_count(),), ('data',),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((devices or jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
@@ -155,6 +165,7 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   The data stay on the device; each step gathers its shuffled minibatch. With a `mesh`, each
   minibatch is sharded over the 'data' axis while the state stays replicated.
   """
+
   def constrain(batch):
     if mesh is None:
       return batch
@@ -165,8 +176,7 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
 
     def body(state, batch):
       index_B, mask_B = batch
-      state, metrics = train_step(state, constrain(x_NxF[index_B]), constrain(y_N[index_B]),
-                                  constrain(mask_B))
+      state, metrics = train_step(state, constrain(x_NxF[index_B]), constrain(y_N[index_B]), constrain(mask_B))
       return state, metrics['loss']
 
     return jax.lax.scan(body, state.replace(rng=rng), (index_SxB, mask_SxB))
@@ -180,12 +190,14 @@ def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes
   With `dropout_passes > 0`, each prediction is the mean of that many stochastic dropout passes
   (as the TF1 ElemNet evaluated), drawn from a fixed key so results are reproducible.
   """
+
   def apply(params, x):
     if dropout_passes <= 0:
       return model.apply(params, x, hidden_layer=hidden_layer)
     keys = jax.random.split(jax.random.PRNGKey(0), dropout_passes)
-    passes = jax.vmap(lambda key: model.apply(params, x, dropout=True, hidden_layer=hidden_layer,
-                                              rngs={'dropout': key}))(keys)
+    passes = jax.vmap(
+      lambda key: model.apply(params, x, dropout=True, hidden_layer=hidden_layer, rngs={'dropout': key})
+    )(keys)
     return passes.mean(axis=0)
 
   return jax.jit(jax.vmap(apply, in_axes=(0, None)))
@@ -197,10 +209,10 @@ def predict_in_batches(predict, params, x_NxF: np.ndarray, batch_size: int = 819
   size = min(batch_size, max(n, 1))
   chunks = []
   for start in range(0, n, size):
-    chunk = x_NxF[start:start + size]
+    chunk = x_NxF[start : start + size]
     padded = np.zeros((size,) + chunk.shape[1:], chunk.dtype)
-    padded[:len(chunk)] = chunk
-    chunks.append(np.asarray(predict(params, padded))[:, :len(chunk)])
+    padded[: len(chunk)] = chunk
+    chunks.append(np.asarray(predict(params, padded))[:, : len(chunk)])
   return np.concatenate(chunks, axis=1)
 
 
@@ -227,12 +239,21 @@ class FitOptions:
   eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
 
 
-def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, np.ndarray],
-        val: tuple[np.ndarray, np.ndarray], options: FitOptions, *,
-        frozen: frozenset = frozenset(), mesh: Mesh | None = None, best_params: Params | None = None,
-        progress: Progress | None = None,
-        save: Callable[[TrainState, Params, Progress], None] | None = None,
-        name: str = 'fit') -> tuple[TrainState, Params, Progress]:
+def fit(
+  model: ElemNet,
+  optimizer,
+  states: TrainState,
+  train: tuple[np.ndarray, np.ndarray],
+  val: tuple[np.ndarray, np.ndarray],
+  options: FitOptions,
+  *,
+  frozen: frozenset = frozenset(),
+  mesh: Mesh | None = None,
+  best_params: Params | None = None,
+  progress: Progress | None = None,
+  save: Callable[[TrainState, Params, Progress], None] | None = None,
+  name: str = 'fit',
+) -> tuple[TrainState, Params, Progress]:
   """Trains K members (leading axis of `states`) with early stopping on validation MAE.
 
   Returns the final states, the best-on-validation parameters of each member, and the progress.
@@ -249,9 +270,11 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
   if options.mode == 'epoch':
     train_epoch = make_train_epoch(train_step, options.batch_size, mesh)
     if members == 1:  # XLA:CPU runs batched matmuls of one member slower than plain ones
+
       def one_member(states, x, y):
         state, losses = train_epoch(jax.tree.map(lambda a: a[0], states), x, y)
         return jax.tree.map(lambda a: a[None], state), losses[None]
+
       run_epoch = jax.jit(one_member, donate_argnums=0)
     else:
       run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, None, None)), donate_argnums=0)
@@ -269,8 +292,11 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
   else:
     raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
   predict = make_predict(model, dropout_passes=options.eval_dropout_passes)
-  select = jax.jit(lambda better, new, old: jax.tree.map(
-    lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old))
+  select = jax.jit(
+    lambda better, new, old: jax.tree.map(
+      lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old
+    )
+  )
 
   progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)
   if best_params is None:
@@ -289,7 +315,8 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
       member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
       raise TrainingDiverged(
         f'{name}: training diverged: non-finite loss at epoch {epoch}, step {start_step + step + 1} '
-        f'(member {member}); lower the learning rate or check the targets')
+        f'(member {member}); lower the learning rate or check the targets'
+      )
     val_pred = predict_in_batches(predict, states.params, x_val, options.eval_batch_size)
     val_mae = np.abs(val_pred - y_val[None]).mean(axis=1)
     seconds = time.perf_counter() - tic
@@ -301,8 +328,13 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
       best_params = select(jnp.asarray(better), states.params, best_params)
     progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]
     progress.best_epoch = [epoch if b else old for b, old in zip(better, progress.best_epoch)]
-    progress.history.append({'epoch': epoch, 'train_loss': [float(v) for v in losses_KxS.mean(axis=1)],
-                             'val_mae': [float(v) for v in val_mae]})
+    progress.history.append(
+      {
+        'epoch': epoch,
+        'train_loss': [float(v) for v in losses_KxS.mean(axis=1)],
+        'val_mae': [float(v) for v in val_mae],
+      }
+    )
     progress.epoch = epoch
     waited = [epoch - b for b in progress.best_epoch]
     progress.stopped = min(waited) >= options.patience
@@ -310,10 +342,18 @@ def fit(model: ElemNet, optimizer, states: TrainState, train: tuple[np.ndarray, 
       mean_seconds = float(np.mean(epoch_seconds[-5:]))
       eta = (options.max_epochs - epoch) * mean_seconds
       logging.info(
-        '%s epoch %d/%d  train_loss %.4f  val_mae %.4f  best %.4f@%d  %.0f samples/s  %.1fs/epoch  '
-        'ETA %s', name, epoch, options.max_epochs, losses_KxS.mean(), val_mae.mean(),
-        np.mean(progress.best_val), int(np.median(progress.best_epoch)),
-        n_train * members / seconds, seconds, _duration(eta))
+        '%s epoch %d/%d  train_loss %.4f  val_mae %.4f  best %.4f@%d  %.0f samples/s  %.1fs/epoch  ETA %s',
+        name,
+        epoch,
+        options.max_epochs,
+        losses_KxS.mean(),
+        val_mae.mean(),
+        np.mean(progress.best_val),
+        int(np.median(progress.best_epoch)),
+        n_train * members / seconds,
+        seconds,
+        _duration(eta),
+      )
     if save is not None:
       save(states, best_params, progress)
   return states, best_params, progress

@@ -20,8 +20,10 @@ def layer_rules(freeze_layers: int, config: ElemNetConfig) -> list[tuple[str, st
   layer 'head', everything else 'body'."""
   last = config.num_dense - 1
   if not 0 <= freeze_layers <= last:
-    raise UserError(f'freeze_layers={freeze_layers} is outside the model: it has {config.num_dense} '
-                    f'dense layers, so use 0..{last} (the output layer always trains)')
+    raise UserError(
+      f'freeze_layers={freeze_layers} is outside the model: it has {config.num_dense} '
+      f'dense layers, so use 0..{last} (the output layer always trains)'
+    )
   rules = [(rf'^params/dense_{i}/', 'frozen') for i in range(freeze_layers)]
   return rules + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
 
@@ -55,8 +57,7 @@ def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ElemNe
   """Rules from either a depth or regexes (regex matches are frozen, the rest train)."""
   if freeze_regex:
     last = config.num_dense - 1
-    return ([(pattern, 'frozen') for pattern in freeze_regex]
-            + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')])
+    return [(pattern, 'frozen') for pattern in freeze_regex] + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
   return layer_rules(freeze_layers, config)
 
 
@@ -83,10 +84,10 @@ def check_compatible(source_meta: dict, featurizer_description: dict, source_dir
   if source != featurizer_description:
     raise UserError(
       f'{source_dir}: the pretrained model reads features from {_describe(source)}, but the '
-      f'target data is featurized with {_describe(featurizer_description)}; use the same featurizer')
+      f'target data is featurized with {_describe(featurizer_description)}; use the same featurizer'
+    )
 
 
 def _describe(description: dict) -> str:
-  options = ', '.join(f'{k}={v}' for k, v in sorted(description.items())
-                      if k not in ('name', 'width', 'elements'))
+  options = ', '.join(f'{k}={v}' for k, v in sorted(description.items()) if k not in ('name', 'width', 'elements'))
   return f"'{description.get('name')}' (width {description.get('width')}{', ' + options if options else ''})"

@@ -10,10 +10,10 @@ from ml_collections import config_flags
 from elemnet_jax import cli
 from elemnet_jax.experiment import train_and_evaluate
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/finetune.py',
-                                          'Fine-tuning configuration (a configs/*.py file).')
-_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Workdir of a finished (pre)training run.',
-                                  required=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', 'experiments/configs/finetune.py', 'Fine-tuning configuration (a configs/*.py file).'
+)
+_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Workdir of a finished (pre)training run.', required=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed if interrupted).', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a finished run in --workdir.')

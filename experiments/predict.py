@@ -21,8 +21,15 @@ _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace an existing --output
 
 def main(argv):
   del argv
-  predict_file(_MODELS.value, input_csv=_INPUT.value, column=_COLUMN.value, inputs=_FORMULAS.value,
-               output=_OUTPUT.value, skip_invalid=_SKIP.value, overwrite=_OVERWRITE.value)
+  predict_file(
+    _MODELS.value,
+    input_csv=_INPUT.value,
+    column=_COLUMN.value,
+    inputs=_FORMULAS.value,
+    output=_OUTPUT.value,
+    skip_invalid=_SKIP.value,
+    overwrite=_OVERWRITE.value,
+  )
 
 
 if __name__ == '__main__':

@@ -15,8 +15,9 @@ from ml_collections import config_flags
 from elemnet_jax import cli
 from elemnet_jax.study import run_study
 
-_CONFIG = config_flags.DEFINE_config_file('config', 'experiments/configs/demo.py',
-                                          'Study configuration (a configs/*.py file).')
+_CONFIG = config_flags.DEFINE_config_file(
+  'config', 'experiments/configs/demo.py', 'Study configuration (a configs/*.py file).'
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder.', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Start over in a workdir that holds another study.')

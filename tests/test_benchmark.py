@@ -5,15 +5,29 @@ import json
 from elemnet_jax import benchmark
 from elemnet_jax.model import ElemNetConfig
 
-KEYS = {'mode', 'batch_size', 'members', 'rows', 'steps', 'device_kind', 'device_count',
-        'samples_per_second', 'step_seconds', 'epoch_seconds', 'flops_per_sample',
-        'xla_flops_per_sample', 'achieved_flops_per_second', 'fraction_of_peak'}
+KEYS = {
+  'mode',
+  'batch_size',
+  'members',
+  'rows',
+  'steps',
+  'device_kind',
+  'device_count',
+  'samples_per_second',
+  'step_seconds',
+  'epoch_seconds',
+  'flops_per_sample',
+  'xla_flops_per_sample',
+  'achieved_flops_per_second',
+  'fraction_of_peak',
+}
 
 
 def test_benchmark_rows_and_report(tmp_path):
   config = ElemNetConfig(widths=(16, 8), dropout_after=(), dropout_rates=())
-  options = benchmark.BenchmarkOptions(batch_sizes=(8,), steps=2, repeats=1, members=2, matmul_size=64,
-                                       full_epoch_rows=20, full_epoch_batch_sizes=(8,))
+  options = benchmark.BenchmarkOptions(
+    batch_sizes=(8,), steps=2, repeats=1, members=2, matmul_size=64, full_epoch_rows=20, full_epoch_batch_sizes=(8,)
+  )
   report = benchmark.run_benchmark(options, config)
 
   rows = report['rows']

@@ -18,18 +18,21 @@ def test_element_order_is_elemnets():
   assert not {'He', 'Ne', 'Ar', 'Po', 'At', 'Rn', 'Fr', 'Ra', 'Am'} & set(ELEMENTS)
 
 
-@pytest.mark.parametrize('formula, expected', [
-  ('Al1Sm1Tm1', {'Al': 1 / 3, 'Sm': 1 / 3, 'Tm': 1 / 3}),
-  ('Fe2O3', {'Fe': 0.4, 'O': 0.6}),
-  ('NaCl', {'Na': 0.5, 'Cl': 0.5}),
-  ('Fe0.5Ni0.5', {'Fe': 0.5, 'Ni': 0.5}),
-  ('Ca3(PO4)2', {'Ca': 3 / 13, 'P': 2 / 13, 'O': 8 / 13}),
-  ('Mg(OH)2', {'Mg': 0.2, 'O': 0.4, 'H': 0.4}),
-  ('K4[Fe(CN)6]', {'K': 4 / 17, 'Fe': 1 / 17, 'C': 6 / 17, 'N': 6 / 17}),
-  ('  Fe 2 O3 ', {'Fe': 0.4, 'O': 0.6}),
-  ('OFe', {'Fe': 0.5, 'O': 0.5}),
-  ('Li.5Co.5O1', {'Li': 0.25, 'Co': 0.25, 'O': 0.5}),
-])
+@pytest.mark.parametrize(
+  'formula, expected',
+  [
+    ('Al1Sm1Tm1', {'Al': 1 / 3, 'Sm': 1 / 3, 'Tm': 1 / 3}),
+    ('Fe2O3', {'Fe': 0.4, 'O': 0.6}),
+    ('NaCl', {'Na': 0.5, 'Cl': 0.5}),
+    ('Fe0.5Ni0.5', {'Fe': 0.5, 'Ni': 0.5}),
+    ('Ca3(PO4)2', {'Ca': 3 / 13, 'P': 2 / 13, 'O': 8 / 13}),
+    ('Mg(OH)2', {'Mg': 0.2, 'O': 0.4, 'H': 0.4}),
+    ('K4[Fe(CN)6]', {'K': 4 / 17, 'Fe': 1 / 17, 'C': 6 / 17, 'N': 6 / 17}),
+    ('  Fe 2 O3 ', {'Fe': 0.4, 'O': 0.6}),
+    ('OFe', {'Fe': 0.5, 'O': 0.5}),
+    ('Li.5Co.5O1', {'Li': 0.25, 'Co': 0.25, 'O': 0.5}),
+  ],
+)
 def test_fractions(formula, expected):
   fractions = composition_fractions(formula)
   want = np.zeros(86, np.float32)
@@ -39,23 +42,26 @@ def test_fractions(formula, expected):
   assert fractions.sum() == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize('formula, reason', [
-  ('', 'empty'),
-  ('   ', 'empty'),
-  ('Xx2O', "unknown element symbol 'Xx'"),
-  ('He2', 'He is not among the 86'),
-  ('Po', 'Po is not among the 86'),
-  ('AmO2', 'Am is not among the 86'),
-  ('Fe0O', 'amount 0 is not positive'),
-  ('Fe-1O2', 'negative amount'),
-  ('Ca3(PO4', 'unbalanced parentheses'),
-  ('CaPO4)2', 'unbalanced parentheses'),
-  ('Ca(PO4]2', 'unbalanced parentheses'),
-  ('()2', 'empty parentheses'),
-  ('2Fe', 'does not follow an element'),
-  ('fe2o3', "unexpected character 'f'"),
-  ('Fe2O3!', "unexpected character '!'"),
-])
+@pytest.mark.parametrize(
+  'formula, reason',
+  [
+    ('', 'empty'),
+    ('   ', 'empty'),
+    ('Xx2O', "unknown element symbol 'Xx'"),
+    ('He2', 'He is not among the 86'),
+    ('Po', 'Po is not among the 86'),
+    ('AmO2', 'Am is not among the 86'),
+    ('Fe0O', 'amount 0 is not positive'),
+    ('Fe-1O2', 'negative amount'),
+    ('Ca3(PO4', 'unbalanced parentheses'),
+    ('CaPO4)2', 'unbalanced parentheses'),
+    ('Ca(PO4]2', 'unbalanced parentheses'),
+    ('()2', 'empty parentheses'),
+    ('2Fe', 'does not follow an element'),
+    ('fe2o3', "unexpected character 'f'"),
+    ('Fe2O3!', "unexpected character '!'"),
+  ],
+)
 def test_errors_name_formula_and_reason(formula, reason):
   with pytest.raises(ValueError) as error:
     parse_formula(formula)

@@ -83,8 +83,7 @@ def test_fallback_to_the_published_package(tmp_path, monkeypatch):
   """With no data directory and no reachable address, the file comes out of the qmpy wheel."""
   monkeypatch.delenv(datasets.DATA_ENV, raising=False)
   spec = datasets.DATASETS['qmpy_legacy'].files[0]
-  offline = datasets.RemoteFile(spec.path, spec.sha256, 'http://127.0.0.1:9/legacy.dat', spec.package,
-                                spec.member)
+  offline = datasets.RemoteFile(spec.path, spec.sha256, 'http://127.0.0.1:9/legacy.dat', spec.package, spec.member)
   path = datasets.fetch(offline, cache_dir=tmp_path)
   assert path == tmp_path / 'qmpy_thermodata' / 'legacy.dat'
   assert datasets._sha256_of(path) == spec.sha256
@@ -112,7 +111,7 @@ def test_bad_rows_stop_with_up_to_ten_listed_or_are_skipped(tmp_path):
     data.prepare(table, spec, CompositionFeaturizer())
   message = str(error.value)
   assert '\n' not in message
-  assert message.startswith(f'{path}: 15 invalid input row(s): row 3 (\'Xx2\'): unknown element symbol')
+  assert message.startswith(f"{path}: 15 invalid input row(s): row 3 ('Xx2'): unknown element symbol")
   assert "row 4 ('abc'): target is not a number" in message and "row 5 ('nan'): target is nan" in message
   assert '... and 5 more' in message
   notes = {}

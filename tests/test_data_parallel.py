@@ -9,7 +9,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
   import json
   import jax
   import numpy as np
@@ -34,13 +34,12 @@ SCRIPT = textwrap.dedent('''
     result[name] = {'history': progress.history, 'devices': len(jax.tree.leaves(states.params)[0].devices()),
                     'specs': sorted(shardings)}
   print(json.dumps(result))
-''')
+""")
 
 
 def test_data_parallel_matches_single_device():
   env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=4', 'JAX_PLATFORMS': 'cpu'}
-  done = subprocess.run([sys.executable, '-c', SCRIPT], cwd=REPO, env=env, capture_output=True, text=True,
-                        timeout=600)
+  done = subprocess.run([sys.executable, '-c', SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-3000:]
   result = json.loads(done.stdout.strip().splitlines()[-1])
   single, sharded = result['single'], result['sharded']

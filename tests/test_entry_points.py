@@ -15,8 +15,9 @@ TEST_CONFIG = 'experiments/configs/test.py'
 
 
 def run(module, *flags, check=True, timeout=600):
-  done = subprocess.run([sys.executable, '-m', f'experiments.{module}', *flags], cwd=REPO,
-                        capture_output=True, text=True, timeout=timeout)
+  done = subprocess.run(
+    [sys.executable, '-m', f'experiments.{module}', *flags], cwd=REPO, capture_output=True, text=True, timeout=timeout
+  )
   if check and done.returncode != 0:
     raise AssertionError(f'{module} failed ({done.returncode}):\n{done.stderr[-3000:]}')
   return done
@@ -34,8 +35,13 @@ def assert_user_error(done, *fragments):
 @pytest.fixture(scope='module')
 def pretrained(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('runs') / 'pretrain'
-  run('pretrain', f'--workdir={workdir}', f'--config={TEST_CONFIG}', '--config.dataset.name=qmpy_legacy',
-      '--config.train.batch_size=256')
+  run(
+    'pretrain',
+    f'--workdir={workdir}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=qmpy_legacy',
+    '--config.train.batch_size=256',
+  )
   return workdir
 
 
@@ -57,8 +63,14 @@ def test_finished_workdir_is_refused_unless_overwrite(pretrained):
 
 def test_finetune_and_predict(pretrained, tmp_path):
   workdir = tmp_path / 'finetune'
-  run('finetune', f'--pretrained={pretrained}', f'--workdir={workdir}', f'--config={TEST_CONFIG}',
-      '--config.transfer.freeze_layers=2', '--config.train.ensemble=2')
+  run(
+    'finetune',
+    f'--pretrained={pretrained}',
+    f'--workdir={workdir}',
+    f'--config={TEST_CONFIG}',
+    '--config.transfer.freeze_layers=2',
+    '--config.train.ensemble=2',
+  )
   metrics = json.loads((workdir / 'metrics.json').read_text())
   assert metrics['frozen_layers'] == [1, 2] and metrics['members'] == 2
   assert metrics['pretrained'] == str(pretrained)
@@ -71,38 +83,66 @@ def test_finetune_and_predict(pretrained, tmp_path):
   run('predict', f'--models={workdir},{pretrained}', f'--input={source}', f'--output={output}')
   lines = output.read_text().splitlines()
   assert lines[0] == 'input,prediction,std' and len(lines) == 3
-  assert_user_error(run('predict', f'--models={workdir}', f'--input={source}', f'--output={output}',
-                        check=False), 'already exists')
-  assert_user_error(run('predict', f'--models={workdir}', '--formulas=Fe2O3,Xx3', check=False),
-                    "row 2 ('Xx3'): unknown element symbol 'Xx'")
+  assert_user_error(
+    run('predict', f'--models={workdir}', f'--input={source}', f'--output={output}', check=False), 'already exists'
+  )
+  assert_user_error(
+    run('predict', f'--models={workdir}', '--formulas=Fe2O3,Xx3', check=False),
+    "row 2 ('Xx3'): unknown element symbol 'Xx'",
+  )
 
 
-@pytest.mark.parametrize('flags, fragments', [
-  (['--config.transfer.freeze_layers=9'], ['freeze_layers=9 is outside the model', '0..3']),
-  (['--config.dataset.name=nope'], ['unknown dataset', 'oqmd_fe']),
-])
+@pytest.mark.parametrize(
+  'flags, fragments',
+  [
+    (['--config.transfer.freeze_layers=9'], ['freeze_layers=9 is outside the model', '0..3']),
+    (['--config.dataset.name=nope'], ['unknown dataset', 'oqmd_fe']),
+  ],
+)
 def test_finetune_errors(pretrained, tmp_path, flags, fragments):
-  done = run('finetune', f'--pretrained={pretrained}', f'--workdir={tmp_path / "w"}',
-             f'--config={TEST_CONFIG}', *flags, check=False)
+  done = run(
+    'finetune',
+    f'--pretrained={pretrained}',
+    f'--workdir={tmp_path / "w"}',
+    f'--config={TEST_CONFIG}',
+    *flags,
+    check=False,
+  )
   assert_user_error(done, *fragments)
 
 
 def test_missing_or_corrupted_pretrained_workdir(pretrained, tmp_path):
-  done = run('finetune', f'--pretrained={tmp_path / "absent"}', f'--workdir={tmp_path / "w"}',
-             f'--config={TEST_CONFIG}', check=False)
+  done = run(
+    'finetune',
+    f'--pretrained={tmp_path / "absent"}',
+    f'--workdir={tmp_path / "w"}',
+    f'--config={TEST_CONFIG}',
+    check=False,
+  )
   assert_user_error(done, 'no such workdir')
   broken = tmp_path / 'broken'
   (broken / 'model' / 'params').mkdir(parents=True)
   (broken / 'model' / 'meta.json').write_text((pretrained / 'model' / 'meta.json').read_text())
-  done = run('finetune', f'--pretrained={broken}', f'--workdir={tmp_path / "w2"}', f'--config={TEST_CONFIG}',
-             check=False)
+  done = run(
+    'finetune', f'--pretrained={broken}', f'--workdir={tmp_path / "w2"}', f'--config={TEST_CONFIG}', check=False
+  )
   assert_user_error(done, 'cannot be restored', 'missing or corrupted')
 
 
 def test_bad_user_csv_stops_before_training_and_skip_invalid_counts(tmp_path):
   path = tmp_path / 'mine.csv'
-  good = ['Fe2O3,-1.0', 'NaCl,-2.1', 'MgO,-3.0', 'Al2O3,-3.4', 'LiF,-3.2', 'CaO,-3.3', 'ZnO,-1.8',
-          'CuO,-0.8', 'TiO2,-3.3', 'SiO2,-3.1']
+  good = [
+    'Fe2O3,-1.0',
+    'NaCl,-2.1',
+    'MgO,-3.0',
+    'Al2O3,-3.4',
+    'LiF,-3.2',
+    'CaO,-3.3',
+    'ZnO,-1.8',
+    'CuO,-0.8',
+    'TiO2,-3.3',
+    'SiO2,-3.1',
+  ]
   path.write_text('formula,energy\n' + '\n'.join(good + ['Qq2,1.0', 'KCl,oops']) + '\n')
   flags = [f'--config={TEST_CONFIG}', f'--config.dataset.name={path}', '--config.dataset.target=energy']
   done = run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False)
@@ -112,19 +152,33 @@ def test_bad_user_csv_stops_before_training_and_skip_invalid_counts(tmp_path):
   assert json.loads((tmp_path / 'b' / 'metrics.json').read_text())['data']['invalid_skipped'] == 2
   done = run('pretrain', f'--workdir={tmp_path / "c"}', *flags[:2], '--config.dataset.target=nope', check=False)
   assert_user_error(done, "missing column(s) 'nope'", "columns present: 'formula', 'energy'")
-  done = run('pretrain', f'--workdir={tmp_path / "d"}', f'--config={TEST_CONFIG}',
-             f'--config.dataset.name={tmp_path / "absent.csv"}', '--config.dataset.target=x', check=False)
+  done = run(
+    'pretrain',
+    f'--workdir={tmp_path / "d"}',
+    f'--config={TEST_CONFIG}',
+    f'--config.dataset.name={tmp_path / "absent.csv"}',
+    '--config.dataset.target=x',
+    check=False,
+  )
   assert_user_error(done, 'absent.csv: no such file')
 
 
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):
   """SIGKILL mid-training, start again with the same workdir: same final metrics.json."""
-  flags = [f'--config={TEST_CONFIG}', '--config.train.max_epochs=12', '--config.train.patience=12',
-           '--config.train.batch_size=16']
+  flags = [
+    f'--config={TEST_CONFIG}',
+    '--config.train.max_epochs=12',
+    '--config.train.patience=12',
+    '--config.train.batch_size=16',
+  ]
   run('pretrain', f'--workdir={tmp_path / "whole"}', *flags)
   workdir = tmp_path / 'killed'
-  process = subprocess.Popen([sys.executable, '-m', 'experiments.pretrain', f'--workdir={workdir}', *flags],
-                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  process = subprocess.Popen(
+    [sys.executable, '-m', 'experiments.pretrain', f'--workdir={workdir}', *flags],
+    cwd=REPO,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 300
   checkpoints = workdir / 'checkpoints'
   while time.time() < deadline and process.poll() is None:
@@ -143,8 +197,13 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
-  run('pretrain', f'--workdir={tmp_path / "again"}', f'--config={TEST_CONFIG}',
-      '--config.dataset.name=qmpy_legacy', '--config.train.batch_size=256')
+  run(
+    'pretrain',
+    f'--workdir={tmp_path / "again"}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=qmpy_legacy',
+    '--config.train.batch_size=256',
+  )
   assert (tmp_path / 'again' / 'metrics.json').read_text() == (pretrained / 'metrics.json').read_text()
 
 
@@ -167,17 +226,31 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
 
 
 def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):
-  done = run('finetune', f'--pretrained={pretrained}', f'--workdir={tmp_path / "w"}', f'--config={TEST_CONFIG}',
-             '--config.dataset.name=porphyrin_mppd', '--config.dataset.target=E_gap',
-             '--config.dataset.skip_invalid=True', '--config.featurizer.name=estate', check=False)
+  done = run(
+    'finetune',
+    f'--pretrained={pretrained}',
+    f'--workdir={tmp_path / "w"}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=porphyrin_mppd',
+    '--config.dataset.target=E_gap',
+    '--config.dataset.skip_invalid=True',
+    '--config.featurizer.name=estate',
+    check=False,
+  )
   assert_user_error(done, "reads features from 'composition'", "'estate'")
   assert not (tmp_path / 'w' / 'metrics.json').exists()
 
 
 def test_overwrite_with_a_bad_flag_keeps_the_finished_run(pretrained):
   before = {name: (pretrained / name).read_bytes() for name in ('metrics.json', 'predictions_test.csv')}
-  done = run('pretrain', f'--workdir={pretrained}', f'--config={TEST_CONFIG}', '--overwrite',
-             '--config.train.optimizer=sgd', check=False)
+  done = run(
+    'pretrain',
+    f'--workdir={pretrained}',
+    f'--config={TEST_CONFIG}',
+    '--overwrite',
+    '--config.train.optimizer=sgd',
+    check=False,
+  )
   assert_user_error(done, "--config.train.optimizer='sgd'", 'adam, adamw')
   assert {name: (pretrained / name).read_bytes() for name in before} == before
   assert (pretrained / 'model' / 'meta.json').exists()
@@ -187,11 +260,14 @@ def test_empty_or_too_small_datasets(tmp_path):
   path = tmp_path / 'tiny.csv'
   path.write_text('formula,energy\nFe2O3,-1.0\nNaCl,-2.1\nMgO,-3.0\n')
   flags = [f'--config={TEST_CONFIG}', f'--config.dataset.name={path}', '--config.dataset.target=energy']
-  assert_user_error(run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False),
-                    'split has 0 examples (need at least 1)')
+  assert_user_error(
+    run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False), 'split has 0 examples (need at least 1)'
+  )
   path.write_text('formula,energy\nXx,-1.0\nQq,-2.1\n')
-  assert_user_error(run('pretrain', f'--workdir={tmp_path / "b"}', *flags, '--config.dataset.skip_invalid=True',
-                        check=False), 'no usable rows left')
+  assert_user_error(
+    run('pretrain', f'--workdir={tmp_path / "b"}', *flags, '--config.dataset.skip_invalid=True', check=False),
+    'no usable rows left',
+  )
   assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
 
 
@@ -200,8 +276,7 @@ def test_interrupted_run_with_other_flags_and_corrupted_checkpoint(tmp_path):
   run('pretrain', f'--workdir={tmp_path}', *flags)
   for name in ('metrics.json', 'predictions_test.csv'):  # as if killed after the last checkpoint
     (tmp_path / name).unlink()
-  done = run('pretrain', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=5',
-             check=False)
+  done = run('pretrain', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=5', check=False)
   assert_user_error(done, 'holds an interrupted run with a different config')
   for file in (tmp_path / 'checkpoints').rglob('*'):
     if file.is_file() and 'state' in file.parts:

@@ -159,7 +159,8 @@ def metal_columns(featurizer, smiles_list):
 def test_metal_fragment_counts():
   featurizer = EStateFeaturizer()
   zinc, plain, titanyl, two_metals = metal_columns(
-    featurizer, ['C1=CC=CC=C1.[Zn]', 'c1ccccc1', 'c1ccccc1.[Ti][O]', '[Cu].[Cu].[Fe]'])
+    featurizer, ['C1=CC=CC=C1.[Zn]', 'c1ccccc1', 'c1ccccc1.[Ti][O]', '[Cu].[Cu].[Fe]']
+  )
   assert zinc['metal_Zn'] == 1 and zinc['fragments'] == 2
   assert sum(zinc[f'metal_{m}'] for m in METALS) == 1
   assert all(plain[f'metal_{m}'] == 0 for m in METALS) and plain['fragments'] == 1
@@ -181,8 +182,15 @@ def test_metal_list():
 
 @pytest.mark.parametrize(
   'parts, metals, width',
-  [('counts', True, 79 + N_METAL_COLUMNS), ('sums', True, 79 + N_METAL_COLUMNS),
-   ('both', True, 158 + N_METAL_COLUMNS), ('counts', False, 79), ('sums', False, 79), ('both', False, 158)])
+  [
+    ('counts', True, 79 + N_METAL_COLUMNS),
+    ('sums', True, 79 + N_METAL_COLUMNS),
+    ('both', True, 158 + N_METAL_COLUMNS),
+    ('counts', False, 79),
+    ('sums', False, 79),
+    ('both', False, 158),
+  ],
+)
 def test_width_and_column_names(parts, metals, width):
   featurizer = EStateFeaturizer(parts=parts, metals=metals)
   names = featurizer.column_names()
@@ -197,8 +205,8 @@ def test_parts_are_slices_of_both():
   counts, _, _ = EStateFeaturizer(parts='counts').featurize(smiles)
   sums, _, _ = EStateFeaturizer(parts='sums', metals=False).featurize(smiles)
   np.testing.assert_array_equal(counts[:, :N_TYPES], both[:, :N_TYPES])
-  np.testing.assert_array_equal(counts[:, N_TYPES:], both[:, 2 * N_TYPES:])
-  np.testing.assert_array_equal(sums, both[:, N_TYPES:2 * N_TYPES])
+  np.testing.assert_array_equal(counts[:, N_TYPES:], both[:, 2 * N_TYPES :])
+  np.testing.assert_array_equal(sums, both[:, N_TYPES : 2 * N_TYPES])
 
 
 def test_default_and_registered():
@@ -208,8 +216,7 @@ def test_default_and_registered():
   assert EStateFeaturizer.input_kind == 'smiles'
 
 
-@pytest.mark.parametrize('options', [{}, {'parts': 'counts'}, {'parts': 'sums', 'metals': False},
-                                     {'workers': 1}])
+@pytest.mark.parametrize('options', [{}, {'parts': 'counts'}, {'parts': 'sums', 'metals': False}, {'workers': 1}])
 def test_description_round_trips(options):
   featurizer = EStateFeaturizer(**options)
   description = json.loads(json.dumps(featurizer.description()))
@@ -221,8 +228,10 @@ def test_description_round_trips(options):
     np.testing.assert_array_equal(np.asarray(a, dtype=object), np.asarray(b, dtype=object))
 
 
-@pytest.mark.parametrize('options', [{'part': 'both'}, {'parts': 'all'}, {'metals': 'yes'},
-                                     {'workers': -1}, {'workers': 1.5}, {'workers': True}])
+@pytest.mark.parametrize(
+  'options',
+  [{'part': 'both'}, {'parts': 'all'}, {'metals': 'yes'}, {'workers': -1}, {'workers': 1.5}, {'workers': True}],
+)
 def test_bad_options_raise_value_error(options):
   with pytest.raises(ValueError, match='estate'):
     EStateFeaturizer(**options)

@@ -46,6 +46,5 @@ def test_a_new_featurizer_trains_saves_and_predicts(tmp_path):
   assert meta['featurizer'] == {'name': 'morgan', 'width': 256, 'radius': 2, 'bits': 256}
   width = len(meta['feature_scaling']['keep'])
   assert 0 < width < 256  # constant bits dropped on the training split, saved with the model
-  kept, predictions = predict_inputs([str(tmp_path)], ['c1ccc2cc3ccccc3cc2c1', 'not smiles'],
-                                     skip_invalid=True)
+  kept, predictions = predict_inputs([str(tmp_path)], ['c1ccc2cc3ccccc3cc2c1', 'not smiles'], skip_invalid=True)
   assert kept == ['c1ccc2cc3ccccc3cc2c1'] and predictions.shape == (1, 1)

@@ -21,8 +21,7 @@ def test_parameter_count_and_layer_names(paper):
 
 def _dropout_outputs(model, params, x, frozen=()):
   model = ElemNet(model.config, frozen_layers=frozen)
-  _, state = model.apply(params, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(1)},
-                         capture_intermediates=True)
+  _, state = model.apply(params, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(1)}, capture_intermediates=True)
   found = state['intermediates']
   return {name: np.asarray(found[name]['__call__'][0]) for name in found if name != '__call__'}
 
@@ -57,8 +56,9 @@ def test_evaluation_is_deterministic_and_dropout_is_configuration(paper):
   stochastic = model.apply(params, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(4)})
   assert not np.allclose(stochastic, model.apply(params, x))
   plain = ElemNet(ElemNetConfig(use_dropout=False))
-  np.testing.assert_array_equal(plain.apply(params, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(4)}),
-                                model.apply(params, x))
+  np.testing.assert_array_equal(
+    plain.apply(params, x, dropout=True, rngs={'dropout': jax.random.PRNGKey(4)}), model.apply(params, x)
+  )
 
 
 def test_config_is_validated():

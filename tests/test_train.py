@@ -24,8 +24,7 @@ def _fit(ssub, seeds, epochs=4, mode='epoch', batch_size=50, learning_rate=1e-3,
   model = ElemNet(CONFIG)
   optimizer = train.make_optimizer(learning_rate)
   states = train.stack_members([train.init_state(model, optimizer, 86, seed) for seed in seeds])
-  options = train.FitOptions(batch_size=batch_size, max_epochs=epochs, patience=patience or epochs,
-                             mode=mode)
+  options = train.FitOptions(batch_size=batch_size, max_epochs=epochs, patience=patience or epochs, mode=mode)
   return model, train.fit(model, optimizer, states, ssub['train'], ssub['val'], options, **kwargs)
 
 
@@ -91,8 +90,9 @@ def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tm
   assert progress.epoch == 2
   progress = dataclasses.replace(progress, stopped=False)
   options = train.FitOptions(batch_size=50, max_epochs=4, patience=4)
-  _, resumed_best, resumed = train.fit(model, optimizer, states, ssub['train'], ssub['val'], options,
-                                       best_params=best, progress=progress)
+  _, resumed_best, resumed = train.fit(
+    model, optimizer, states, ssub['train'], ssub['val'], options, best_params=best, progress=progress
+  )
   assert resumed.history == full.history
   for a, b in zip(jax.tree.leaves(resumed_best), jax.tree.leaves(full_best)):
     np.testing.assert_array_equal(a, b)

@@ -16,8 +16,14 @@ def _params(config=CONFIG, width=10):
   return ElemNet(config).init(jax.random.PRNGKey(0), jnp.zeros((1, width)))
 
 
-@pytest.mark.parametrize('depth, frozen, head', [(0, [], 'dense_4'), (2, ['dense_0', 'dense_1'], 'dense_4'),
-                                                 (4, ['dense_0', 'dense_1', 'dense_2', 'dense_3'], 'dense_4')])
+@pytest.mark.parametrize(
+  'depth, frozen, head',
+  [
+    (0, [], 'dense_4'),
+    (2, ['dense_0', 'dense_1'], 'dense_4'),
+    (4, ['dense_0', 'dense_1', 'dense_2', 'dense_3'], 'dense_4'),
+  ],
+)
 def test_layer_rules_label_every_leaf_once(depth, frozen, head):
   labels = transfer.label_params(_params(), transfer.layer_rules(depth, CONFIG))
   flat = traverse_util.flatten_dict(labels)

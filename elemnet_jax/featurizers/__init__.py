@@ -31,6 +31,7 @@ def build(description: dict):
     raise ValueError(f'unknown featurizer {name!r}; known: {sorted(FEATURIZERS)}')
   return FEATURIZERS[name](**options)
 
+
 from elemnet_jax.featurizers.estate import EStateFeaturizer  # noqa: E402
 
 register(EStateFeaturizer)

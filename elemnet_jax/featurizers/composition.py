@@ -17,12 +17,14 @@ ELEMENTS = (
 ELEMENT_INDEX = {symbol: i for i, symbol in enumerate(ELEMENTS)}
 
 # Every element symbol (Z = 1..118), to tell "not an element" from "an element ElemNet lacks".
-PERIODIC_TABLE = frozenset((
-  'H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br '
-  'Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er '
-  'Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md '
-  'No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og'
-).split())
+PERIODIC_TABLE = frozenset(
+  (
+    'H He Li Be B C N O F Ne Na Mg Al Si P S Cl Ar K Ca Sc Ti V Cr Mn Fe Co Ni Cu Zn Ga Ge As Se Br '
+    'Kr Rb Sr Y Zr Nb Mo Tc Ru Rh Pd Ag Cd In Sn Sb Te I Xe Cs Ba La Ce Pr Nd Pm Sm Eu Gd Tb Dy Ho Er '
+    'Tm Yb Lu Hf Ta W Re Os Ir Pt Au Hg Tl Pb Bi Po At Rn Fr Ra Ac Th Pa U Np Pu Am Cm Bk Cf Es Fm Md '
+    'No Lr Rf Db Sg Bh Hs Mt Ds Rg Cn Nh Fl Mc Lv Ts Og'
+  ).split()
+)
 
 _TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))')
 _CLOSING = {'(': ')', '[': ']'}

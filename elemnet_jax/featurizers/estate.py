@@ -40,11 +40,13 @@ if len(ESTATE_TYPES) != 79:
 
 # Metals that can sit in a porphyrin (no lanthanides): s-block, the d-block rows Sc..Zn, Y..Cd,
 # Hf..Hg, then p-block metals.
-METALS = tuple((
-  'Li Na K Mg Ca '
-  'Sc Ti V Cr Mn Fe Co Ni Cu Zn Y Zr Nb Mo Tc Ru Rh Pd Ag Cd Hf Ta W Re Os Ir Pt Au Hg '
-  'Al Ga In Sn Pb Sb Bi'
-).split())
+METALS = tuple(
+  (
+    'Li Na K Mg Ca '
+    'Sc Ti V Cr Mn Fe Co Ni Cu Zn Y Zr Nb Mo Tc Ru Rh Pd Ag Cd Hf Ta W Re Os Ir Pt Au Hg '
+    'Al Ga In Sn Pb Sb Bi'
+  ).split()
+)
 METAL_INDEX = {symbol: i for i, symbol in enumerate(METALS)}
 
 PARTS = ('counts', 'sums', 'both')
@@ -181,7 +183,7 @@ class EStateFeaturizer:
     n = len(inputs)
     distinct = list(dict.fromkeys(s if isinstance(s, str) else None for s in inputs))
     position = {s: i for i, s in enumerate(distinct)}
-    chunks = [distinct[i:i + _CHUNK] for i in range(0, len(distinct), _CHUNK)]
+    chunks = [distinct[i : i + _CHUNK] for i in range(0, len(distinct), _CHUNK)]
     width = self.width
     workers = min(self.workers or _default_workers(), len(chunks))
     if len(distinct) < PARALLEL_MIN:
@@ -197,8 +199,10 @@ class EStateFeaturizer:
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context('spawn')) as pool:
           results = _with_progress(pool.map(_featurize_chunk, *args), len(distinct), log_progress)
       except BrokenProcessPool:
-        logging.warning('estate: the worker pool failed (a script calling featurize needs an '
-                        "`if __name__ == '__main__':` guard); featurizing in this process")
+        logging.warning(
+          'estate: the worker pool failed (a script calling featurize needs an '
+          "`if __name__ == '__main__':` guard); featurizing in this process"
+        )
     if results is None:
       results = _with_progress(map(_featurize_chunk, *args), len(distinct), log_progress)
 

@@ -18,45 +18,57 @@ def get_config() -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = ''  # '' -> $ELEMNET_JAX_DATA, else the cache and public addresses
-  config.dataset = ml_collections.ConfigDict(dict(
-    name='oqmd_fe',  # a registered dataset or a path to a CSV file
-    target='',  # '' -> the dataset's default target column
-    input_column='formula',  # for CSV files
-    input_kind='formula',  # for CSV files: 'formula' or 'smiles'
-    split=(0.8, 0.1, 0.1),  # train/val/test fractions when the dataset has no split of its own
-    split_seed=0,
-    skip_invalid=False,  # drop (and count) bad rows instead of stopping
-    min_split_size=1,
-    exclude_from='',  # comma-separated datasets whose inputs are removed (leakage control)
-  ))
+  config.dataset = ml_collections.ConfigDict(
+    dict(
+      name='oqmd_fe',  # a registered dataset or a path to a CSV file
+      target='',  # '' -> the dataset's default target column
+      input_column='formula',  # for CSV files
+      input_kind='formula',  # for CSV files: 'formula' or 'smiles'
+      split=(0.8, 0.1, 0.1),  # train/val/test fractions when the dataset has no split of its own
+      split_seed=0,
+      skip_invalid=False,  # drop (and count) bad rows instead of stopping
+      min_split_size=1,
+      exclude_from='',  # comma-separated datasets whose inputs are removed (leakage control)
+    )
+  )
   config.featurizer = ml_collections.ConfigDict(dict(name='composition'))
   config.features = ml_collections.ConfigDict(dict(drop_constant=False, standardize=False))
-  config.model = ml_collections.ConfigDict(dict(
-    widths=PAPER_WIDTHS, dropout_after=PAPER_DROPOUT_AFTER, dropout_rates=PAPER_DROPOUT_RATES,
-    use_dropout=False, activation='relu'))
-  config.train = ml_collections.ConfigDict(dict(
-    batch_size=32,
-    learning_rate=1e-4,
-    optimizer='adam',  # adam | adamw
-    weight_decay=0.0,
-    schedule='constant',  # constant | cosine (with warm-up)
-    warmup_epochs=0.0,
-    body_lr_scale=1.0,  # fine-tuning: learning-rate factor of unfrozen non-output layers
-    loss='mae',  # mae | mse | huber
-    max_epochs=1000,
-    patience=200,
-    ensemble=1,  # members trained together by jax.vmap, seeds seed..seed+ensemble-1
-    mode='epoch',  # epoch: one compiled lax.scan per epoch; step: a Python loop (same result)
-    eval_dropout_passes=0,  # > 0: evaluate as the mean of that many dropout passes
-    target_scaling='none',  # none | standard (statistics travel with the checkpoint)
-    checkpoint_every=1,  # epochs between resumable checkpoints
-    log_every=1,
-    data_parallel=False,  # shard each batch over all local devices (jax.sharding)
-  ))
-  config.transfer = ml_collections.ConfigDict(dict(
-    pretrained='',  # workdir of a finished run to start from
-    freeze_layers=0,  # freeze the first k dense layers
-    freeze_regex=(),  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
-    reinit_head=False,  # draw the output layer afresh
-  ))
+  config.model = ml_collections.ConfigDict(
+    dict(
+      widths=PAPER_WIDTHS,
+      dropout_after=PAPER_DROPOUT_AFTER,
+      dropout_rates=PAPER_DROPOUT_RATES,
+      use_dropout=False,
+      activation='relu',
+    )
+  )
+  config.train = ml_collections.ConfigDict(
+    dict(
+      batch_size=32,
+      learning_rate=1e-4,
+      optimizer='adam',  # adam | adamw
+      weight_decay=0.0,
+      schedule='constant',  # constant | cosine (with warm-up)
+      warmup_epochs=0.0,
+      body_lr_scale=1.0,  # fine-tuning: learning-rate factor of unfrozen non-output layers
+      loss='mae',  # mae | mse | huber
+      max_epochs=1000,
+      patience=200,
+      ensemble=1,  # members trained together by jax.vmap, seeds seed..seed+ensemble-1
+      mode='epoch',  # epoch: one compiled lax.scan per epoch; step: a Python loop (same result)
+      eval_dropout_passes=0,  # > 0: evaluate as the mean of that many dropout passes
+      target_scaling='none',  # none | standard (statistics travel with the checkpoint)
+      checkpoint_every=1,  # epochs between resumable checkpoints
+      log_every=1,
+      data_parallel=False,  # shard each batch over all local devices (jax.sharding)
+    )
+  )
+  config.transfer = ml_collections.ConfigDict(
+    dict(
+      pretrained='',  # workdir of a finished run to start from
+      freeze_layers=0,  # freeze the first k dense layers
+      freeze_regex=(),  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
+      reinit_head=False,  # draw the output layer afresh
+    )
+  )
   return config

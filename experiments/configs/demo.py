@@ -15,6 +15,7 @@ def get_config():
   config.source.train.update(max_epochs=4, patience=4)
   config.target.train.update(max_epochs=150, patience=30)
   config.study.scratch_train.update(max_epochs=150, patience=30)
-  config.study.update(train_fractions=(0.25, 1.0), seeds=2, freeze_layers=(0,),
-                      methods=('scratch', 'finetune', 'direct'))
+  config.study.update(
+    train_fractions=(0.25, 1.0), seeds=2, freeze_layers=(0,), methods=('scratch', 'finetune', 'direct')
+  )
   return config

@@ -11,6 +11,7 @@ from experiments.configs import default
 
 def get_config():
   config = default.get_config()
-  config.train.update(batch_size=256, learning_rate=1e-3, schedule='cosine', warmup_epochs=1.0,
-                      max_epochs=51, patience=51)
+  config.train.update(
+    batch_size=256, learning_rate=1e-3, schedule='cosine', warmup_epochs=1.0, max_epochs=51, patience=51
+  )
   return config

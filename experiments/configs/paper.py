@@ -21,17 +21,19 @@ def get_config():
   config.source = oqmd.get_config()
   config.target = finetune.get_config()
   config.target.train.update(max_epochs=400, patience=60)
-  config.study = ml_collections.ConfigDict(dict(
-    pretrained='',  # workdir of a finished pretraining run to reuse
-    exclude_target_from_source=False,  # leakage control: drop target compositions from the source
-    folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
-    val_fraction=0.1,  # with folds: share of all examples held out for early stopping
-    train_fractions=(0.1, 0.25, 0.5, 1.0),
-    seeds=3,
-    methods=('scratch', 'finetune', 'featurizer', 'direct'),
-    freeze_layers=(0, 4, 10),  # fine-tuning depths: 0 = every layer trains
-    featurizer_layer=16,  # hidden layer whose activations feed ridge (16 = the last, 32 wide)
-    min_train_size=8,
-  ))
+  config.study = ml_collections.ConfigDict(
+    dict(
+      pretrained='',  # workdir of a finished pretraining run to reuse
+      exclude_target_from_source=False,  # leakage control: drop target compositions from the source
+      folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
+      val_fraction=0.1,  # with folds: share of all examples held out for early stopping
+      train_fractions=(0.1, 0.25, 0.5, 1.0),
+      seeds=3,
+      methods=('scratch', 'finetune', 'featurizer', 'direct'),
+      freeze_layers=(0, 4, 10),  # fine-tuning depths: 0 = every layer trains
+      featurizer_layer=16,  # hidden layer whose activations feed ridge (16 = the last, 32 wide)
+      min_train_size=8,
+    )
+  )
   config.study.scratch_train = config.target.train.copy_and_resolve_references()
   return config

@@ -21,8 +21,7 @@ from experiments.configs import paper
 
 
 def _molecules(config, dataset: str, target: str):
-  config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles',
-                        skip_invalid=True)
+  config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles', skip_invalid=True)
   config.featurizer = ml_collections.ConfigDict(dict(name='estate', parts='both', metals=True))
   # Columns are standardised but none dropped: a metal absent from the source (PBDD has only Zn
   # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network.
@@ -40,12 +39,14 @@ def get_config(kind: str = 'E_gap'):
   else:
     raise ValueError(f'unknown porphyrin config {kind!r}; use E_gap, HOMO, LUMO or cross')
   _molecules(config.source, *source)
-  config.source.train.update(batch_size=64, learning_rate=1e-3, schedule='cosine', warmup_epochs=2,
-                             max_epochs=150, patience=150)
+  config.source.train.update(
+    batch_size=64, learning_rate=1e-3, schedule='cosine', warmup_epochs=2, max_epochs=150, patience=150
+  )
   _molecules(config.target, *target)
   config.target.train.update(batch_size=32, learning_rate=3e-4, max_epochs=400, patience=60)
-  config.study.update(methods=('scratch', 'finetune', 'featurizer', 'direct'), freeze_layers=(0, 10),
-                      train_fractions=(0.25, 0.5, 1.0))
+  config.study.update(
+    methods=('scratch', 'finetune', 'featurizer', 'direct'), freeze_layers=(0, 10), train_fractions=(0.25, 0.5, 1.0)
+  )
   config.study.scratch_train = config.target.train.copy_and_resolve_references()
   config.study.scratch_train.learning_rate = 1e-3
   if kind == 'cross':

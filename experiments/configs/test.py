@@ -1,7 +1,7 @@
 """Tiny configurations for tests: a narrow ElemNet and a few epochs on small real datasets.
 
-  --config=experiments/configs/test.py        pretraining on SSUB
-  --config=experiments/configs/test.py:study  a transfer study qmpy_legacy -> SSUB
+--config=experiments/configs/test.py        pretraining on SSUB
+--config=experiments/configs/test.py:study  a transfer study qmpy_legacy -> SSUB
 """
 
 from experiments.configs import default, paper

@@ -237,6 +237,7 @@ class FitOptions:
   eval_batch_size: int = 8192
   mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
   eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
+  log_scale: float = 1.0  # the target scale: logged losses are shown in target units
 
 
 def fit(
@@ -346,9 +347,9 @@ def fit(
         name,
         epoch,
         options.max_epochs,
-        losses_KxS.mean(),
-        val_mae.mean(),
-        np.mean(progress.best_val),
+        losses_KxS.mean() * options.log_scale,
+        val_mae.mean() * options.log_scale,
+        np.mean(progress.best_val) * options.log_scale,
         int(np.median(progress.best_epoch)),
         n_train * members / seconds,
         seconds,

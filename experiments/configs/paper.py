@@ -20,7 +20,7 @@ def get_config():
   config.data_dir = ''
   config.source = oqmd.get_config()
   config.target = finetune.get_config()
-  config.target.train.update(max_epochs=400, patience=60)
+  config.target.train.update(max_epochs=300, patience=50)
   config.study = ml_collections.ConfigDict(
     dict(
       pretrained='',  # workdir of a finished pretraining run to reuse

@@ -93,6 +93,11 @@ def make_inputs(
   if source_meta is not None:
     feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
     target_scaling = data.TargetScaling(**source_meta['target_scaling'])
+    policy = config.transfer.get('target_scaling', 'source')
+    if policy == 'refit':  # the target's own statistics: for a systematic offset between the sets
+      target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
+    elif policy != 'source':
+      raise UserError(f'--config.transfer.target_scaling={policy!r}: use source or refit')
   else:
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize

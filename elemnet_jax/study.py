@@ -159,9 +159,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   seeds = [config.seed + k for k in range(study.seeds)]
   parity: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
-  def record(new_rows):
+  def record(new_rows):  # results.json and the report stay current, so a partial study can be read
     rows.extend(new_rows)
     atomic.write_text(results_path, json.dumps({'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
+    write_report(workdir, rows, leakage, parity, study, echo=False)
 
   for fold in folds:
     order = np.random.default_rng(target.dataset.split_seed + 100 + fold.index).permutation(len(fold.train))
@@ -206,7 +207,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           rules=rules,
           reinit_head=target.transfer.reinit_head and method == 'finetune',
         )
-        _, best, _ = train.fit(
+        _, best, progress = train.fit(
           built_model,
           optimizer,
           states,
@@ -226,8 +227,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         }
         record(
           [
-            _row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds)
-            for seed, p in zip(seeds, predictions)
+            {
+              **_row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds),
+              'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
+            }
+            for seed, p, val in zip(seeds, predictions, progress.best_val)
           ]
           + ([ensemble] if len(seeds) > 1 else [])
         )
@@ -315,7 +319,7 @@ def _table(summary, fractions, sizes) -> list[str]:
   ]
   for f in fractions:
     cells = []
-    best = min(summary[m][f][0] for m in methods if f in summary[m])
+    best = min((summary[m][f][0] for m in methods if f in summary[m]), default=None)
     for m in methods:
       if f not in summary[m]:
         cells.append('')
@@ -327,7 +331,7 @@ def _table(summary, fractions, sizes) -> list[str]:
   return lines
 
 
-def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, study) -> str:
+def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, study, echo: bool = True) -> str:
   summary = summarise(rows)
   fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
   methods = [key for key in summary if key[0] != 'direct']
@@ -349,9 +353,8 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   scratch = summary.get(('scratch', -1), {})
   transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer')]
   if scratch and transfer_keys:
-    wins = all(
-      min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0] for f in fractions if f in scratch
-    )
+    shared = [f for f in fractions if f in scratch and any(f in summary[m] for m in transfer_keys)]
+    wins = all(min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0] for f in shared)
     lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
   ensembles = summarise(rows, ensembles=True)
   if ensembles:
@@ -360,7 +363,8 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   text = '\n'.join(lines) + '\n'
   atomic.write_text(workdir / 'results.md', text)
   _plot(workdir, summary, fractions, sizes, parity)
-  print(text)
+  if echo:
+    print(text)
   return text
 
 

@@ -90,6 +90,7 @@ def _write_verified(data: bytes, file: RemoteFile, destination: Path) -> None:
   destination.parent.mkdir(parents=True, exist_ok=True)
   with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as temporary:
     temporary.write(data)
+  os.chmod(temporary.name, 0o644)  # a cache others on the machine may read, like any download
   os.replace(temporary.name, destination)
 
 

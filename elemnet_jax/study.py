@@ -157,7 +157,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   rows = json.loads(results_path.read_text())['runs'] if results_path.exists() else []
   done = {_runs_key(row) for row in rows}
   seeds = [config.seed + k for k in range(study.seeds)]
-  parity: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+  parity: dict = {}  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'
 
   def record(new_rows):  # results.json and the report stay current, so a partial study can be read
     rows.extend(new_rows)
@@ -237,6 +237,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         )
         if fold.index == 0 and fraction == max(study.train_fractions):
           parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
+          parity[f'_val_{method}{depth if depth >= 0 else ""}'] = float(np.mean(progress.best_val))
       if 'featurizer' in study.methods and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done:
         tic = time.perf_counter()
         weights, intercept, alpha = ridge.ridge_select(
@@ -402,7 +403,7 @@ def _plot(workdir: Path, summary, fractions, sizes, parity) -> None:
   candidates = {k: v for k, v in parity.items() if not k.startswith('_') and k != 'scratch'}
   if target is None or 'scratch' not in parity or not candidates:
     return
-  best = min(candidates, key=lambda k: np.abs(candidates[k] - target).mean())
+  best = min(candidates, key=lambda k: parity[f'_val_{k}'])  # chosen on validation, never on test
   figure, axes = plt.subplots(figsize=(4.6, 4.4))
   for name, color in (('scratch', 'tab:red'), (best, 'tab:blue')):
     mae = np.abs(parity[name] - target).mean()

@@ -18,14 +18,7 @@ LABELS = ('frozen', 'body', 'head')
 def layer_rules(freeze_layers: int, config: ElemNetConfig) -> list[tuple[str, str]]:
   """Ordered (regex, label) rules: the first `freeze_layers` dense layers frozen, the output
   layer 'head', everything else 'body'."""
-  last = config.num_dense - 1
-  if not 0 <= freeze_layers <= last:
-    raise UserError(
-      f'freeze_layers={freeze_layers} is outside the model: it has {config.num_dense} '
-      f'dense layers, so use 0..{last} (the output layer always trains)'
-    )
-  rules = [(rf'^params/dense_{i}/', 'frozen') for i in range(freeze_layers)]
-  return rules + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
+  return freeze_rules(freeze_layers, (), config)
 
 
 def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
@@ -54,11 +47,18 @@ def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
 
 
 def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ElemNetConfig):
-  """Rules from either a depth or regexes (regex matches are frozen, the rest train)."""
+  """Rules from regexes over parameter paths if given, else from a depth; the rest train."""
+  last = config.num_dense - 1
   if freeze_regex:
-    last = config.num_dense - 1
-    return [(pattern, 'frozen') for pattern in freeze_regex] + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
-  return layer_rules(freeze_layers, config)
+    frozen = list(freeze_regex)
+  elif 0 <= freeze_layers <= last:
+    frozen = [rf'^params/dense_{i}/' for i in range(freeze_layers)]
+  else:
+    raise UserError(
+      f'freeze_layers={freeze_layers} is outside the model: it has {config.num_dense} '
+      f'dense layers, so use 0..{last} (the output layer always trains)'
+    )
+  return [(pattern, 'frozen') for pattern in frozen] + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
 
 
 def frozen_positions(labels: Any) -> tuple[int, ...]:

@@ -13,6 +13,13 @@ FLOPs per sample are analytic (training = 3 x forward, forward = 2 x sum of in x
 dense layers); XLA's count for one compiled step, which also counts the optimizer's elementwise
 work, is reported beside it when the backend gives one. The peak is a float32 square matmul at
 the default matmul precision, timed in the same run on the same device.
+
+Small batches are bound by memory, not arithmetic: every step reads and writes arrays the size of
+the parameters whatever the batch size (forward and backward read the weights, the backward pass
+writes their gradient, Adam reads gradient, parameters and both moments and writes the last
+three: PARAMETER_PASSES passes of 4-byte floats). Each row reports that traffic per second against
+a memory bandwidth measured in the same run (a donated elementwise update of a large array), so
+the table shows which roof a batch size is under.
 """
 
 from __future__ import annotations
@@ -40,6 +47,12 @@ OQMD_TRAIN_ROWS = 239_121
 PAPER_FEATURES = 86
 MATMUL_SIZES = {'cpu': 2048}  # any other platform (gpu, tpu): DEFAULT_MATMUL_SIZE
 DEFAULT_MATMUL_SIZE = 8192
+BANDWIDTH_MIB = {'cpu': 256}  # any other platform: DEFAULT_BANDWIDTH_MIB
+DEFAULT_BANDWIDTH_MIB = 2048
+# Parameter-sized float32 arrays one Adam training step must stream through memory at least:
+# weights read by forward and backward (2), gradient written (1), Adam reads gradient, parameters,
+# first and second moment (4) and writes parameters and both moments (3).
+PARAMETER_PASSES = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +71,7 @@ class BenchmarkOptions:
   full_epoch_repeats: int = 1
   features: int = PAPER_FEATURES
   matmul_size: int = 0  # 0: 2048 on CPU, 8192 elsewhere
+  bandwidth_mib: int = 0  # array size of the bandwidth measurement; 0: 256 MiB on CPU, 2048 elsewhere
   learning_rate: float = 1e-3
   seed: int = 0
 
@@ -72,7 +86,7 @@ class BenchmarkOptions:
     for name in ('steps', 'repeats', 'members', 'features', 'full_epoch_repeats'):
       if getattr(self, name) < 1:
         raise UserError(f'{name} must be at least 1, not {getattr(self, name)}')
-    for name in ('warmup', 'ensemble_max_batch', 'full_epoch_rows', 'matmul_size'):
+    for name in ('warmup', 'ensemble_max_batch', 'full_epoch_rows', 'matmul_size', 'bandwidth_mib'):
       if getattr(self, name) < 0:
         raise UserError(f'{name} must not be negative, not {getattr(self, name)}')
 
@@ -120,6 +134,22 @@ def matmul_peak(size: int = 0, repeats: int = 5, warmup: int = 1) -> dict:
     'seconds': seconds,
     'flops_per_second': 2 * n**3 / seconds,
   }
+
+
+def memory_bandwidth(mib: int = 0, repeats: int = 5, warmup: int = 1) -> dict:
+  """Bytes/s of `x <- 0.5 * x + 1` on a float32 array of `mib` MiB (read once, written once, in place)."""
+  mib = mib or BANDWIDTH_MIB.get(jax.devices()[0].platform, DEFAULT_BANDWIDTH_MIB)
+  n = mib * 2**20 // 4
+  update = jax.jit(lambda x: 0.5 * x + 1.0, donate_argnums=0)
+  x = jnp.zeros(n, jnp.float32)
+
+  def run():
+    nonlocal x
+    x = update(x)
+    return x
+
+  seconds = statistics.median(time_calls(run, repeats, max(warmup, 1)))
+  return {'mib': mib, 'seconds': seconds, 'bytes_per_second': 2 * 4 * n / seconds}
 
 
 def xla_flops(jitted, *args) -> float | None:
@@ -244,6 +274,8 @@ def _row(
   flops: int,
   xla: float | None,
   peak: dict,
+  bandwidth: dict,
+  params: int,
   device: dict,
   **extra,
 ) -> dict:
@@ -251,6 +283,7 @@ def _row(
   steps = -(-rows // batch_size)
   samples = members * rows / epoch_seconds
   achieved = samples * flops
+  parameter_bytes = PARAMETER_PASSES * 4 * params * members / (epoch_seconds / steps)
   return {
     'mode': mode,
     'batch_size': batch_size,
@@ -268,6 +301,8 @@ def _row(
     'xla_flops_per_sample': xla,
     'achieved_flops_per_second': achieved,
     'fraction_of_peak': achieved / peak['flops_per_second'],
+    'parameter_bytes_per_second': parameter_bytes,
+    'fraction_of_bandwidth': parameter_bytes / bandwidth['bytes_per_second'],
     **extra,
   }
 
@@ -286,18 +321,22 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
   logging.info('device %s x%d (%s); timing the matmul peak', device['kind'], device['count'], device['platform'])
   peak = matmul_peak(options.matmul_size, options.repeats, options.warmup)
   logging.info('matmul peak %.1f GFLOP/s (n=%d)', peak['flops_per_second'] / 1e9, peak['size'])
+  bandwidth = memory_bandwidth(options.bandwidth_mib, options.repeats, warmup=options.warmup)
+  logging.info('memory bandwidth %.1f GB/s (%d MiB)', bandwidth['bytes_per_second'] / 1e9, bandwidth['mib'])
+  params = count_params(bench.state().params)
   rows = []
 
   def add(mode, batch_size, members, n, seconds, xla, **extra):
-    row = _row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, device, **extra)
+    row = _row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, bandwidth, params, device, **extra)
     logging.info(
-      '%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of peak',
+      '%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of matmul peak, %.1f%% of memory bandwidth',
       mode,
       members,
       batch_size,
       row['samples_per_second'],
       1e3 * row['step_seconds'],
       100 * row['fraction_of_peak'],
+      100 * row['fraction_of_bandwidth'],
     )
     rows.append(row)
 
@@ -335,7 +374,8 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
     'jax_version': jax.__version__,
     'device': device,
     'matmul_peak': peak,
-    'model': {**config.to_dict(), 'features': options.features, 'params': count_params(bench.state().params)},
+    'memory_bandwidth': bandwidth,
+    'model': {**config.to_dict(), 'features': options.features, 'params': params},
     'options': dataclasses.asdict(options),
     'rows': rows,
   }
@@ -372,20 +412,24 @@ def format_report(report: dict) -> str:
   """A markdown table of the rows, then one line per derived ratio."""
   peak = report['matmul_peak']
   lines = [
-    '| device | mode | K | batch | samples/s | step ms | epoch s | MFLOP/sample | GFLOP/s | % of peak |',
-    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| device | mode | K | batch | samples/s | step ms | epoch s | MFLOP/sample | GFLOP/s | % of peak '
+    '| param GB/s | % of bandwidth |',
+    '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ]
   for r in report['rows']:
     lines.append(
       f'| {r["device_kind"]} x{r["device_count"]} | {r["mode"]} | {r["members"]} | {r["batch_size"]} '
       f'| {r["samples_per_second"]:,.0f} | {1e3 * r["step_seconds"]:.3f} | {r["epoch_seconds"]:.3f} '
       f'| {r["flops_per_sample"] / 1e6:.2f} | {r["achieved_flops_per_second"] / 1e9:.1f} '
-      f'| {100 * r["fraction_of_peak"]:.1f} |'
+      f'| {100 * r["fraction_of_peak"]:.1f} | {r["parameter_bytes_per_second"] / 1e9:.1f} '
+      f'| {100 * r["fraction_of_bandwidth"]:.1f} |'
     )
   lines += [
     '',
     f'Matmul peak: {peak["flops_per_second"] / 1e9:,.1f} GFLOP/s (float32, n={peak["size"]}); '
-    f'jax {report["jax_version"]}, {report["timestamp"]}.',
+    f'memory bandwidth: {report["memory_bandwidth"]["bytes_per_second"] / 1e9:,.1f} GB/s '
+    f'({report["memory_bandwidth"]["mib"]} MiB in place); jax {report["jax_version"]}, {report["timestamp"]}. '
+    f'"param GB/s": {PARAMETER_PASSES} passes over the {report["model"]["params"]:,} float32 parameters per step.',
   ]
   d, members = report['derived'], report['options']['members']
   rows = report['options']['full_epoch_rows']

@@ -1,4 +1,4 @@
-"""Times training throughput: samples/s, step time, FLOP/s against a matmul peak of the same device.
+"""Times training throughput: samples/s, step time, FLOP/s and parameter traffic against peaks of the same device.
 
   python -m experiments.benchmark --output=workdirs/benchmark.json
   python -m experiments.benchmark --batch_sizes=32 --modes=epoch,ensemble --members=8 \
@@ -30,6 +30,9 @@ _FULL_EPOCH_ROWS = flags.DEFINE_integer(
 _FULL_EPOCH_BATCH_SIZES = flags.DEFINE_list('full_epoch_batch_sizes', ['32', '1024'], 'Batch sizes of the full epoch.')
 _FULL_EPOCH_REPEATS = flags.DEFINE_integer('full_epoch_repeats', 1, 'Timed full epochs per batch size.')
 _MATMUL_SIZE = flags.DEFINE_integer('matmul_size', 0, 'Side of the peak matmul (0: 2048 on CPU, else 8192).')
+_BANDWIDTH_MIB = flags.DEFINE_integer(
+  'bandwidth_mib', 0, 'MiB of the array of the memory-bandwidth measurement (0: 256 on CPU, else 2048).'
+)
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial parameters.')
 _OUTPUT = flags.DEFINE_string('output', 'workdirs/benchmark.json', 'JSON report path ("": print only).')
 
@@ -55,6 +58,7 @@ def main(argv):
     full_epoch_batch_sizes=_ints(_FULL_EPOCH_BATCH_SIZES),
     full_epoch_repeats=_FULL_EPOCH_REPEATS.value,
     matmul_size=_MATMUL_SIZE.value,
+    bandwidth_mib=_BANDWIDTH_MIB.value,
     seed=_SEED.value,
   )
   report = benchmark.run_benchmark(options)

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from elemnet_jax import benchmark
 from elemnet_jax.model import ElemNetConfig
 
@@ -20,13 +22,22 @@ KEYS = {
   'xla_flops_per_sample',
   'achieved_flops_per_second',
   'fraction_of_peak',
+  'parameter_bytes_per_second',
+  'fraction_of_bandwidth',
 }
 
 
 def test_benchmark_rows_and_report(tmp_path):
   config = ElemNetConfig(widths=(16, 8), dropout_after=(), dropout_rates=())
   options = benchmark.BenchmarkOptions(
-    batch_sizes=(8,), steps=2, repeats=1, members=2, matmul_size=64, full_epoch_rows=20, full_epoch_batch_sizes=(8,)
+    batch_sizes=(8,),
+    steps=2,
+    repeats=1,
+    members=2,
+    matmul_size=64,
+    bandwidth_mib=1,
+    full_epoch_rows=20,
+    full_epoch_batch_sizes=(8,),
   )
   report = benchmark.run_benchmark(options, config)
 
@@ -36,9 +47,14 @@ def test_benchmark_rows_and_report(tmp_path):
     assert KEYS <= row.keys()
     assert row['samples_per_second'] > 0 and row['step_seconds'] > 0
     assert row['flops_per_sample'] == 6 * (86 * 16 + 16 * 8 + 8 * 1)
+    # every member streams its parameters, gradient and Adam moments once per step
+    params = 86 * 16 + 16 + 16 * 8 + 8 + 8 + 1
+    per_step = benchmark.PARAMETER_PASSES * 4 * params * row['members']
+    assert row['parameter_bytes_per_second'] == pytest.approx(per_step / row['step_seconds'])
   assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
   assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
   assert report['matmul_peak']['flops_per_second'] > 0
+  assert report['memory_bandwidth']['bytes_per_second'] > 0 and report['model']['params'] == params
   assert set(report['derived']['epoch_over_step']) == {'8'}
   assert set(report['derived']['ensemble_over_sequential']) == {'8'}
 

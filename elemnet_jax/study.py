@@ -66,12 +66,8 @@ def _runs_key(row: dict) -> tuple:
   return (row['method'], row['freeze_layers'], row['train_fraction'], row['fold'])
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
-  """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
-
-  Everything that can be checked is checked before the (long) pretraining starts.
-  """
-  workdir = Path(workdir)
+def check_study_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for a study config that cannot run; nothing is read or trained."""
   study, source, target = config.study, config.source, config.target
   for method in study.methods:
     if method not in METHODS:
@@ -87,6 +83,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   experiment.check_split(target.dataset.split, 'target.dataset')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
+
+
+def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
+  """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
+
+  Everything that can be checked is checked before the (long) pretraining starts.
+  """
+  workdir = Path(workdir)
+  study, source, target = config.study, config.source, config.target
+  check_study_config(config)
 
   # The source model: a finished run to reuse, or one pretrained here (reused when its config matches).
   source_dir = Path(study.pretrained or workdir / 'pretrain')

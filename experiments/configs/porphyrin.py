@@ -2,7 +2,7 @@
 
   python -m experiments.transfer_study --workdir=workdirs/porphyrin --config=experiments/configs/porphyrin.py
   # HOMO instead of the gap: --config=experiments/configs/porphyrin.py:HOMO
-  # cross-property within PBDD (pretrain on E_gap, learn LUMO from 500 molecules):
+  # cross-property within PBDD (pretrain on E_gap, learn LUMO from about 590 molecules):
   python -m experiments.transfer_study --workdir=workdirs/porphyrin_cross \
       --config=experiments/configs/porphyrin.py:cross
 
@@ -43,12 +43,17 @@ def get_config(kind: str = 'E_gap'):
     batch_size=64, learning_rate=1e-3, schedule='cosine', warmup_epochs=2, max_epochs=150, patience=150
   )
   _molecules(config.target, *target)
-  config.target.train.update(batch_size=32, learning_rate=3e-4, max_epochs=400, patience=60)
+  # Chosen on the MpPD validation split (fine-tuning all layers, 3 seeds, best validation MAE, eV):
+  # Adam 1e-4 0.093, 3e-4 0.077, 1e-3 0.069, 3e-3 0.065, 1e-2 0.177; at 1e-3 a fresh output layer
+  # 0.065, target statistics refitted 0.070, body at a tenth of the rate 0.091. From scratch:
+  # 1e-3 0.066, 3e-3 0.063 (README, "Choosing the fine-tuning recipe").
+  config.target.train.update(batch_size=32, learning_rate=1e-3, max_epochs=400, patience=60)
+  config.target.transfer.reinit_head = True
   config.study.update(
     methods=('scratch', 'finetune', 'featurizer', 'direct'), freeze_layers=(0, 10), train_fractions=(0.25, 0.5, 1.0)
   )
   config.study.scratch_train = config.target.train.copy_and_resolve_references()
-  config.study.scratch_train.learning_rate = 1e-3
+  config.study.scratch_train.learning_rate = 3e-3
   if kind == 'cross':
     # Learn LUMO from a small subset; the rest of PBDD is test data. The source model saw every
     # molecule's gap, never its LUMO.

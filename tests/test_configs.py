@@ -1,0 +1,48 @@
+"""Every shipped config builds and passes the checks its entry point runs before training."""
+
+import importlib
+
+import pytest
+
+from elemnet_jax import experiment, study, transfer
+from elemnet_jax.errors import UserError
+
+TRAIN_CONFIGS = [('default', ()), ('oqmd', ()), ('finetune', ()), ('test', ())]
+STUDY_CONFIGS = [
+  ('paper', ()),
+  ('demo', ()),
+  ('test', ('study',)),
+  *[('porphyrin', (kind,)) for kind in ('E_gap', 'HOMO', 'LUMO', 'cross')],
+]
+
+
+def _load(name, args):
+  return importlib.import_module(f'experiments.configs.{name}').get_config(*args)
+
+
+@pytest.mark.parametrize(('name', 'args'), TRAIN_CONFIGS)
+def test_train_configs_pass_their_checks(name, args):
+  config = _load(name, args)
+  experiment.check_train_config(config.train)
+  experiment.check_split(config.dataset.split)
+  transfer.layer_rules(config.transfer.freeze_layers, experiment.model_config_from(config))
+
+
+@pytest.mark.parametrize(('name', 'args'), STUDY_CONFIGS)
+def test_study_configs_pass_their_checks(name, args):
+  config = _load(name, args)
+  study.check_study_config(config)
+  model_config = experiment.model_config_from(config.source)
+  for depth in config.study.freeze_layers:
+    transfer.layer_rules(depth, model_config)
+  assert 1 <= config.study.featurizer_layer <= len(model_config.widths)
+  # the scratch baseline is a separate copy: changing the fine-tuning rate must not change it
+  config.target.train.learning_rate = 123.0
+  assert config.study.scratch_train.learning_rate != 123.0
+
+
+def test_study_config_check_names_the_bad_field():
+  config = _load('paper', ())
+  config.study.scratch_train.loss = 'l1'
+  with pytest.raises(UserError, match=r"--config\.study\.scratch_train\.loss='l1'"):
+    study.check_study_config(config)

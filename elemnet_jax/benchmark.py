@@ -14,12 +14,12 @@ dense layers); XLA's count for one compiled step, which also counts the optimize
 work, is reported beside it when the backend gives one. The peak is a float32 square matmul at
 the default matmul precision, timed in the same run on the same device.
 
-Small batches are bound by memory, not arithmetic: every step reads and writes arrays the size of
+Arithmetic is not the only roof at small batch sizes: every step also streams arrays the size of
 the parameters whatever the batch size (forward and backward read the weights, the backward pass
 writes their gradient, Adam reads gradient, parameters and both moments and writes the last
 three: PARAMETER_PASSES passes of 4-byte floats). Each row reports that traffic per second against
 a memory bandwidth measured in the same run (a donated elementwise update of a large array), so
-the table shows which roof a batch size is under.
+the table shows how close a batch size is to either roof.
 """
 
 from __future__ import annotations

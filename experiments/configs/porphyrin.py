@@ -58,7 +58,7 @@ def get_config(kind: str = 'E_gap'):
     # Learn LUMO from a small subset; the rest of PBDD is test data. The source model saw every
     # molecule's gap, never its LUMO.
     config.target.dataset.split = (0.08, 0.02, 0.9)
-    config.study.train_fractions = (0.25, 0.5, 1.0)  # about 200, 400, 800 molecules
+    config.study.train_fractions = (0.25, 0.5, 1.0)  # 147, 294, 587 of PBDD's 7,344 unique molecules
     config.study.methods = ('scratch', 'finetune', 'featurizer')
     # Another property: E_gap's mean and spread say nothing about LUMO, so the fine-tuned model is
     # trained on LUMO standardised with its own training-split statistics.

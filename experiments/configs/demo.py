@@ -4,7 +4,7 @@
 
 Differences from paper.py: pretraining on OQMD runs 4 epochs instead of 51 (test MAE about
 0.09 instead of 0.044), two training-set sizes (25% and 100%), two seeds, fine-tuning of all
-layers only, and at most 150 epochs per target run, and fine-tuning at Adam 1e-3 (the README's
+layers only, at most 150 epochs per target run, and fine-tuning at Adam 1e-3 (the README's
 demo table was measured so; paper.py fine-tunes at 1e-4, chosen on validation with the full
 51-epoch source model).
 """

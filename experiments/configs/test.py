@@ -27,6 +27,7 @@ def get_config(kind: str = 'train'):
     config.source.train.update(batch_size=256, schedule='constant', max_epochs=2, patience=2)
     config.target.train.update(batch_size=64, max_epochs=3, patience=3)
     config.study.scratch_train = config.target.train.copy_and_resolve_references()
+    config.study.scratch_train.learning_rate = 1e-3  # as paper.py: scratch does not share the fine-tuning rate
     config.study.update(train_fractions=(0.5, 1.0), seeds=2, freeze_layers=(0, 2), featurizer_layer=3)
     return config
   raise ValueError(f'unknown test config {kind!r}; use train or study')

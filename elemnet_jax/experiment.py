@@ -183,7 +183,8 @@ def build(
 ):
   """(model, optimizer, stacked states, frozen paths) for an ensemble of `len(seeds)` members.
 
-  `init_params` (one model's pretrained parameters) start every member; `rules` freeze parts.
+  `init_params`: one model's pretrained parameters, which start every member, or a list with one
+  parameter tree per member (`source_members`); `rules` freeze parts.
   """
   steps_per_epoch = -(-n_train // train_config.batch_size)
   probe = ElemNet(model_config)
@@ -200,13 +201,25 @@ def build(
     labels=labels,
     body_lr_scale=train_config.get('body_lr_scale', 1.0),
   )
+  if isinstance(init_params, list) and len(init_params) != len(seeds):
+    raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
   states = []
-  for seed in seeds:
-    params = init_params
+  for k, seed in enumerate(seeds):
+    params = init_params[k] if isinstance(init_params, list) else init_params
     if params is not None and reinit_head:
       params = transfer.reinit_head(params, model, width, seed + 10_000)
     states.append(train.init_state(model, optimizer, width, seed, params))
   return model, optimizer, train.stack_members(states), train.frozen_paths(labels)
+
+
+def source_members(stacked_params: Any, members: int) -> list:
+  """Initial parameters of `members` fine-tuned members: member k starts from source member k mod K.
+
+  A source ensemble of K independently pretrained members thus hands each fine-tuned member its
+  own pretrained model (up to K); a single source model starts them all.
+  """
+  sources = jax.tree.leaves(stacked_params)[0].shape[0]
+  return [jax.tree.map(lambda a, k=k % sources: a[k], stacked_params) for k in range(members)]
 
 
 def evaluate(
@@ -272,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     model_config = ElemNetConfig.from_dict(source_meta['model'])
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
     pretrained = checkpoint.load_model(source_dir, stacked_abstract_params(model_config, width, source_meta['members']))
-    init_params = jax.tree.map(lambda a: a[0], pretrained)  # members start from source member 0
+    init_params = source_members(pretrained, len(seeds))
   else:
     model_config, init_params, rules = model_config_from(config), None, None
   model, optimizer, states, frozen_set = build(

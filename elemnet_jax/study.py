@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 from absl import logging
@@ -143,7 +142,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     meta = checkpoint.read_meta(source_dir)
   source_metrics = json.loads((source_dir / 'metrics.json').read_text())
   model, source_params, _ = experiment.load_for_prediction(source_dir)
-  pretrained = jax.tree.map(lambda a: a[0], source_params)
   transfer.check_compatible(meta, featurizer.description(), str(source_dir))
   excluded = source_metrics['data'].get('excluded')
   source_split = source_dir / 'split.csv'
@@ -158,11 +156,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     'source_test_mae': source_metrics['test']['mae'],
     'target_excluded_from_source': bool(excluded),
     'excluded_count': excluded['count'] if excluded else 0,
+    'source_members': meta['members'],
   }
   logging.info('leakage control: %s', leakage)
   rows = json.loads(results_path.read_text())['runs'] if results_path.exists() else []
   done = {_runs_key(row) for row in rows}
   seeds = [config.seed + k for k in range(study.seeds)]
+  pretrained = experiment.source_members(source_params, len(seeds))  # seed k from source member k mod K
   parity: dict = {}  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'
 
   def record(new_rows):  # results.json and the report stay current, so a partial study can be read
@@ -180,9 +180,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     features = None  # hidden activations of the source model, computed once per fold
     if 'featurizer' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
-      features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}
+      features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}  # member 0
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
-      prediction = experiment.evaluate(model, source_params, x['test'], scaling)[0]
+      prediction = experiment.evaluate(model, source_params, x['test'], scaling).mean(axis=0)  # source ensemble
       record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
     for fraction, size in zip(study.train_fractions, subset_sizes(len(fold.train), study.train_fractions)):
       index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
@@ -225,11 +225,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         )
         seconds = (time.perf_counter() - tic) / len(seeds)
         predictions = experiment.evaluate(built_model, best, x['test'], scaling)
+        val_mean = experiment.evaluate(built_model, best, x['val'], scaling).mean(axis=0)
         ensemble = {
           **_row(
             method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
           ),
           'ensemble': True,
+          'val_mae': round(float(np.abs(val_mean - fold.val.y).mean()), 6),  # the ensemble's own validation MAE
         }
         record(
           [
@@ -283,6 +285,12 @@ def _row(method, depth, fraction, size, fold, seed, target, prediction, seconds)
     **regression_metrics(target, prediction),
     'seconds': round(seconds, 2),
   }
+
+
+def _members(count: int) -> str:
+  return (
+    f'an ensemble of {count} pretrained members, seed k fine-tuned from member k mod {count}; ' if count > 1 else ''
+  )
 
 
 def method_label(method: str, depth: int) -> str:
@@ -352,7 +360,7 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   lines.append(
     f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
     f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
-    f'(test MAE {leakage["source_test_mae"]:.4f}); target inputs '
+    f'({_members(leakage.get("source_members", 1))}test MAE {leakage["source_test_mae"]:.4f}); target inputs '
     + ('REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in')
     + f' the source data ({leakage["excluded_count"]} removed; '
     f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).'

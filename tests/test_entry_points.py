@@ -208,19 +208,25 @@ def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
 
 
 def test_transfer_study_writes_results_table_and_figures(tmp_path):
-  done = run('transfer_study', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study')
-  rows = json.loads((tmp_path / 'results.json').read_text())['runs']
+  # A source ensemble of 2 pretrained members: seed k is fine-tuned from source member k.
+  flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', '--config.source.train.ensemble=2')
+  done = run('transfer_study', *flags)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  rows = results['runs']
+  assert results['leakage']['source_members'] == 2
   methods = {(r['method'], r['freeze_layers']) for r in rows}
   assert methods == {('scratch', -1), ('finetune', 0), ('finetune', 2), ('featurizer', 3), ('direct', -1)}
   assert {r['seed'] for r in rows if r['method'] == 'finetune' and not r.get('ensemble')} == {0, 1}
   assert {r['seed'] for r in rows if r.get('ensemble')} == {-1}  # the mean prediction of the seeds
+  assert all(r['val_mae'] > 0 for r in rows if r['method'] in ('scratch', 'finetune'))  # ensembles' own too
   assert set(rows[0]) >= {'method', 'freeze_layers', 'train_size', 'seed', 'mae', 'rmse', 'r2', 'seconds'}
   report = (tmp_path / 'results.md').read_text()
   assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
+  assert 'an ensemble of 2 pretrained members' in report
   assert '| share of target train (n) |' in done.stdout
   for figure in ('learning_curve.png', 'parity.png'):
     assert (tmp_path / figure).read_bytes()[:4] == b'\x89PNG'
-  again = run('transfer_study', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study')
+  again = run('transfer_study', *flags)
   assert json.loads((tmp_path / 'results.json').read_text())['runs'] == rows  # resumed: nothing rerun
   assert 'fine-tune (freeze 0)' in again.stdout
 

@@ -5,9 +5,10 @@ import optax
 import pytest
 from flax import traverse_util
 
-from elemnet_jax import train, transfer
+from elemnet_jax import experiment, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
+from experiments.configs import finetune
 
 CONFIG = ElemNetConfig(widths=(32, 32, 16, 8), dropout_after=(1, 3), dropout_rates=(0.5, 0.5))
 
@@ -106,3 +107,19 @@ def test_incompatible_featurizer_is_refused():
   transfer.check_compatible(meta, {'name': 'composition', 'width': 86}, 'src')
   with pytest.raises(UserError, match="reads features from 'composition' .width 86.* 'estate'"):
     transfer.check_compatible(meta, {'name': 'estate', 'width': 190, 'parts': 'both'}, 'src')
+
+
+def test_each_fine_tuned_member_starts_from_its_own_source_member():
+  # A source ensemble of two independently pretrained members; three fine-tuned members start
+  # from source members 0, 1, 0 (k mod K), so an ensemble's members differ in their pretraining.
+  sources = [ElemNet(CONFIG).init(jax.random.PRNGKey(seed), jnp.zeros((1, 10))) for seed in (7, 8)]
+  stacked = jax.tree.map(lambda *a: jnp.stack(a), *sources)
+  members = experiment.source_members(stacked, 3)
+  _, _, states, _ = experiment.build(CONFIG, finetune.get_config().train, 10, 64, [0, 1, 2], init_params=members)
+  for k, source in enumerate([0, 1, 0]):
+    started = jax.tree.map(lambda a, k=k: a[k], states.params)
+    assert all(jax.tree.leaves(jax.tree.map(np.array_equal, started, sources[source])))
+  one = experiment.source_members(jax.tree.map(lambda a: a[:1], stacked), 2)  # one source starts every member
+  assert all(jax.tree.leaves(jax.tree.map(np.array_equal, one[1], sources[0])))
+  with pytest.raises(ValueError, match='2 initial parameter trees for 3 members'):
+    experiment.build(CONFIG, finetune.get_config().train, 10, 64, [0, 1, 2], init_params=members[:2])

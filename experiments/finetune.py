@@ -2,6 +2,8 @@
 
   python -m experiments.finetune --pretrained=workdirs/oqmd --workdir=workdirs/ssub_ft \
       --config=experiments/configs/finetune.py --config.transfer.freeze_layers=4
+
+With --config.train.ensemble=K, member k starts from member k mod M of a pretrained ensemble of M.
 """
 
 from absl import flags

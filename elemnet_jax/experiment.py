@@ -201,11 +201,11 @@ def build(
     labels=labels,
     body_lr_scale=train_config.get('body_lr_scale', 1.0),
   )
-  if isinstance(init_params, list) and len(init_params) != len(seeds):
+  if isinstance(init_params, (list, tuple)) and len(init_params) != len(seeds):
     raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
   states = []
   for k, seed in enumerate(seeds):
-    params = init_params[k] if isinstance(init_params, list) else init_params
+    params = init_params[k] if isinstance(init_params, (list, tuple)) else init_params
     if params is not None and reinit_head:
       params = transfer.reinit_head(params, model, width, seed + 10_000)
     states.append(train.init_state(model, optimizer, width, seed, params))

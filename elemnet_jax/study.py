@@ -288,8 +288,11 @@ def _row(method, depth, fraction, size, fold, seed, target, prediction, seconds)
 
 
 def _members(count: int) -> str:
+  if count < 2:
+    return ''
   return (
-    f'an ensemble of {count} pretrained members, seed k fine-tuned from member k mod {count}; ' if count > 1 else ''
+    f'an ensemble of {count} pretrained members, the k-th seed fine-tuned from member k mod {count}, '
+    'ridge on member 0; '
   )
 
 

@@ -208,7 +208,7 @@ def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
 
 
 def test_transfer_study_writes_results_table_and_figures(tmp_path):
-  # A source ensemble of 2 pretrained members: seed k is fine-tuned from source member k.
+  # Pretrains a source ensemble of 2 inside the study workdir (the member mapping: next test).
   flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', '--config.source.train.ensemble=2')
   done = run('transfer_study', *flags)
   results = json.loads((tmp_path / 'results.json').read_text())
@@ -229,6 +229,56 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   again = run('transfer_study', *flags)
   assert json.loads((tmp_path / 'results.json').read_text())['runs'] == rows  # resumed: nothing rerun
   assert 'fine-tune (freeze 0)' in again.stdout
+
+
+@pytest.fixture(scope='module')
+def pretrained_pair(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('runs') / 'pair'
+  run(
+    'pretrain',
+    f'--workdir={workdir}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=qmpy_legacy',
+    '--config.train.batch_size=256',
+    '--config.train.ensemble=2',
+  )
+  return workdir
+
+
+def test_fine_tuned_members_start_from_their_own_source_members(pretrained_pair, tmp_path):
+  # At Adam 1e-10 for one epoch the weights stay where they start: on the source's own data,
+  # fine-tuned member k scores what source member k scored, and in the study the seeds' ensemble
+  # scores what the source ensemble (the direct row) scores.
+  still = ('--config.train.learning_rate=1e-10', '--config.train.max_epochs=1')
+  run(
+    'finetune',
+    f'--pretrained={pretrained_pair}',
+    f'--workdir={tmp_path / "ft"}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=qmpy_legacy',
+    '--config.train.ensemble=2',
+    *still,
+  )
+  source = [m['mae'] for m in json.loads((pretrained_pair / 'metrics.json').read_text())['test_members']]
+  tuned = [m['mae'] for m in json.loads((tmp_path / 'ft' / 'metrics.json').read_text())['test_members']]
+  assert abs(source[0] - source[1]) > 1e-3  # the two source members differ
+  assert tuned == pytest.approx(source, abs=1e-5)
+
+  run(
+    'transfer_study',
+    f'--workdir={tmp_path / "study"}',
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained_pair}',
+    "--config.study.methods=('finetune','direct')",
+    '--config.study.freeze_layers=(0,)',
+    '--config.study.train_fractions=(1.0,)',
+    *(flag.replace('config.train', 'config.target.train') for flag in still),
+  )
+  rows = json.loads((tmp_path / 'study' / 'results.json').read_text())['runs']
+  (direct,) = [r['mae'] for r in rows if r['method'] == 'direct']
+  (ensemble,) = [r['mae'] for r in rows if r['method'] == 'finetune' and r.get('ensemble')]
+  members = [r['mae'] for r in rows if r['method'] == 'finetune' and not r.get('ensemble')]
+  assert abs(members[0] - members[1]) > 1e-3 and ensemble == pytest.approx(direct, abs=1e-5)
 
 
 def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):

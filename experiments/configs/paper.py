@@ -8,7 +8,8 @@ fine-tunes with several freeze depths, fits ridge on the last hidden layer, and 
 pretrained model directly; 10/25/50/100% of the training data, 3 seeds, a fixed 80/10/10 split.
 Add --config.study.exclude_target_from_source=True to remove SSUB compositions from OQMD, and
 --config.source.train.ensemble=5 --config.study.seeds=5 to pretrain 5 source models and fine-tune
-seed k from source model k (better on validation; README "Source ensembles and leakage control").
+seed k from source model k (better on validation from 25% of SSUB up; README "Source ensembles and
+leakage control").
 """
 
 import ml_collections

@@ -32,17 +32,22 @@ def assert_user_error(done, *fragments):
     assert fragment in last, last
 
 
-@pytest.fixture(scope='module')
-def pretrained(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('runs') / 'pretrain'
+def pretrain_legacy(workdir, *flags):
+  """A tiny model pretrained on qmpy_legacy in `workdir`."""
   run(
     'pretrain',
     f'--workdir={workdir}',
     f'--config={TEST_CONFIG}',
     '--config.dataset.name=qmpy_legacy',
     '--config.train.batch_size=256',
+    *flags,
   )
   return workdir
+
+
+@pytest.fixture(scope='module')
+def pretrained(tmp_path_factory):
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pretrain')
 
 
 def test_pretrain_writes_metrics_predictions_split_and_model(pretrained):
@@ -197,13 +202,7 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
 
 
 def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
-  run(
-    'pretrain',
-    f'--workdir={tmp_path / "again"}',
-    f'--config={TEST_CONFIG}',
-    '--config.dataset.name=qmpy_legacy',
-    '--config.train.batch_size=256',
-  )
+  pretrain_legacy(tmp_path / 'again')
   assert (tmp_path / 'again' / 'metrics.json').read_text() == (pretrained / 'metrics.json').read_text()
 
 
@@ -233,16 +232,7 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
 
 @pytest.fixture(scope='module')
 def pretrained_pair(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('runs') / 'pair'
-  run(
-    'pretrain',
-    f'--workdir={workdir}',
-    f'--config={TEST_CONFIG}',
-    '--config.dataset.name=qmpy_legacy',
-    '--config.train.batch_size=256',
-    '--config.train.ensemble=2',
-  )
-  return workdir
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pair', '--config.train.ensemble=2')
 
 
 def test_fine_tuned_members_start_from_their_own_source_members(pretrained_pair, tmp_path):

@@ -177,14 +177,14 @@ def build(
   n_train: int,
   seeds: list[int],
   *,
-  init_params: Any = None,
+  init_params: list | None = None,
   rules=None,
   reinit_head: bool = False,
 ):
   """(model, optimizer, stacked states, frozen paths) for an ensemble of `len(seeds)` members.
 
-  `init_params`: one model's pretrained parameters, which start every member, or a list with one
-  parameter tree per member (`source_members`); `rules` freeze parts.
+  `init_params`: None (fresh initialisation) or one parameter tree per member, as
+  `source_members` gives them; `rules` freeze parts.
   """
   steps_per_epoch = -(-n_train // train_config.batch_size)
   probe = ElemNet(model_config)
@@ -201,11 +201,11 @@ def build(
     labels=labels,
     body_lr_scale=train_config.get('body_lr_scale', 1.0),
   )
-  if isinstance(init_params, (list, tuple)) and len(init_params) != len(seeds):
+  if init_params is not None and len(init_params) != len(seeds):
     raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
   states = []
   for k, seed in enumerate(seeds):
-    params = init_params[k] if isinstance(init_params, (list, tuple)) else init_params
+    params = None if init_params is None else init_params[k]
     if params is not None and reinit_head:
       params = transfer.reinit_head(params, model, width, seed + 10_000)
     states.append(train.init_state(model, optimizer, width, seed, params))

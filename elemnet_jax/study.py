@@ -84,6 +84,16 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
 
 
+def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> None:
+  """Raises UserError unless the freeze depths and the featurizer layer exist in the source model."""
+  for depth in study.freeze_layers:
+    transfer.layer_rules(depth, model_config)
+  if not 1 <= study.featurizer_layer <= len(model_config.widths):
+    raise UserError(
+      f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
+    )
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
 
@@ -118,12 +128,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   examples, featurizer, notes, _ = experiment.load_examples(
     target.dataset, target.featurizer, config.data_dir or target.data_dir
   )
-  for depth in study.freeze_layers:
-    transfer.layer_rules(depth, model_config)
-  if not 1 <= study.featurizer_layer <= len(model_config.widths):
-    raise UserError(
-      f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
-    )
+  check_study_depths(study, model_config)
   folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed, study.val_fraction)
 
   workdir.mkdir(parents=True, exist_ok=True)

@@ -32,10 +32,7 @@ def test_train_configs_pass_their_checks(name, args):
 def test_study_configs_pass_their_checks(name, args):
   config = _load(name, args)
   study.check_study_config(config)
-  model_config = experiment.model_config_from(config.source)
-  for depth in config.study.freeze_layers:
-    transfer.layer_rules(depth, model_config)
-  assert 1 <= config.study.featurizer_layer <= len(model_config.widths)
+  study.check_study_depths(config.study, experiment.model_config_from(config.source))
   # the scratch baseline is a separate copy: changing the fine-tuning rate must not change it
   config.target.train.learning_rate = 123.0
   assert config.study.scratch_train.learning_rate != 123.0

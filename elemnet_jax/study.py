@@ -22,7 +22,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNetConfig
 
-METHODS = ('scratch', 'finetune', 'featurizer', 'direct')
+METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')  # featurizer: ridge; head: a small network
 
 
 @dataclasses.dataclass
@@ -82,6 +82,8 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   experiment.check_split(target.dataset.split, 'target.dataset')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
+  if not all(int(w) == w >= 1 for w in study.head_widths):
+    raise UserError(f'--config.study.head_widths={tuple(study.head_widths)}: give positive layer widths')
 
 
 def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> None:
@@ -92,6 +94,27 @@ def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetCo
     raise UserError(
       f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
     )
+
+
+def head_config(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> ElemNetConfig:
+  """The small network trained on frozen hidden activations: `study.head_widths`, no dropout."""
+  return ElemNetConfig(
+    widths=tuple(study.head_widths),
+    dropout_after=(),
+    dropout_rates=(),
+    use_dropout=False,
+    activation=model_config.activation,
+  )
+
+
+def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
+  """Every split scaled by the mean and std of the training rows; constant (dead) units stay 0."""
+  train_rows = features['train'][train_index]
+  mean, std = train_rows.mean(axis=0), train_rows.std(axis=0)
+  std = np.where(std > 1e-8, std, 1.0)
+  scaled = {name: ((value - mean) / std).astype(np.float32) for name, value in features.items()}
+  scaled['train'] = scaled['train'][train_index]
+  return scaled
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
@@ -183,7 +206,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     x, y = inputs_full.x, inputs_full.y
     scaling = inputs_full.target_scaling
     features = None  # hidden activations of the source model, computed once per fold
-    if 'featurizer' in study.methods:
+    if 'featurizer' in study.methods or 'head' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
       features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}  # member 0
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
@@ -199,19 +222,27 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         )
       runs = []
       if 'scratch' in study.methods:
-        runs.append(('scratch', -1, None))
+        runs.append(('scratch', -1))
       if 'finetune' in study.methods:
-        runs += [('finetune', k, pretrained) for k in study.freeze_layers]
-      for method, depth, init in runs:
+        runs += [('finetune', k) for k in study.freeze_layers]
+      if 'head' in study.methods:
+        runs.append(('head', study.featurizer_layer))
+      for method, depth in runs:
         if (method, depth, fraction, fold.index) in done:
           continue
-        rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
-        train_config = target.train if method == 'finetune' else study.scratch_train
         tic = time.perf_counter()
+        if method == 'head':  # a fresh small network on the frozen source model's activations
+          inputs = standardise_features(features, index)
+          net_config, train_config, init, rules = head_config(study, model_config), study.scratch_train, None, None
+        else:
+          inputs = {'train': train_xy[0], 'val': x['val'], 'test': x['test']}
+          net_config, init = model_config, pretrained if method == 'finetune' else None
+          rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
+          train_config = target.train if method == 'finetune' else study.scratch_train
         built_model, optimizer, states, frozen_set = experiment.build(
-          model_config,
+          net_config,
           train_config,
-          x['train'].shape[1],
+          inputs['train'].shape[1],
           size,
           seeds,
           init_params=init,
@@ -222,15 +253,15 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           built_model,
           optimizer,
           states,
-          train_xy,
-          (x['val'], y['val']),
+          (inputs['train'], train_xy[1]),
+          (inputs['val'], y['val']),
           experiment.fit_options(train_config, scaling),
           frozen=frozen_set,
           name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}',
         )
         seconds = (time.perf_counter() - tic) / len(seeds)
-        predictions = experiment.evaluate(built_model, best, x['test'], scaling)
-        val_mean = experiment.evaluate(built_model, best, x['val'], scaling).mean(axis=0)
+        predictions = experiment.evaluate(built_model, best, inputs['test'], scaling)
+        val_mean = experiment.evaluate(built_model, best, inputs['val'], scaling).mean(axis=0)
         ensemble = {
           **_row(
             method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
@@ -257,22 +288,20 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           (features['train'][index], y['train'][index]), (features['val'], y['val'])
         )
         prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
+        val_prediction = (features['val'] @ weights + intercept) * scaling.scale + scaling.shift
         logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
-        record(
-          [
-            _row(
-              'featurizer',
-              study.featurizer_layer,
-              fraction,
-              size,
-              fold.index,
-              0,
-              fold.test.y,
-              prediction,
-              time.perf_counter() - tic,
-            )
-          ]
+        row = _row(
+          'featurizer',
+          study.featurizer_layer,
+          fraction,
+          size,
+          fold.index,
+          0,
+          fold.test.y,
+          prediction,
+          time.perf_counter() - tic,
         )
+        record([{**row, 'val_mae': round(float(np.abs(val_prediction - fold.val.y).mean()), 6)}])  # alpha's criterion
     if fold.index == 0 and parity:
       parity['_target'] = fold.test.y
   write_report(workdir, rows, leakage, parity, study)
@@ -297,7 +326,7 @@ def _members(count: int) -> str:
     return ''
   return (
     f'an ensemble of {count} pretrained members, the k-th seed fine-tuned from member k mod {count}, '
-    'ridge on member 0; '
+    'the frozen featurizer reads member 0; '
   )
 
 
@@ -306,6 +335,8 @@ def method_label(method: str, depth: int) -> str:
     return f'fine-tune (freeze {depth})'
   if method == 'featurizer':
     return f'frozen featurizer (layer {depth}) + ridge'
+  if method == 'head':
+    return f'frozen featurizer (layer {depth}) + head network'
   return {'scratch': 'scratch', 'direct': 'pretrained, applied directly'}[method]
 
 
@@ -374,7 +405,7 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
     f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).'
   )
   scratch = summary.get(('scratch', -1), {})
-  transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer')]
+  transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer', 'head')]
   if scratch and transfer_keys:
     shared = [f for f in fractions if f in scratch and any(f in summary[m] for m in transfer_keys)]
     wins = all(min(summary[m][f][0] for m in transfer_keys if f in summary[m]) < scratch[f][0] for f in shared)

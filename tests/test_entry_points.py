@@ -214,10 +214,17 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   rows = results['runs']
   assert results['leakage']['source_members'] == 2
   methods = {(r['method'], r['freeze_layers']) for r in rows}
-  assert methods == {('scratch', -1), ('finetune', 0), ('finetune', 2), ('featurizer', 3), ('direct', -1)}
+  assert methods == {
+    ('scratch', -1),
+    ('finetune', 0),
+    ('finetune', 2),
+    ('featurizer', 3),
+    ('head', 3),
+    ('direct', -1),
+  }
   assert {r['seed'] for r in rows if r['method'] == 'finetune' and not r.get('ensemble')} == {0, 1}
   assert {r['seed'] for r in rows if r.get('ensemble')} == {-1}  # the mean prediction of the seeds
-  assert all(r['val_mae'] > 0 for r in rows if r['method'] in ('scratch', 'finetune'))  # ensembles' own too
+  assert all(r['val_mae'] > 0 for r in rows if r['method'] != 'direct')  # ensembles' own too
   assert set(rows[0]) >= {'method', 'freeze_layers', 'train_size', 'seed', 'mae', 'rmse', 'r2', 'seconds'}
   report = (tmp_path / 'results.md').read_text()
   assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
@@ -227,7 +234,7 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
     assert (tmp_path / figure).read_bytes()[:4] == b'\x89PNG'
   again = run('transfer_study', *flags)
   assert json.loads((tmp_path / 'results.json').read_text())['runs'] == rows  # resumed: nothing rerun
-  assert 'fine-tune (freeze 0)' in again.stdout
+  assert 'fine-tune (freeze 0)' in again.stdout and 'frozen featurizer (layer 3) + head network' in again.stdout
 
 
 @pytest.fixture(scope='module')

@@ -5,7 +5,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from elemnet_jax import experiment, train, transfer
+from elemnet_jax import experiment, study, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
 from experiments.configs import finetune
@@ -123,3 +123,19 @@ def test_each_fine_tuned_member_starts_from_its_own_source_member():
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, one[1], sources[0])))
   with pytest.raises(ValueError, match='2 initial parameter trees for 3 members'):
     experiment.build(CONFIG, finetune.get_config().train, 10, 64, [0, 1, 2], init_params=members[:2])
+
+
+def test_head_features_are_scaled_by_the_training_rows_alone():
+  # The head network's inputs: statistics from the chosen training rows only (never val or test),
+  # and a ReLU unit that is dead on them stays a finite constant instead of dividing by zero.
+  rng = np.random.default_rng(0)
+  train_rows = np.column_stack([rng.normal(3.0, 2.0, 50), np.zeros(50)])
+  features = {'train': train_rows, 'val': train_rows[:5] + 100.0, 'test': np.ones((4, 2))}
+  index = np.arange(0, 50, 2)
+  scaled = study.standardise_features(features, index)
+  assert scaled['train'].shape == (25, 2)
+  np.testing.assert_allclose(scaled['train'].mean(axis=0), 0.0, atol=1e-6)
+  np.testing.assert_allclose(scaled['train'][:, 0].std(), 1.0, rtol=1e-5)
+  assert np.all(np.isfinite(scaled['test'])) and np.all(scaled['train'][:, 1] == 0.0)
+  mean, std = train_rows[index, 0].mean(), train_rows[index, 0].std()
+  np.testing.assert_allclose(scaled['val'][:, 0], (features['val'][:, 0] - mean) / std, rtol=1e-5)

@@ -6,6 +6,7 @@ Pretrains with experiments/configs/oqmd.py (51 epochs; or reuse a run with
 --config.study.pretrained=workdirs/oqmd), then on the SSUB training split trains from scratch,
 fine-tunes with several freeze depths, fits ridge on the last hidden layer, and applies the
 pretrained model directly; 10/25/50/100% of the training data, 3 seeds, a fixed 80/10/10 split.
+Add 'head' to --config.study.methods to train a small network on that layer's activations too.
 Add --config.study.exclude_target_from_source=True to remove SSUB compositions from OQMD, and
 --config.source.train.ensemble=5 --config.study.seeds=5 to pretrain 5 source models and fine-tune
 seed k from source model k (better on validation from 25% of SSUB up; README "Source ensembles and
@@ -35,6 +36,7 @@ def get_config():
       methods=('scratch', 'finetune', 'featurizer', 'direct'),
       freeze_layers=(0, 4, 10),  # fine-tuning depths: 0 = every layer trains
       featurizer_layer=16,  # hidden layer whose activations feed ridge (16 = the last, 32 wide)
+      head_widths=(64, 32),  # method 'head': a small network on those activations, trained as scratch is
       min_train_size=8,
     )
   )

@@ -28,6 +28,13 @@ def get_config(kind: str = 'train'):
     config.target.train.update(batch_size=64, max_epochs=3, patience=3)
     config.study.scratch_train = config.target.train.copy_and_resolve_references()
     config.study.scratch_train.learning_rate = 1e-3  # as paper.py: scratch does not share the fine-tuning rate
-    config.study.update(train_fractions=(0.5, 1.0), seeds=2, freeze_layers=(0, 2), featurizer_layer=3)
+    config.study.update(
+      methods=('scratch', 'finetune', 'featurizer', 'head', 'direct'),
+      train_fractions=(0.5, 1.0),
+      seeds=2,
+      freeze_layers=(0, 2),
+      featurizer_layer=3,
+      head_widths=(8,),
+    )
     return config
   raise ValueError(f'unknown test config {kind!r}; use train or study')

@@ -93,11 +93,9 @@ def make_inputs(
   if source_meta is not None:
     feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
     target_scaling = data.TargetScaling(**source_meta['target_scaling'])
-    policy = config.transfer.get('target_scaling', 'source')
-    if policy == 'refit':  # the target's own statistics: for a systematic offset between the sets
+    check_transfer_config(config.transfer)
+    if config.transfer.get('target_scaling', 'source') == 'refit':  # the target's own statistics: for an offset
       target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
-    elif policy != 'source':
-      raise UserError(f'--config.transfer.target_scaling={policy!r}: use source or refit')
   else:
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize
@@ -128,6 +126,12 @@ def check_train_config(train_config, where: str = 'train') -> None:
       raise UserError(f'--config.{where}.{field}={value!r}: must be a positive integer')
   if not train_config.learning_rate > 0:
     raise UserError(f'--config.{where}.learning_rate={train_config.learning_rate!r}: must be positive')
+
+
+def check_transfer_config(transfer_config, where: str = 'transfer') -> None:
+  policy = transfer_config.get('target_scaling', 'source')
+  if policy not in ('source', 'refit'):
+    raise UserError(f'--config.{where}.target_scaling={policy!r}: use source or refit')
 
 
 def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:

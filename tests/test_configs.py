@@ -43,3 +43,11 @@ def test_study_config_check_names_the_bad_field():
   config.study.scratch_train.loss = 'l1'
   with pytest.raises(UserError, match=r"--config\.study\.scratch_train\.loss='l1'"):
     study.check_study_config(config)
+  config = _load('paper', ())
+  config.target.transfer.target_scaling = 'standard'  # a train.target_scaling value in the wrong place
+  with pytest.raises(UserError, match=r"--config\.target\.transfer\.target_scaling='standard': use source or refit"):
+    study.check_study_config(config)
+  config = _load('paper', ())
+  config.study.head_widths = (64, 0)
+  with pytest.raises(UserError, match=r'--config\.study\.head_widths=\(64, 0\)'):
+    study.check_study_config(config)

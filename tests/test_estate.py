@@ -216,7 +216,9 @@ def test_default_and_registered():
   assert EStateFeaturizer.input_kind == 'smiles'
 
 
-@pytest.mark.parametrize('options', [{}, {'parts': 'counts'}, {'parts': 'sums', 'metals': False}, {'workers': 1}])
+@pytest.mark.parametrize(
+  'options', [{}, {'parts': 'counts'}, {'parts': 'sums', 'metals': False}, {'workers': 1}, {'morgan_bits': 64}]
+)
 def test_description_round_trips(options):
   featurizer = EStateFeaturizer(**options)
   description = json.loads(json.dumps(featurizer.description()))
@@ -230,11 +232,50 @@ def test_description_round_trips(options):
 
 @pytest.mark.parametrize(
   'options',
-  [{'part': 'both'}, {'parts': 'all'}, {'metals': 'yes'}, {'workers': -1}, {'workers': 1.5}, {'workers': True}],
+  [
+    {'part': 'both'},
+    {'parts': 'all'},
+    {'metals': 'yes'},
+    {'workers': -1},
+    {'workers': 1.5},
+    {'workers': True},
+    {'morgan_bits': -8},
+    {'morgan_bits': 64, 'morgan_radius': -1},
+  ],
 )
 def test_bad_options_raise_value_error(options):
   with pytest.raises(ValueError, match='estate'):
     EStateFeaturizer(**options)
+
+
+@pytest.mark.parametrize(
+  'smiles, radius, counts',
+  [
+    # By hand: radius 0 gives one environment per heavy atom; radius 1 adds one per atom whose
+    # neighbourhood is a new bond set. Ethanol's three atoms differ, benzene's six are alike.
+    ('CCO', 0, [1, 1, 1]),
+    ('CCO', 1, [1, 1, 1, 1, 1, 1]),
+    ('c1ccccc1', 1, [6, 6]),
+  ],
+)
+def test_morgan_counts_follow_the_atom_environments(smiles, radius, counts):
+  plain = EStateFeaturizer()
+  featurizer = EStateFeaturizer(morgan_bits=2048, morgan_radius=radius)
+  assert featurizer.width == plain.width + 2048 and featurizer.column_names()[-1] == 'morgan_2047'
+  (row,), _, _ = featurizer.featurize([smiles])
+  np.testing.assert_array_equal(row[: plain.width], plain.featurize([smiles])[0][0])  # E-state part unchanged
+  morgan = row[plain.width :]
+  assert sorted(morgan[morgan > 0].tolist()) == counts
+
+
+def test_description_without_morgan_matches_models_saved_before_it():
+  # A model saved before the Morgan option existed describes its featurizer with these keys only.
+  assert EStateFeaturizer().description() == {
+    'name': 'estate',
+    'width': 158 + N_METAL_COLUMNS,
+    'parts': 'both',
+    'metals': True,
+  }
 
 
 # --- keys, invalid inputs, logging ---

@@ -5,6 +5,8 @@ Columns, in order (see `EStateFeaturizer.column_names`):
   ``sum_<type>``    79 atom-type E-state sums  (parts 'sums' or 'both')
   ``metal_<El>``    one atom count per element of `METALS`  (metals=True)
   ``fragments``     number of disconnected fragments        (metals=True)
+  ``morgan_<i>``    Morgan (circular) substructure counts hashed into `morgan_bits` columns
+                    (morgan_bits > 0; radius `morgan_radius`)
 The 79 types are RDKit's, in the order `rdkit.Chem.EState.Fingerprinter.FingerprintMol` returns
 them; molecules are hydrogen-suppressed, as `Chem.MolFromSmiles` gives them. E-state assigns metals
 no type, and porphyrin SMILES carry the metal as a separate fragment (``...[N]5).[Zn]``), hence
@@ -28,6 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 import numpy as np
 from absl import logging
 from rdkit import Chem, rdBase
+from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.EState import AtomTypes
 from rdkit.Chem.EState.Fingerprinter import FingerprintMol
 
@@ -62,7 +65,9 @@ def _default_workers() -> int:
     return os.cpu_count() or 1
 
 
-def estate_row(mol: Chem.Mol, parts: str = 'both', metals: bool = True) -> np.ndarray:
+def estate_row(
+  mol: Chem.Mol, parts: str = 'both', metals: bool = True, morgan_bits: int = 0, morgan_radius: int = 2
+) -> np.ndarray:
   """The feature row (float32) of one parsed, hydrogen-suppressed molecule."""
   counts, sums = FingerprintMol(mol)
   pieces = []
@@ -78,10 +83,13 @@ def estate_row(mol: Chem.Mol, parts: str = 'both', metals: bool = True) -> np.nd
         metal_counts[index] += 1
     metal_counts[-1] = len(Chem.GetMolFrags(mol))
     pieces.append(metal_counts)
+  if morgan_bits:
+    generator = rdFingerprintGenerator.GetMorganGenerator(radius=morgan_radius, fpSize=morgan_bits)
+    pieces.append(generator.GetCountFingerprintAsNumPy(mol).astype(np.float32))
   return np.concatenate(pieces)
 
 
-def _featurize_chunk(smiles: Sequence[str], parts: str, metals: bool, width: int):
+def _featurize_chunk(smiles: Sequence[str], parts: str, metals: bool, width: int, morgan: tuple[int, int] = (0, 2)):
   """(rows [m, width], canonical SMILES or '', reason or None) for distinct SMILES strings."""
   rows = np.zeros((len(smiles), width), np.float32)
   keys = [''] * len(smiles)
@@ -109,7 +117,7 @@ def _featurize_chunk(smiles: Sequence[str], parts: str, metals: bool, width: int
         reasons[i] = 'SMILES has no atoms'
         continue
       try:
-        rows[i] = estate_row(mol, parts, metals)
+        rows[i] = estate_row(mol, parts, metals, *morgan)
         keys[i] = Chem.MolToSmiles(mol)
       except Exception as error:  # reported, never raised
         rows[i] = 0.0
@@ -135,6 +143,9 @@ class EStateFeaturizer:
   Options:
     parts: 'counts', 'sums' or 'both' (counts then sums).
     metals: add one count per element of `METALS` and the number of fragments.
+    morgan_bits: append RDKit's Morgan count fingerprint folded to this many columns (0: none);
+      morgan_radius: its radius. E-state types say which atoms a molecule has, Morgan counts
+      which neighbourhoods.
     workers: processes for large inputs; 0 uses every available core, 1 stays in-process.
       It never changes the features.
   """
@@ -143,18 +154,23 @@ class EStateFeaturizer:
   input_kind = 'smiles'
 
   def __init__(self, **options):
-    unknown = sorted(set(options) - {'parts', 'metals', 'workers'})
+    known = ('metals', 'morgan_bits', 'morgan_radius', 'parts', 'workers')
+    unknown = sorted(set(options) - set(known))
     if unknown:
-      raise ValueError(f'featurizer estate: unknown option(s) {unknown}; known: metals, parts, workers')
+      raise ValueError(f'featurizer estate: unknown option(s) {unknown}; known: {", ".join(known)}')
     self.parts = options.get('parts', 'both')
     self.metals = options.get('metals', True)
     self.workers = options.get('workers', 0)
+    self.morgan_bits = options.get('morgan_bits', 0)
+    self.morgan_radius = options.get('morgan_radius', 2)
     if self.parts not in PARTS:
       raise ValueError(f'featurizer estate: parts must be one of {list(PARTS)}, got {self.parts!r}')
     if not isinstance(self.metals, bool):
       raise ValueError(f'featurizer estate: metals must be true or false, got {self.metals!r}')
-    if isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 0:
-      raise ValueError(f'featurizer estate: workers must be an integer >= 0, got {self.workers!r}')
+    for field, low in (('workers', 0), ('morgan_bits', 0), ('morgan_radius', 0)):
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f'featurizer estate: {field} must be an integer >= {low}, got {value!r}')
 
   @property
   def width(self) -> int:
@@ -168,11 +184,15 @@ class EStateFeaturizer:
       names += [f'sum_{t}' for t in ESTATE_TYPES]
     if self.metals:
       names += [f'metal_{m}' for m in METALS] + ['fragments']
-    return names
+    return names + [f'morgan_{i}' for i in range(self.morgan_bits)]
 
   def description(self) -> dict:
     # `workers` never changes the features, so it is left out: a model stays usable elsewhere.
-    return {'name': self.name, 'width': self.width, 'parts': self.parts, 'metals': self.metals}
+    # The Morgan options appear only when used, so models saved before they existed still load.
+    description = {'name': self.name, 'width': self.width, 'parts': self.parts, 'metals': self.metals}
+    if self.morgan_bits:
+      description.update(morgan_bits=self.morgan_bits, morgan_radius=self.morgan_radius)
+    return description
 
   def featurize(self, inputs: Sequence[str]) -> tuple[np.ndarray, list[str], list[tuple[int, str]]]:
     """Returns (features [n, width], canonical SMILES keys, [(index, reason)] of invalid inputs).
@@ -192,7 +212,14 @@ class EStateFeaturizer:
     if log_progress:
       logging.info('estate: featurizing %d SMILES (%d distinct) in %d process(es)', n, len(distinct), workers)
 
-    args = (chunks, [self.parts] * len(chunks), [self.metals] * len(chunks), [width] * len(chunks))
+    morgan = (self.morgan_bits, self.morgan_radius)
+    args = (
+      chunks,
+      [self.parts] * len(chunks),
+      [self.metals] * len(chunks),
+      [width] * len(chunks),
+      [morgan] * len(chunks),
+    )
     results = None
     if workers > 1:
       try:  # spawn, not fork: the parent may be running JAX threads

@@ -22,7 +22,10 @@ from experiments.configs import paper
 
 def _molecules(config, dataset: str, target: str):
   config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles', skip_invalid=True)
-  config.featurizer = ml_collections.ConfigDict(dict(name='estate', parts='both', metals=True))
+  # morgan_bits > 0 appends Morgan substructure counts to the E-state columns (README, porphyrins).
+  config.featurizer = ml_collections.ConfigDict(
+    dict(name='estate', parts='both', metals=True, morgan_bits=0, morgan_radius=2)
+  )
   # Columns are standardised but none dropped: a metal absent from the source (PBDD has only Zn
   # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network.
   config.features.update(drop_constant=False, standardize=True)

@@ -12,7 +12,7 @@ STUDY_CONFIGS = [
   ('paper', ()),
   ('demo', ()),
   ('test', ('study',)),
-  *[('porphyrin', (kind,)) for kind in ('E_gap', 'HOMO', 'LUMO', 'cross')],
+  *[('porphyrin_tl', (kind,)) for kind in ('E_gap', 'HOMO', 'LUMO', 'cross')],
 ]
 
 

@@ -1,10 +1,10 @@
 """Porphyrin dyes: pretrain on PBDD (12,096 DFT molecules), transfer to MpPD (377, other functional).
 
-  python -m experiments.transfer_study --workdir=workdirs/porphyrin --config=experiments/configs/porphyrin.py
-  # HOMO instead of the gap: --config=experiments/configs/porphyrin.py:HOMO
+  python -m experiments.transfer_study --workdir=workdirs/porphyrin --config=experiments/configs/porphyrin_tl.py
+  # HOMO instead of the gap: --config=experiments/configs/porphyrin_tl.py:HOMO
   # cross-property within PBDD (pretrain on E_gap, learn LUMO from about 590 molecules):
   python -m experiments.transfer_study --workdir=workdirs/porphyrin_cross \
-      --config=experiments/configs/porphyrin.py:cross
+      --config=experiments/configs/porphyrin_tl.py:cross
 
 SMILES are featurized by RDKit's E-state index (79 atom-type counts and 79 sums) plus metal-centre
 counts and the number of fragments; columns are standardised (fitted on the source training split,

@@ -83,8 +83,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   experiment.check_transfer_config(target.transfer, 'target.transfer')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
-  if not all(int(w) == w >= 1 for w in study.head_widths):
-    raise UserError(f'--config.study.head_widths={tuple(study.head_widths)}: give positive layer widths')
+  widths = study.get('head_widths')
+  if 'head' in study.methods and widths is None:
+    raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
+  if widths is not None and not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+    raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
 
 
 def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> None:

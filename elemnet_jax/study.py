@@ -113,10 +113,8 @@ def head_config(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -
 
 def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
   """Every split scaled by the mean and std of the training rows; constant (dead) units stay 0."""
-  train_rows = features['train'][train_index]
-  mean, std = train_rows.mean(axis=0), train_rows.std(axis=0)
-  std = np.where(std > 1e-8, std, 1.0)
-  scaled = {name: ((value - mean) / std).astype(np.float32) for name, value in features.items()}
+  scaling = data.FeatureScaling.fit(features['train'][train_index], drop_constant=False, standardize=True)
+  scaled = {name: scaling(value) for name, value in features.items()}
   scaled['train'] = scaled['train'][train_index]
   return scaled
 
@@ -291,8 +289,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         weights, intercept, alpha = ridge.ridge_select(
           (features['train'][index], y['train'][index]), (features['val'], y['val'])
         )
-        prediction = (features['test'] @ weights + intercept) * scaling.scale + scaling.shift
-        val_prediction = (features['val'] @ weights + intercept) * scaling.scale + scaling.shift
+        prediction, val_prediction = (
+          (features[name] @ weights + intercept) * scaling.scale + scaling.shift for name in ('test', 'val')
+        )
         logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
         row = _row(
           'featurizer',

@@ -116,10 +116,18 @@ def check_train_config(train_config, where: str = 'train') -> None:
     'loss': ('mae', 'mse', 'huber'),
     'mode': ('epoch', 'step'),
     'target_scaling': ('none', 'standard'),
+    'decay_toward': ('zero', 'start'),
   }
+  defaults = {'decay_toward': 'zero'}  # keys added after runs were saved
   for field, choices in allowed.items():
-    if train_config.get(field) not in choices:
-      raise UserError(f'--config.{where}.{field}={train_config.get(field)!r}: use one of {", ".join(choices)}')
+    value = train_config.get(field, defaults.get(field))
+    if value not in choices:
+      raise UserError(f'--config.{where}.{field}={value!r}: use one of {", ".join(choices)}')
+  if train_config.get('weight_decay', 0.0) and train_config.optimizer != 'adamw':
+    raise UserError(
+      f'--config.{where}.weight_decay={train_config.weight_decay!r} has no effect with '
+      f'--config.{where}.optimizer={train_config.optimizer!r}: use adamw'
+    )
   for field in ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every'):
     value = train_config.get(field, 1)
     if not isinstance(value, int) or value < 1:
@@ -202,6 +210,7 @@ def build(
     warmup_steps=int(train_config.warmup_epochs * steps_per_epoch),
     total_steps=train_config.max_epochs * steps_per_epoch,
     weight_decay=train_config.weight_decay,
+    decay_toward=train_config.get('decay_toward', 'zero'),
     labels=labels,
     body_lr_scale=train_config.get('body_lr_scale', 1.0),
   )

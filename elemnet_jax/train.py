@@ -10,7 +10,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax
 import jax
@@ -53,6 +53,31 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
   raise ValueError(f'unknown loss {kind!r}; use mae, mse or huber')
 
 
+class StartingPoint(NamedTuple):
+  """Optimizer state of `decay_toward_start`: the parameters training started from."""
+
+  start: Params
+
+
+def decay_toward_start(weight_decay: float) -> optax.GradientTransformation:
+  """Adds `weight_decay * (params - start)` to the updates: L2-SP, decoupled as in AdamW.
+
+  `start` is what `init` saw, i.e. the pretrained weights when fine-tuning, so the decay pulls the
+  network back toward what it learnt on the source data instead of toward zero (Li et al., 2018).
+  """
+
+  def init(params):
+    return StartingPoint(jax.tree.map(jnp.array, params))  # a copy: params are donated each step
+
+  def update(updates, state, params=None):
+    if params is None:
+      raise ValueError('decay_toward_start needs the current params in update()')
+    decayed = jax.tree.map(lambda u, p, s: u + weight_decay * (p - s), updates, params, state.start)
+    return decayed, state
+
+  return optax.GradientTransformation(init, update)
+
+
 def make_optimizer(
   learning_rate: float,
   *,
@@ -61,11 +86,14 @@ def make_optimizer(
   warmup_steps: int = 0,
   total_steps: int = 0,
   weight_decay: float = 0.0,
+  decay_toward: str = 'zero',
   labels: Params | None = None,
   body_lr_scale: float = 1.0,
 ) -> optax.GradientTransformation:
   """Adam(W) with an optional warm-up + cosine schedule.
 
+  AdamW's decoupled weight decay pulls the weights toward zero (`decay_toward='zero'`) or toward
+  the weights training started from (`'start'`: L2-SP, for fine-tuning).
   With `labels` (a pytree of 'frozen' | 'body' | 'head', see `elemnet_jax.transfer`), the
   optimizer is `optax.multi_transform`: frozen leaves get `set_to_zero()` and keep no moments,
   'body' leaves learn at `body_lr_scale` times the head's rate.
@@ -83,8 +111,14 @@ def make_optimizer(
   def base(scale: float) -> optax.GradientTransformation:
     if name == 'adam':
       return optax.adam(rate(scale))
-    if name == 'adamw':
+    if name == 'adamw' and decay_toward == 'zero':
       return optax.adamw(rate(scale), weight_decay=weight_decay)
+    if name == 'adamw' and decay_toward == 'start':
+      return optax.chain(
+        optax.scale_by_adam(), decay_toward_start(weight_decay), optax.scale_by_learning_rate(rate(scale))
+      )
+    if name == 'adamw':
+      raise ValueError(f'unknown decay_toward {decay_toward!r}; use zero or start')
     raise ValueError(f'unknown optimizer {name!r}; use adam or adamw')
 
   if labels is None:

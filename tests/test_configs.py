@@ -52,3 +52,16 @@ def test_study_config_check_names_the_bad_field():
     config.study.head_widths = widths
     with pytest.raises(UserError, match=r'--config\.study\.head_widths=.*positive integer'):
       study.check_study_config(config)
+
+
+def test_weight_decay_settings_are_checked():
+  config = _load('finetune', ())
+  config.train.weight_decay = 0.1  # ignored by plain Adam: refused rather than silently dropped
+  with pytest.raises(UserError, match=r'--config\.train\.weight_decay=0\.1 has no effect .*adam.*use adamw'):
+    experiment.check_train_config(config.train)
+  config.train.optimizer = 'adamw'
+  config.train.decay_toward = 'pretrained'
+  with pytest.raises(UserError, match=r"--config\.train\.decay_toward='pretrained': use one of zero, start"):
+    experiment.check_train_config(config.train)
+  config.train.decay_toward = 'start'
+  experiment.check_train_config(config.train)

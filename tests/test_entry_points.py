@@ -75,6 +75,9 @@ def test_finetune_and_predict(pretrained, tmp_path):
     f'--config={TEST_CONFIG}',
     '--config.transfer.freeze_layers=2',
     '--config.train.ensemble=2',
+    '--config.train.optimizer=adamw',  # L2-SP: its starting point lives in the checkpointed optimizer state
+    '--config.train.decay_toward=start',
+    '--config.train.weight_decay=0.1',
   )
   metrics = json.loads((workdir / 'metrics.json').read_text())
   assert metrics['frozen_layers'] == [1, 2] and metrics['members'] == 2

@@ -93,6 +93,28 @@ def test_body_learning_rate_scale_slows_the_body():
   assert body == pytest.approx(0.1 * head, rel=1e-4)
 
 
+@pytest.mark.parametrize('decay_toward', ['zero', 'start'])
+def test_weight_decay_pulls_toward_zero_or_toward_the_pretrained_weights(decay_toward):
+  # With zero gradients Adam's step is zero, so the update is the decoupled decay alone:
+  # -lr * wd * params (toward zero) or -lr * wd * (params - pretrained) (L2-SP).
+  pretrained = _params()
+  moved = jax.tree.map(lambda a: a + 0.5, pretrained)
+  labels = transfer.label_params(pretrained, transfer.layer_rules(2, CONFIG))
+  optimizer = train.make_optimizer(1e-2, name='adamw', weight_decay=0.3, decay_toward=decay_toward, labels=labels)
+  state = optimizer.init(pretrained)
+  updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, moved), state, moved)
+  flat_updates, flat_moved = traverse_util.flatten_dict(updates), traverse_util.flatten_dict(moved)
+  for path, label in traverse_util.flatten_dict(labels).items():
+    pull = flat_moved[path] if decay_toward == 'zero' else np.full_like(flat_moved[path], 0.5)
+    expected = 0.0 * pull if label == 'frozen' else -1e-2 * 0.3 * pull
+    np.testing.assert_allclose(flat_updates[path], expected, rtol=1e-5, atol=1e-8)
+  if decay_toward == 'start':  # the starting point is stored for trainable leaves only
+    start = state.inner_states['body'].inner_state[1].start
+    for path, value in traverse_util.flatten_dict(start).items():
+      kept = not isinstance(value, optax.MaskedNode)
+      assert kept == (traverse_util.flatten_dict(labels)[path] == 'body'), path
+
+
 def test_reinit_head_replaces_only_the_output_layer():
   params = _params()
   model = ElemNet(CONFIG)

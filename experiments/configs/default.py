@@ -47,7 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
       batch_size=32,
       learning_rate=1e-4,
       optimizer='adam',  # adam | adamw
-      weight_decay=0.0,
+      weight_decay=0.0,  # adamw only
+      decay_toward='zero',  # adamw: zero | start (L2-SP: toward the weights training started from)
       schedule='constant',  # constant | cosine (with warm-up)
       warmup_epochs=0.0,
       body_lr_scale=1.0,  # fine-tuning: learning-rate factor of unfrozen non-output layers

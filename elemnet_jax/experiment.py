@@ -134,6 +134,8 @@ def check_train_config(train_config, where: str = 'train') -> None:
       raise UserError(f'--config.{where}.{field}={value!r}: must be a positive integer')
   if not train_config.learning_rate > 0:
     raise UserError(f'--config.{where}.learning_rate={train_config.learning_rate!r}: must be positive')
+  if not 0 <= train_config.get('ema_decay', 0.0) < 1:
+    raise UserError(f'--config.{where}.ema_decay={train_config.ema_decay!r}: use 0 (off) or a value in (0, 1)')
 
 
 def check_transfer_config(transfer_config, where: str = 'transfer') -> None:
@@ -179,6 +181,7 @@ def fit_options(train_config, target_scaling: data.TargetScaling | None = None) 
     mode=train_config.mode,
     eval_dropout_passes=train_config.get('eval_dropout_passes', 0),
     log_scale=target_scaling.scale if target_scaling else 1.0,
+    ema_decay=train_config.get('ema_decay', 0.0),
   )
 
 
@@ -216,12 +219,12 @@ def build(
   )
   if init_params is not None and len(init_params) != len(seeds):
     raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
-  states = []
+  states, moving_average = [], train_config.get('ema_decay', 0.0) > 0
   for k, seed in enumerate(seeds):
     params = None if init_params is None else init_params[k]
     if params is not None and reinit_head:
       params = transfer.reinit_head(params, model, width, seed + 10_000)
-    states.append(train.init_state(model, optimizer, width, seed, params))
+    states.append(train.init_state(model, optimizer, width, seed, params, moving_average))
   return model, optimizer, train.stack_members(states), train.frozen_paths(labels)
 
 

@@ -36,6 +36,12 @@ class TrainState:
   params: Params
   opt_state: Any
   rng: jax.Array  # uint32 [2], raw key: split once per epoch for the shuffle, folded per step
+  average: Params = None  # exponential moving average of params (`ema_decay` > 0), else None
+
+
+def evaluation_params(state: TrainState) -> Params:
+  """The weights validation, early stopping and the saved model use: the moving average if kept."""
+  return state.params if state.average is None else state.average
 
 
 class TrainingDiverged(UserError):
@@ -127,14 +133,24 @@ def make_optimizer(
 
 
 def init_state(
-  model: ElemNet, optimizer: optax.GradientTransformation, width: int, seed: int, params: Params | None = None
+  model: ElemNet,
+  optimizer: optax.GradientTransformation,
+  width: int,
+  seed: int,
+  params: Params | None = None,
+  moving_average: bool = False,
 ) -> TrainState:
-  """A fresh state; `params` (e.g. pretrained) replace the random initialisation."""
+  """A fresh state; `params` (e.g. pretrained) replace the random initialisation.
+
+  With `moving_average` the state also keeps an exponential moving average of the weights,
+  starting from `params` (see `make_train_step`'s `ema_decay`).
+  """
   key = jax.random.PRNGKey(seed)
   init_key, rng = jax.random.split(key)
   if params is None:
     params = model.init(init_key, jnp.zeros((1, width), jnp.float32))
-  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), rng)
+  average = jax.tree.map(jnp.array, params) if moving_average else None  # a copy: states are donated
+  return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), rng, average)
 
 
 def frozen_paths(labels: Params | None) -> frozenset[tuple[str, ...]]:
@@ -148,11 +164,14 @@ def make_train_step(
   optimizer: optax.GradientTransformation,
   loss: str = 'mae',
   frozen: frozenset[tuple[str, ...]] = frozenset(),
+  ema_decay: float = 0.0,
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """`train_step(state, x_BxF, y_B, mask_B) -> (state, {'loss'})`; masked rows do not count.
 
   Gradients are taken only with respect to the trainable leaves: frozen ones are closed over as
-  constants, so XLA computes no backward pass into frozen layers.
+  constants, so XLA computes no backward pass into frozen layers. A state that keeps a moving
+  average (`init_state(..., moving_average=True)`) updates it after every step:
+  average <- ema_decay * average + (1 - ema_decay) * params.
   """
 
   def train_step(state, x_BxF, y_B, mask_B):
@@ -173,7 +192,10 @@ def make_train_step(
     )
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), {'loss': value}
+    average = state.average
+    if average is not None:
+      average = optax.incremental_update(params, average, step_size=1.0 - ema_decay)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state, average=average), {'loss': value}
 
   return train_step
 
@@ -272,6 +294,7 @@ class FitOptions:
   mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
   eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
   log_scale: float = 1.0  # the target scale: logged losses are shown in target units
+  ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
 
 
 def fit(
@@ -298,7 +321,7 @@ def fit(
   x_train, y_train = (jnp.asarray(a) for a in train)
   x_val, y_val = val
   members = jax.tree.leaves(states.step)[0].shape[0]
-  train_step = make_train_step(model, optimizer, options.loss, frozen)
+  train_step = make_train_step(model, optimizer, options.loss, frozen, options.ema_decay)
   if mesh is not None:
     replicated = NamedSharding(mesh, P())
     states, x_train, y_train = jax.device_put((states, x_train, y_train), replicated)
@@ -335,7 +358,7 @@ def fit(
 
   progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)
   if best_params is None:
-    best_params = jax.tree.map(jnp.copy, states.params)
+    best_params = jax.tree.map(jnp.copy, evaluation_params(states))
   if mesh is not None:
     best_params = jax.device_put(best_params, NamedSharding(mesh, P()))
   n_train = int(x_train.shape[0])
@@ -352,7 +375,7 @@ def fit(
         f'{name}: training diverged: non-finite loss at epoch {epoch}, step {start_step + step + 1} '
         f'(member {member}); lower the learning rate or check the targets'
       )
-    val_pred = predict_in_batches(predict, states.params, x_val, options.eval_batch_size)
+    val_pred = predict_in_batches(predict, evaluation_params(states), x_val, options.eval_batch_size)
     val_mae = np.abs(val_pred - y_val[None]).mean(axis=1)
     seconds = time.perf_counter() - tic
     epoch_seconds.append(seconds)
@@ -360,7 +383,7 @@ def fit(
     active = np.array([epoch - 1 - b < options.patience for b in progress.best_epoch])
     better = active & np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
     if better.any():
-      best_params = select(jnp.asarray(better), states.params, best_params)
+      best_params = select(jnp.asarray(better), evaluation_params(states), best_params)
     progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]
     progress.best_epoch = [epoch if b else old for b, old in zip(better, progress.best_epoch)]
     progress.history.append(

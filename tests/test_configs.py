@@ -54,7 +54,7 @@ def test_study_config_check_names_the_bad_field():
       study.check_study_config(config)
 
 
-def test_weight_decay_settings_are_checked():
+def test_weight_decay_and_moving_average_settings_are_checked():
   config = _load('finetune', ())
   config.train.weight_decay = 0.1  # ignored by plain Adam: refused rather than silently dropped
   with pytest.raises(UserError, match=r'--config\.train\.weight_decay=0\.1 has no effect .*adam.*use adamw'):
@@ -65,3 +65,6 @@ def test_weight_decay_settings_are_checked():
     experiment.check_train_config(config.train)
   config.train.decay_toward = 'start'
   experiment.check_train_config(config.train)
+  config.train.ema_decay = 1.0  # an average that never moves from the starting weights
+  with pytest.raises(UserError, match=r'--config\.train\.ema_decay=1\.0: use 0 \(off\) or a value in \(0, 1\)'):
+    experiment.check_train_config(config.train)

@@ -20,11 +20,15 @@ def ssub():
   return {name: (part.x, part.y) for name, part in parts.items()}
 
 
-def _fit(ssub, seeds, epochs=4, mode='epoch', batch_size=50, learning_rate=1e-3, patience=None, **kwargs):
+def _fit(
+  ssub, seeds, epochs=4, mode='epoch', batch_size=50, learning_rate=1e-3, patience=None, ema_decay=0.0, **kwargs
+):
   model = ElemNet(CONFIG)
   optimizer = train.make_optimizer(learning_rate)
-  states = train.stack_members([train.init_state(model, optimizer, 86, seed) for seed in seeds])
-  options = train.FitOptions(batch_size=batch_size, max_epochs=epochs, patience=patience or epochs, mode=mode)
+  states = train.stack_members([train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in seeds])
+  options = train.FitOptions(
+    batch_size=batch_size, max_epochs=epochs, patience=patience or epochs, mode=mode, ema_decay=ema_decay
+  )
   return model, train.fit(model, optimizer, states, ssub['train'], ssub['val'], options, **kwargs)
 
 
@@ -80,22 +84,47 @@ def test_checkpoint_round_trip_gives_identical_predictions(ssub, tmp_path):
     checkpoint.read_meta(tmp_path)
 
 
-def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tmp_path):
-  _, (_, full_best, full) = _fit(ssub, [0], epochs=4)
+@pytest.mark.parametrize('ema_decay', [0.0, 0.9])
+def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tmp_path, ema_decay):
+  _, (_, full_best, full) = _fit(ssub, [0], epochs=4, ema_decay=ema_decay)
   manager = checkpoint.TrainingCheckpoints(tmp_path / 'checkpoints', every=1)
-  _fit(ssub, [0], epochs=2, save=manager.save)  # "interrupted" after epoch 2
+  _fit(ssub, [0], epochs=2, save=manager.save, ema_decay=ema_decay)  # "interrupted" after epoch 2
   model, optimizer = ElemNet(CONFIG), train.make_optimizer(1e-3)
-  fresh = train.stack_members([train.init_state(model, optimizer, 86, 0)])
+  fresh = train.stack_members([train.init_state(model, optimizer, 86, 0, None, ema_decay > 0)])
   states, best, progress = manager.restore(fresh, fresh.params)
   assert progress.epoch == 2
   progress = dataclasses.replace(progress, stopped=False)
-  options = train.FitOptions(batch_size=50, max_epochs=4, patience=4)
+  options = train.FitOptions(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay)
   _, resumed_best, resumed = train.fit(
     model, optimizer, states, ssub['train'], ssub['val'], options, best_params=best, progress=progress
   )
   assert resumed.history == full.history
   for a, b in zip(jax.tree.leaves(resumed_best), jax.tree.leaves(full_best)):
     np.testing.assert_array_equal(a, b)
+
+
+def test_moving_average_trails_the_weights_and_is_what_validation_scores(ssub):
+  model, optimizer = ElemNet(CONFIG), train.make_optimizer(1e-3)
+  state = train.init_state(model, optimizer, 86, 0, moving_average=True)
+  step = jax.jit(train.make_train_step(model, optimizer, 'mae', ema_decay=0.9))
+  x, y = ssub['train'][0][:32], ssub['train'][1][:32]
+  expected = state.params
+  for _ in range(3):
+    state, _ = step(state, x, y, np.ones(32, bool))
+    expected = jax.tree.map(lambda a, p: 0.9 * a + 0.1 * p, expected, state.params)
+  for a, b in zip(jax.tree.leaves(state.average), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  # In `fit` the average does not feed back into training, but validation and the best model use it.
+  _, (plain, _, _) = _fit(ssub, [0], epochs=3)
+  _, (averaged, best, progress) = _fit(ssub, [0], epochs=3, ema_decay=0.9)
+  for a, b in zip(jax.tree.leaves(plain.params), jax.tree.leaves(averaged.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  predicted = train.predict_in_batches(train.make_predict(model), best, ssub['val'][0])
+  assert np.abs(predicted[0] - ssub['val'][1]).mean() == pytest.approx(progress.best_val[0], rel=1e-5)
+  scored_on_params = train.predict_in_batches(train.make_predict(model), averaged.params, ssub['val'][0])
+  assert not np.allclose(
+    scored_on_params, train.predict_in_batches(train.make_predict(model), averaged.average, ssub['val'][0])
+  )
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(ssub):

@@ -49,6 +49,7 @@ def get_config() -> ml_collections.ConfigDict:
       optimizer='adam',  # adam | adamw
       weight_decay=0.0,  # adamw only
       decay_toward='zero',  # adamw: zero | start (L2-SP: toward the weights training started from)
+      ema_decay=0.0,  # > 0: evaluate and keep an exponential moving average of the weights (per step)
       schedule='constant',  # constant | cosine (with warm-up)
       warmup_epochs=0.0,
       body_lr_scale=1.0,  # fine-tuning: learning-rate factor of unfrozen non-output layers

@@ -321,6 +321,8 @@ def fit(
   x_train, y_train = (jnp.asarray(a) for a in train)
   x_val, y_val = val
   members = jax.tree.leaves(states.step)[0].shape[0]
+  if (options.ema_decay > 0) != (states.average is not None):
+    raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   train_step = make_train_step(model, optimizer, options.loss, frozen, options.ema_decay)
   if mesh is not None:
     replicated = NamedSharding(mesh, P())

@@ -29,6 +29,39 @@ from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 
 OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR)
 
+# Config fields added after runs were saved, with the value that reproduces how those runs behaved:
+# a saved config that lacks one compares as if it held that value, so older workdirs still resume.
+ADDED_FIELDS = {'decay_toward': 'zero', 'ema_decay': 0.0, 'morgan_bits': 0, 'morgan_radius': 2, 'head_widths': [64, 32]}
+_ABSENT = object()
+
+
+def _with_added_fields(saved: Any, current: Any) -> Any:
+  if not (isinstance(saved, dict) and isinstance(current, dict)):
+    return saved
+  filled = {key: _with_added_fields(value, current.get(key)) for key, value in saved.items()}
+  filled.update({key: ADDED_FIELDS[key] for key in current.keys() - saved.keys() if key in ADDED_FIELDS})
+  return filled
+
+
+def _differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
+  if isinstance(saved, dict) and isinstance(current, dict):
+    return [
+      name
+      for key in sorted(saved.keys() | current.keys())
+      for name in _differences(saved.get(key, _ABSENT), current.get(key, _ABSENT), f'{prefix}{key}.')
+    ]
+  return [] if saved == current else [prefix.rstrip('.')]
+
+
+def config_differences(saved_path: Path, config) -> list[str]:
+  """Dotted names of the fields in which the config saved at `saved_path` differs from `config`."""
+  try:
+    saved = json.loads(Path(saved_path).read_text())
+  except (OSError, ValueError):
+    return [f'{Path(saved_path).name} unreadable']
+  current = json.loads(config.to_json())
+  return _differences(_with_added_fields(saved, current), current)
+
 
 @dataclasses.dataclass
 class Inputs:
@@ -118,15 +151,22 @@ def check_train_config(train_config, where: str = 'train') -> None:
     'target_scaling': ('none', 'standard'),
     'decay_toward': ('zero', 'start'),
   }
-  defaults = {'decay_toward': 'zero'}  # keys added after runs were saved
   for field, choices in allowed.items():
-    value = train_config.get(field, defaults.get(field))
+    value = train_config.get(field, ADDED_FIELDS.get(field))
     if value not in choices:
       raise UserError(f'--config.{where}.{field}={value!r}: use one of {", ".join(choices)}')
-  if train_config.get('weight_decay', 0.0) and train_config.optimizer != 'adamw':
+  decay = train_config.get('weight_decay', 0.0)
+  if decay < 0:
+    raise UserError(f'--config.{where}.weight_decay={decay!r}: must be 0 or positive')
+  if decay and train_config.optimizer != 'adamw':
     raise UserError(
-      f'--config.{where}.weight_decay={train_config.weight_decay!r} has no effect with '
+      f'--config.{where}.weight_decay={decay!r} has no effect with '
       f'--config.{where}.optimizer={train_config.optimizer!r}: use adamw'
+    )
+  if train_config.get('decay_toward', 'zero') == 'start' and not (decay and train_config.optimizer == 'adamw'):
+    raise UserError(
+      f"--config.{where}.decay_toward='start' needs --config.{where}.optimizer=adamw and a positive "
+      f'--config.{where}.weight_decay (now {train_config.optimizer!r}, {decay!r})'
     )
   for field in ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every'):
     value = train_config.get(field, 1)
@@ -258,9 +298,10 @@ def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
   saved, checkpoints = workdir / 'config.json', workdir / 'checkpoints'
   if overwrite or not (saved.exists() and checkpoints.exists()):
     return False
-  if json.loads(saved.read_text()) != json.loads(config.to_json()):
+  differences = config_differences(saved, config)
+  if differences:
     raise UserError(
-      f'{workdir}: holds an interrupted run with a different config; resume it with '
+      f'{workdir}: holds an interrupted run with a different config ({", ".join(differences)}); resume it with '
       'the same flags, choose another --workdir, or pass --overwrite'
     )
   return True

@@ -158,15 +158,19 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
 
   workdir.mkdir(parents=True, exist_ok=True)
   saved, results_path = workdir / 'study_config.json', workdir / 'results.json'
-  if saved.exists() and json.loads(saved.read_text()) != json.loads(config.to_json()):
-    if not overwrite:
-      raise UserError(f'{workdir}: holds a study with a different config; choose another --workdir or pass --overwrite')
+  differences = experiment.config_differences(saved, config) if saved.exists() else []
+  if differences and not overwrite:
+    raise UserError(
+      f'{workdir}: holds a study with a different config ({", ".join(differences)}); '
+      'choose another --workdir or pass --overwrite'
+    )
+  if differences:
     for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
       (workdir / name).unlink(missing_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   if not study.pretrained:
     done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
-    if not done_before or json.loads((source_dir / 'config.json').read_text()) != json.loads(source.to_json()):
+    if not done_before or experiment.config_differences(source_dir / 'config.json', source):
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
     meta = checkpoint.read_meta(source_dir)

@@ -1,6 +1,7 @@
 """Every shipped config builds and passes the checks its entry point runs before training."""
 
 import importlib
+import json
 
 import pytest
 
@@ -59,7 +60,17 @@ def test_weight_decay_and_moving_average_settings_are_checked():
   config.train.weight_decay = 0.1  # ignored by plain Adam: refused rather than silently dropped
   with pytest.raises(UserError, match=r'--config\.train\.weight_decay=0\.1 has no effect .*adam.*use adamw'):
     experiment.check_train_config(config.train)
+  config.train.weight_decay = -0.1
+  with pytest.raises(UserError, match=r'--config\.train\.weight_decay=-0\.1: must be 0 or positive'):
+    experiment.check_train_config(config.train)
+  config.train.weight_decay = 0.0
+  config.train.decay_toward = 'start'  # L2-SP without AdamW or without a decay would do nothing
+  with pytest.raises(UserError, match=r"decay_toward='start' needs .*optimizer=adamw and a positive .*weight_decay"):
+    experiment.check_train_config(config.train)
   config.train.optimizer = 'adamw'
+  with pytest.raises(UserError, match=r"decay_toward='start' needs .*\(now 'adamw', 0\.0\)"):
+    experiment.check_train_config(config.train)
+  config.train.weight_decay = 0.1
   config.train.decay_toward = 'pretrained'
   with pytest.raises(UserError, match=r"--config\.train\.decay_toward='pretrained': use one of zero, start"):
     experiment.check_train_config(config.train)
@@ -68,3 +79,21 @@ def test_weight_decay_and_moving_average_settings_are_checked():
   config.train.ema_decay = 1.0  # an average that never moves from the starting weights
   with pytest.raises(UserError, match=r'--config\.train\.ema_decay=1\.0: use 0 \(off\) or a value in \(0, 1\)'):
     experiment.check_train_config(config.train)
+
+
+def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
+  # A run saved before train.ema_decay / train.decay_toward existed behaved as their defaults do,
+  # so resuming it is allowed; a real change is refused and named.
+  config = _load('paper', ())
+  saved = json.loads(config.to_json())
+  for part in ('source', 'target'):
+    del saved[part]['train']['ema_decay'], saved[part]['train']['decay_toward']
+  del saved['study']['head_widths']
+  path = tmp_path / 'config.json'
+  path.write_text(json.dumps(saved))
+  assert experiment.config_differences(path, config) == []
+  config.target.train.ema_decay = 0.99
+  config.study.seeds = 5
+  assert experiment.config_differences(path, config) == ['study.seeds', 'target.train.ema_decay']
+  path.write_text('{"truncated": ')
+  assert experiment.config_differences(path, config) == ['config.json unreadable']

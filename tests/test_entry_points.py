@@ -333,7 +333,7 @@ def test_interrupted_run_with_other_flags_and_corrupted_checkpoint(tmp_path):
   for name in ('metrics.json', 'predictions_test.csv'):  # as if killed after the last checkpoint
     (tmp_path / name).unlink()
   done = run('pretrain', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=5', check=False)
-  assert_user_error(done, 'holds an interrupted run with a different config')
+  assert_user_error(done, 'holds an interrupted run with a different config (train.max_epochs)')
   for file in (tmp_path / 'checkpoints').rglob('*'):
     if file.is_file() and 'state' in file.parts:
       file.write_bytes(b'garbage')

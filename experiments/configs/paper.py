@@ -10,7 +10,9 @@ Add 'head' to --config.study.methods to train a small network on that layer's ac
 Add --config.study.exclude_target_from_source=True to remove SSUB compositions from OQMD, and
 --config.source.train.ensemble=5 --config.study.seeds=5 to pretrain 5 source models and fine-tune
 seed k from source model k (better on validation from 25% of SSUB up; README "Source ensembles and
-leakage control").
+leakage control"). --config.target.train.* flags change fine-tuning only; scratch and the head
+network read --config.study.scratch_train.*, so e.g. --config.target.train.ema_decay=0.998
+averages the fine-tuned weights but not the scratch ones.
 """
 
 import ml_collections

@@ -35,20 +35,14 @@ ADDED_FIELDS = {'decay_toward': 'zero', 'ema_decay': 0.0, 'morgan_bits': 0, 'mor
 _ABSENT = object()
 
 
-def _with_added_fields(saved: Any, current: Any) -> Any:
-  if not (isinstance(saved, dict) and isinstance(current, dict)):
-    return saved
-  filled = {key: _with_added_fields(value, current.get(key)) for key, value in saved.items()}
-  filled.update({key: ADDED_FIELDS[key] for key in current.keys() - saved.keys() if key in ADDED_FIELDS})
-  return filled
-
-
 def _differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
   if isinstance(saved, dict) and isinstance(current, dict):
     return [
       name
       for key in sorted(saved.keys() | current.keys())
-      for name in _differences(saved.get(key, _ABSENT), current.get(key, _ABSENT), f'{prefix}{key}.')
+      for name in _differences(
+        saved.get(key, ADDED_FIELDS.get(key, _ABSENT)), current.get(key, _ABSENT), f'{prefix}{key}.'
+      )
     ]
   return [] if saved == current else [prefix.rstrip('.')]
 
@@ -60,7 +54,7 @@ def config_differences(saved_path: Path, config) -> list[str]:
   except (OSError, ValueError):
     return [f'{Path(saved_path).name} unreadable']
   current = json.loads(config.to_json())
-  return _differences(_with_added_fields(saved, current), current)
+  return _differences(saved, current)
 
 
 @dataclasses.dataclass
@@ -152,7 +146,7 @@ def check_train_config(train_config, where: str = 'train') -> None:
     'decay_toward': ('zero', 'start'),
   }
   for field, choices in allowed.items():
-    value = train_config.get(field, ADDED_FIELDS.get(field))
+    value = train_config.get(field)
     if value not in choices:
       raise UserError(f'--config.{where}.{field}={value!r}: use one of {", ".join(choices)}')
   decay = train_config.get('weight_decay', 0.0)
@@ -163,7 +157,7 @@ def check_train_config(train_config, where: str = 'train') -> None:
       f'--config.{where}.weight_decay={decay!r} has no effect with '
       f'--config.{where}.optimizer={train_config.optimizer!r}: use adamw'
     )
-  if train_config.get('decay_toward', 'zero') == 'start' and not (decay and train_config.optimizer == 'adamw'):
+  if train_config.decay_toward == 'start' and not (decay and train_config.optimizer == 'adamw'):
     raise UserError(
       f"--config.{where}.decay_toward='start' needs --config.{where}.optimizer=adamw and a positive "
       f'--config.{where}.weight_decay (now {train_config.optimizer!r}, {decay!r})'
@@ -174,7 +168,7 @@ def check_train_config(train_config, where: str = 'train') -> None:
       raise UserError(f'--config.{where}.{field}={value!r}: must be a positive integer')
   if not train_config.learning_rate > 0:
     raise UserError(f'--config.{where}.learning_rate={train_config.learning_rate!r}: must be positive')
-  if not 0 <= train_config.get('ema_decay', 0.0) < 1:
+  if not 0 <= train_config.ema_decay < 1:
     raise UserError(f'--config.{where}.ema_decay={train_config.ema_decay!r}: use 0 (off) or a value in (0, 1)')
 
 
@@ -221,7 +215,7 @@ def fit_options(train_config, target_scaling: data.TargetScaling | None = None) 
     mode=train_config.mode,
     eval_dropout_passes=train_config.get('eval_dropout_passes', 0),
     log_scale=target_scaling.scale if target_scaling else 1.0,
-    ema_decay=train_config.get('ema_decay', 0.0),
+    ema_decay=train_config.ema_decay,
   )
 
 
@@ -253,13 +247,13 @@ def build(
     warmup_steps=int(train_config.warmup_epochs * steps_per_epoch),
     total_steps=train_config.max_epochs * steps_per_epoch,
     weight_decay=train_config.weight_decay,
-    decay_toward=train_config.get('decay_toward', 'zero'),
+    decay_toward=train_config.decay_toward,
     labels=labels,
     body_lr_scale=train_config.get('body_lr_scale', 1.0),
   )
   if init_params is not None and len(init_params) != len(seeds):
     raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
-  states, moving_average = [], train_config.get('ema_decay', 0.0) > 0
+  states, moving_average = [], train_config.ema_decay > 0
   for k, seed in enumerate(seeds):
     params = None if init_params is None else init_params[k]
     if params is not None and reinit_head:

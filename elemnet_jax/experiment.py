@@ -31,7 +31,14 @@ OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', '
 
 # Config fields added after runs were saved, with the value that reproduces how those runs behaved:
 # a saved config that lacks one compares as if it held that value, so older workdirs still resume.
-ADDED_FIELDS = {'decay_toward': 'zero', 'ema_decay': 0.0, 'morgan_bits': 0, 'morgan_radius': 2, 'head_widths': [64, 32]}
+ADDED_FIELDS = {
+  'decay_toward': 'zero',
+  'ema_decay': 0.0,
+  'morgan_bits': 0,
+  'morgan_radius': 2,
+  'head_widths': [64, 32],
+  'rotate_validation': False,
+}
 _ABSENT = object()
 
 

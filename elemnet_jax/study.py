@@ -57,6 +57,26 @@ def make_folds(
   return result
 
 
+def validation_rotation(n_train: int, n_val: int, members: int) -> tuple[np.ndarray, np.ndarray]:
+  """Each member's training and validation rows of a fold's pool (its validation rows, then its training rows).
+
+  Returns index arrays [members, n_train] and [members, n_val] into that pool. Member k holds out the
+  k-th block of n_val consecutive pool rows (wrapping around; blocks overlap only when
+  members x n_val exceeds the pool) and trains on the rest in pool order, so member 0 keeps the
+  fold's own split and the members together learn from every non-test row.
+  """
+  pool = np.arange(n_val + n_train)
+  val = (np.arange(members)[:, None] * n_val + np.arange(n_val)) % len(pool)
+  train = np.stack([np.setdiff1d(pool, held_out, assume_unique=True) for held_out in val])
+  return train, val
+
+
+def _member_rows(pool: np.ndarray, rows_MxN: np.ndarray) -> np.ndarray:
+  """Rows of a pool shared by the members ([P, ...]) or each member's own ([M, P, F]); no member axis for one."""
+  taken = pool[np.arange(len(rows_MxN))[:, None], rows_MxN] if pool.ndim == 3 else pool[rows_MxN]
+  return taken[0] if len(rows_MxN) == 1 else taken
+
+
 def subset_sizes(n_train: int, fractions) -> list[int]:
   return [max(1, round(f * n_train)) for f in fractions]
 
@@ -73,6 +93,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
   if study.seeds < 1:
     raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
+  if study.rotate_validation and study.seeds < 2:
+    raise UserError(
+      '--config.study.rotate_validation=True needs --config.study.seeds >= 2: '
+      "the first seed keeps the split's own validation rows, so with one seed nothing rotates"
+    )
   for where, train_config in (
     ('source.train', source.train),
     ('target.train', target.train),
@@ -112,11 +137,9 @@ def head_config(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -
 
 
 def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
-  """Every split scaled by the mean and std of the training rows; constant (dead) units stay 0."""
-  scaling = data.FeatureScaling.fit(features['train'][train_index], drop_constant=False, standardize=True)
-  scaled = {name: scaling(value) for name, value in features.items()}
-  scaled['train'] = scaled['train'][train_index]
-  return scaled
+  """Every part scaled by the mean and std of features['pool'][train_index]; constant (dead) units stay 0."""
+  scaling = data.FeatureScaling.fit(features['pool'][train_index], drop_constant=False, standardize=True)
+  return {name: scaling(value) for name, value in features.items()}
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
@@ -211,16 +234,23 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     )
     x, y = inputs_full.x, inputs_full.y
     scaling = inputs_full.target_scaling
+    # The network methods' members: each trains on `member_train` and stops on `member_val`, rows of
+    # the pool (validation rows, then training rows); without rotation, every member on the fold's split.
+    rotated = len(seeds) if study.rotate_validation else 1
+    member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated)
+    pool_x, pool_y = (np.concatenate([part['val'], part['train']]) for part in (x, y))
+    pool_target = np.concatenate([fold.val.y, fold.train.y])
     features = None  # hidden activations of the source model, computed once per fold
     if 'featurizer' in study.methods or 'head' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
       features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}  # member 0
+      features['pool'] = np.concatenate([features['val'], features['train']])
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
       prediction = experiment.evaluate(model, source_params, x['test'], scaling).mean(axis=0)  # source ensemble
       record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
     for fraction, size in zip(study.train_fractions, subset_sizes(len(fold.train), study.train_fractions)):
       index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
-      train_xy = (x['train'][index], y['train'][index])
+      train_rows = member_train[:, index]  # [members, size] pool rows
       if size < study.min_train_size:
         raise UserError(
           f'target training set of {size} examples (fraction {fraction}) is smaller than '
@@ -238,17 +268,20 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           continue
         tic = time.perf_counter()
         if method == 'head':  # a fresh small network on the frozen source model's activations
-          inputs = standardise_features(features, index)
+          scaled = [standardise_features({'pool': features['pool'], 'test': features['test']}, r) for r in train_rows]
+          pool_in, test_in = (np.stack([member[name] for member in scaled]) for name in ('pool', 'test'))
+          test_in = test_in[0] if len(test_in) == 1 else test_in  # [N, F], or [members, N, F] each its own
           net_config, train_config, init, rules = head_config(study, model_config), study.scratch_train, None, None
         else:
-          inputs = {'train': train_xy[0], 'val': x['val'], 'test': x['test']}
+          pool_in, test_in = pool_x, x['test']
           net_config, init = model_config, pretrained if method == 'finetune' else None
           rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
           train_config = target.train if method == 'finetune' else study.scratch_train
+        val_in, val_target = _member_rows(pool_in, member_val), _member_rows(pool_target, member_val)
         built_model, optimizer, states, frozen_set = experiment.build(
           net_config,
           train_config,
-          inputs['train'].shape[1],
+          pool_in.shape[-1],
           size,
           seeds,
           init_params=init,
@@ -259,21 +292,22 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           built_model,
           optimizer,
           states,
-          (inputs['train'], train_xy[1]),
-          (inputs['val'], y['val']),
+          (_member_rows(pool_in, train_rows), _member_rows(pool_y, train_rows)),
+          (val_in, _member_rows(pool_y, member_val)),
           experiment.fit_options(train_config, scaling),
           frozen=frozen_set,
           name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}',
         )
         seconds = (time.perf_counter() - tic) / len(seeds)
-        predictions = experiment.evaluate(built_model, best, inputs['test'], scaling)
-        val_mean = experiment.evaluate(built_model, best, inputs['val'], scaling).mean(axis=0)
+        predictions = experiment.evaluate(built_model, best, test_in, scaling)
+        val_predictions = experiment.evaluate(built_model, best, val_in, scaling)
         ensemble = {
           **_row(
             method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
           ),
           'ensemble': True,
-          'val_mae': round(float(np.abs(val_mean - fold.val.y).mean()), 6),  # the ensemble's own validation MAE
+          # The ensemble's own validation MAE; with rotated validation rows there is no shared set to score.
+          'val_mae': None if rotated > 1 else round(float(np.abs(val_predictions.mean(axis=0) - val_target).mean()), 6),
         }
         record(
           [
@@ -405,7 +439,14 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
   lines.append(
     f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
-    f'study.folds={study.folds}, study.seeds={study.seeds}). Source: {leakage["source_dataset"]} '
+    f'study.folds={study.folds}, study.seeds={study.seeds}'
+    + (
+      '; rotated validation: seed k of scratch, fine-tuning and the head network stops on the k-th block of '
+      "the fold's non-test rows and trains on the rest"
+      if study.rotate_validation
+      else ''
+    )
+    + f'). Source: {leakage["source_dataset"]} '
     f'({_members(leakage.get("source_members", 1))}test MAE {leakage["source_test_mae"]:.4f}); target inputs '
     + ('REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in')
     + f' the source data ({leakage["excluded_count"]} removed; '

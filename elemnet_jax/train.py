@@ -241,8 +241,9 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
 
 
 def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes: int = 0):
-  """Jitted `predict(params_K, x_BxF) -> [K, B]` over an ensemble axis of the parameters.
+  """Jitted `predict(params_K, x) -> [K, B]` over an ensemble axis of the parameters.
 
+  `x` is one batch for every member, [B, F], or each member's own, [K, B, F].
   With `dropout_passes > 0`, each prediction is the mean of that many stochastic dropout passes
   (as the TF1 ElemNet evaluated), drawn from a fixed key so results are reproducible.
   """
@@ -256,19 +257,23 @@ def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes
     )(keys)
     return passes.mean(axis=0)
 
-  return jax.jit(jax.vmap(apply, in_axes=(0, None)))
+  shared, own = (jax.jit(jax.vmap(apply, in_axes=(0, axis))) for axis in (None, 0))
+  return lambda params, x: (own if x.ndim == 3 else shared)(params, x)
 
 
-def predict_in_batches(predict, params, x_NxF: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-  """Runs `predict` over fixed-size padded chunks (one compilation); returns [K, N, ...]."""
-  n = x_NxF.shape[0]
+def predict_in_batches(predict, params, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+  """Runs `predict` over fixed-size padded chunks of the example axis (one compilation); [K, N, ...].
+
+  `x`: [N, F] for every member, or [K, N, F] with each member's own examples.
+  """
+  n = x.shape[-2]
   size = min(batch_size, max(n, 1))
   chunks = []
   for start in range(0, n, size):
-    chunk = x_NxF[start : start + size]
-    padded = np.zeros((size,) + chunk.shape[1:], chunk.dtype)
-    padded[: len(chunk)] = chunk
-    chunks.append(np.asarray(predict(params, padded))[:, : len(chunk)])
+    chunk = x[..., start : start + size, :]
+    padded = np.zeros(x.shape[:-2] + (size, x.shape[-1]), x.dtype)
+    padded[..., : chunk.shape[-2], :] = chunk
+    chunks.append(np.asarray(predict(params, padded))[:, : chunk.shape[-2]])
   return np.concatenate(chunks, axis=1)
 
 
@@ -314,6 +319,9 @@ def fit(
 ) -> tuple[TrainState, Params, Progress]:
   """Trains K members (leading axis of `states`) with early stopping on validation MAE.
 
+  `train` and `val` are (x [N, F], y [N]) shared by every member, or each member's own data with a
+  leading member axis, (x [K, N, F], y [K, N]), all members' sets of one size: members that hold
+  out different validation rows (`study.rotate_validation`).
   Returns the final states, the best-on-validation parameters of each member, and the progress.
   `save(states, best_params, progress)` is called after every epoch (it decides how often to
   write); passing back what it saved as `states`, `best_params`, `progress` resumes the run.
@@ -321,6 +329,14 @@ def fit(
   x_train, y_train = (jnp.asarray(a) for a in train)
   x_val, y_val = val
   members = jax.tree.leaves(states.step)[0].shape[0]
+  own_data = x_train.ndim == 3  # each member trains on its own rows
+  for what, x, y in (('train', x_train, y_train), ('val', x_val, y_val)):
+    own = x.ndim == 3
+    if own != own_data or (own and (x.shape[0] != members or tuple(y.shape) != tuple(x.shape[:2]))):
+      raise ValueError(f'{what} data {x.shape}, {y.shape} for {members} members: give all members their own or none')
+  if own_data and members == 1:
+    (x_train, x_val), (y_train, y_val) = (x_train[0], x_val[0]), (y_train[0], y_val[0])
+    own_data = False
   if (options.ema_decay > 0) != (states.average is not None):
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   train_step = make_train_step(model, optimizer, options.loss, frozen, options.ema_decay)
@@ -337,16 +353,19 @@ def fit(
 
       run_epoch = jax.jit(one_member, donate_argnums=0)
     else:
-      run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, None, None)), donate_argnums=0)
+      data_axis = 0 if own_data else None
+      run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis)), donate_argnums=0)
   elif options.mode == 'step':
     step = jax.jit(jax.vmap(train_step), donate_argnums=0)
     order = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2))
+    gather = jax.jit(jax.vmap(lambda a, i: a[i]) if own_data else lambda a, i: a[i])
 
     def run_epoch(states, x, y):  # each member reshuffles on its own, then one vmapped step
-      rng, index_KxSxB, mask_KxSxB = order(states.rng, x.shape[0], options.batch_size)
+      rng, index_KxSxB, mask_KxSxB = order(states.rng, x.shape[-2], options.batch_size)
       states, losses = states.replace(rng=rng), []
       for s in range(index_KxSxB.shape[1]):
-        states, metrics = step(states, x[index_KxSxB[:, s]], y[index_KxSxB[:, s]], mask_KxSxB[:, s])
+        index_KxB = index_KxSxB[:, s]
+        states, metrics = step(states, gather(x, index_KxB), gather(y, index_KxB), mask_KxSxB[:, s])
         losses.append(metrics['loss'])
       return states, jnp.stack(losses, axis=1)
   else:
@@ -363,7 +382,7 @@ def fit(
     best_params = jax.tree.map(jnp.copy, evaluation_params(states))
   if mesh is not None:
     best_params = jax.device_put(best_params, NamedSharding(mesh, P()))
-  n_train = int(x_train.shape[0])
+  n_train = int(x_train.shape[-2])
   epoch_seconds: list[float] = []
   while not progress.stopped and progress.epoch < options.max_epochs:
     epoch = progress.epoch + 1
@@ -378,7 +397,7 @@ def fit(
         f'(member {member}); lower the learning rate or check the targets'
       )
     val_pred = predict_in_batches(predict, evaluation_params(states), x_val, options.eval_batch_size)
-    val_mae = np.abs(val_pred - y_val[None]).mean(axis=1)
+    val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
     seconds = time.perf_counter() - tic
     epoch_seconds.append(seconds)
     # A member whose patience ran out keeps its best, as it would have had it trained alone.

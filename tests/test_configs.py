@@ -53,6 +53,10 @@ def test_study_config_check_names_the_bad_field():
     config.study.head_widths = widths
     with pytest.raises(UserError, match=r'--config\.study\.head_widths=.*positive integer'):
       study.check_study_config(config)
+  config = _load('paper', ())
+  config.study.update(rotate_validation=True, seeds=1)  # one seed would keep the split: a no-op
+  with pytest.raises(UserError, match=r'rotate_validation=True needs --config\.study\.seeds >= 2'):
+    study.check_study_config(config)
 
 
 def test_weight_decay_and_moving_average_settings_are_checked():

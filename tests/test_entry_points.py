@@ -240,6 +240,30 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   assert 'fine-tune (freeze 0)' in again.stdout and 'frozen featurizer (layer 3) + head network' in again.stdout
 
 
+def test_rotated_validation_gives_later_seeds_their_own_held_out_rows(pretrained, tmp_path):
+  # Seed 0 keeps the split's validation rows, so it scores exactly what it scores without rotation;
+  # seed 1 stops on other rows and trains on the split's validation rows, so it differs.
+  flags = (
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained}',
+    "--config.study.methods=('finetune','head')",
+    '--config.study.freeze_layers=(0,)',
+    '--config.study.train_fractions=(1.0,)',
+  )
+  run('transfer_study', f'--workdir={tmp_path / "split"}', *flags)
+  done = run('transfer_study', f'--workdir={tmp_path / "rotated"}', *flags, '--config.study.rotate_validation=True')
+  assert 'rotated validation' in done.stdout
+  split, rotated = (
+    {(r['method'], r['seed']): r for r in json.loads((tmp_path / name / 'results.json').read_text())['runs']}
+    for name in ('split', 'rotated')
+  )
+  for method in ('finetune', 'head'):
+    assert rotated[method, 0]['mae'] == pytest.approx(split[method, 0]['mae'], rel=1e-4)
+    assert rotated[method, 0]['val_mae'] == pytest.approx(split[method, 0]['val_mae'], rel=1e-4)
+    assert rotated[method, 1]['val_mae'] != split[method, 1]['val_mae']
+    assert rotated[method, -1]['val_mae'] is None and split[method, -1]['val_mae'] > 0  # no shared validation set
+
+
 @pytest.fixture(scope='module')
 def pretrained_pair(tmp_path_factory):
   return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pair', '--config.train.ensemble=2')

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from elemnet_jax import checkpoint, data, datasets, train
+from elemnet_jax import checkpoint, data, datasets, study, train
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
 from elemnet_jax.model import ElemNet, ElemNetConfig
@@ -67,6 +67,24 @@ def test_vmapped_ensemble_members_equal_single_runs(ssub):
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(ensemble.params), jax.tree.leaves(single.params)):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['epoch', 'step'])
+def test_members_with_their_own_data_equal_single_runs_on_that_data(ssub, mode):
+  # Rotated validation: member k trains and stops on its own rows; together they must behave as if alone.
+  x, y = np.concatenate([ssub['val'][0], ssub['train'][0]]), np.concatenate([ssub['val'][1], ssub['train'][1]])
+  train_rows, val_rows = study.validation_rotation(len(ssub['train'][1]), len(ssub['val'][1]), 2)
+  own = {'train': (x[train_rows], y[train_rows]), 'val': (x[val_rows], y[val_rows])}
+  _, (ensemble, _, together) = _fit(own, [0, 0], epochs=2, mode=mode)  # one seed: only the data differ
+  alone = []
+  for k in range(2):
+    single = {name: (part[0][k], part[1][k]) for name, part in own.items()}
+    _, (state, _, progress) = _fit(single, [0], epochs=2, mode=mode)
+    np.testing.assert_allclose(together.history[-1]['val_mae'][k], progress.history[-1]['val_mae'][0], rtol=1e-4)
+    for a, b in zip(jax.tree.leaves(ensemble.params), jax.tree.leaves(state.params)):
+      np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
+    alone.append(progress.history[-1]['val_mae'][0])
+  assert abs(alone[0] - alone[1]) > 1e-4  # the members did see different data
 
 
 def test_ensemble_member_stops_improving_when_its_own_patience_ends(ssub):

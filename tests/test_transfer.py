@@ -151,13 +151,29 @@ def test_head_features_are_scaled_by_the_training_rows_alone():
   # The head network's inputs: statistics from the chosen training rows only (never val or test),
   # and a ReLU unit that is dead on them stays a finite constant instead of dividing by zero.
   rng = np.random.default_rng(0)
-  train_rows = np.column_stack([rng.normal(3.0, 2.0, 50), np.zeros(50)])
-  features = {'train': train_rows, 'val': train_rows[:5] + 100.0, 'test': np.ones((4, 2))}
-  index = np.arange(0, 50, 2)
-  scaled = study.standardise_features(features, index)
-  assert scaled['train'].shape == (25, 2)
-  np.testing.assert_allclose(scaled['train'].mean(axis=0), 0.0, atol=1e-6)
-  np.testing.assert_allclose(scaled['train'][:, 0].std(), 1.0, rtol=1e-5)
-  assert np.all(np.isfinite(scaled['test'])) and np.all(scaled['train'][:, 1] == 0.0)
-  mean, std = train_rows[index, 0].mean(), train_rows[index, 0].std()
-  np.testing.assert_allclose(scaled['val'][:, 0], (features['val'][:, 0] - mean) / std, rtol=1e-5)
+  pool = np.column_stack([rng.normal(3.0, 2.0, 50), np.zeros(50)])
+  pool[:5] += 100.0  # validation rows, far off: they must not move the statistics
+  index = np.arange(6, 50, 2)
+  scaled = study.standardise_features({'pool': pool, 'test': np.ones((4, 2))}, index)
+  np.testing.assert_allclose(scaled['pool'][index].mean(axis=0), 0.0, atol=1e-6)
+  np.testing.assert_allclose(scaled['pool'][index, 0].std(), 1.0, rtol=1e-5)
+  assert np.all(np.isfinite(scaled['test'])) and np.all(scaled['pool'][index, 1] == 0.0)
+  mean, std = pool[index, 0].mean(), pool[index, 0].std()
+  np.testing.assert_allclose(scaled['pool'][:5, 0], (pool[:5, 0] - mean) / std, rtol=1e-5)
+
+
+@pytest.mark.parametrize('members', [1, 3, 12])
+def test_rotated_validation_blocks_cover_the_pool_and_member_0_keeps_the_split(members):
+  n_train, n_val = 50, 7  # pool: 7 validation rows, then 50 training rows
+  train_rows, val_rows = study.validation_rotation(n_train, n_val, members)
+  assert train_rows.shape == (members, n_train) and val_rows.shape == (members, n_val)
+  np.testing.assert_array_equal(val_rows[0], np.arange(n_val))  # the fold's own validation rows
+  np.testing.assert_array_equal(train_rows[0], np.arange(n_val, n_val + n_train))  # in their order
+  for held_out, trained in zip(val_rows, train_rows):
+    assert len(set(held_out)) == n_val and not set(held_out) & set(trained)
+    assert sorted(set(held_out) | set(trained)) == list(range(n_train + n_val))
+  blocks = [set(v) for v in val_rows]
+  if members * n_val <= n_train + n_val:  # 3 x 7 <= 57: disjoint blocks; 12 x 7 wraps around the pool
+    assert all(not a & b for i, a in enumerate(blocks) for b in blocks[i + 1 :])
+  else:
+    assert set().union(*blocks) == set(range(n_train + n_val))  # every row validates some member

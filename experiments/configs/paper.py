@@ -33,6 +33,7 @@ def get_config():
       exclude_target_from_source=False,  # leakage control: drop target compositions from the source
       folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
       val_fraction=0.1,  # with folds: share of all examples held out for early stopping
+      rotate_validation=False,  # seed k stops on the k-th block of the non-test rows (not the split's val)
       train_fractions=(0.1, 0.25, 0.5, 1.0),
       seeds=3,
       methods=('scratch', 'finetune', 'featurizer', 'direct'),

@@ -57,17 +57,22 @@ def make_folds(
   return result
 
 
-def validation_rotation(n_train: int, n_val: int, members: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_rotation(
+  n_train: int, n_val: int, members: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
   """Each member's training and validation rows of a fold's pool (its validation rows, then its training rows).
 
-  Returns index arrays [members, n_train] and [members, n_val] into that pool. Member k holds out the
-  k-th block of n_val consecutive pool rows (wrapping around; blocks overlap only when
-  members x n_val exceeds the pool) and trains on the rest in pool order, so member 0 keeps the
-  fold's own split and the members together learn from every non-test row.
+  Returns index arrays [members, n_train] and [members, n_val] into that pool. Member 0 keeps the
+  fold's own split; member k >= 1 holds out the (k-1)-th block of n_val rows of a random order of
+  the training rows (wrapping around: blocks overlap only when (members - 1) x n_val exceeds
+  n_train) and trains on the rest of the pool in pool order. Together the members learn from
+  every non-test row.
   """
   pool = np.arange(n_val + n_train)
-  val = (np.arange(members)[:, None] * n_val + np.arange(n_val)) % len(pool)
-  train = np.stack([np.setdiff1d(pool, held_out, assume_unique=True) for held_out in val])
+  shuffled = n_val + rng.permutation(n_train)
+  blocks = shuffled[(np.arange(members - 1)[:, None] * n_val + np.arange(n_val)) % n_train]
+  val = np.concatenate([pool[None, :n_val], blocks])
+  train = np.stack([np.setdiff1d(pool, held_out) for held_out in val])
   return train, val
 
 
@@ -97,6 +102,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
     raise UserError(
       '--config.study.rotate_validation=True needs --config.study.seeds >= 2: '
       "the first seed keeps the split's own validation rows, so with one seed nothing rotates"
+    )
+  if study.rotate_validation and not {'scratch', 'finetune', 'head'} & set(study.methods):
+    raise UserError(
+      '--config.study.rotate_validation=True rotates the seeds of scratch, finetune and head; '
+      f'--config.study.methods={tuple(study.methods)} has none of them'
     )
   for where, train_config in (
     ('source.train', source.train),
@@ -237,9 +247,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     # The network methods' members: each trains on `member_train` and stops on `member_val`, rows of
     # the pool (validation rows, then training rows); without rotation, every member on the fold's split.
     rotated = len(seeds) if study.rotate_validation else 1
-    member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated)
+    rotation_rng = np.random.default_rng(target.dataset.split_seed + 200 + fold.index)
+    member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated, rotation_rng)
     pool_x, pool_y = (np.concatenate([part['val'], part['train']]) for part in (x, y))
-    pool_target = np.concatenate([fold.val.y, fold.train.y])
     features = None  # hidden activations of the source model, computed once per fold
     if 'featurizer' in study.methods or 'head' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
@@ -277,7 +287,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           net_config, init = model_config, pretrained if method == 'finetune' else None
           rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
           train_config = target.train if method == 'finetune' else study.scratch_train
-        val_in, val_target = _member_rows(pool_in, member_val), _member_rows(pool_target, member_val)
+        val_in = _member_rows(pool_in, member_val)
         built_model, optimizer, states, frozen_set = experiment.build(
           net_config,
           train_config,
@@ -300,14 +310,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         )
         seconds = (time.perf_counter() - tic) / len(seeds)
         predictions = experiment.evaluate(built_model, best, test_in, scaling)
-        val_predictions = experiment.evaluate(built_model, best, val_in, scaling)
+        ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
+        if rotated == 1:
+          val_mean = experiment.evaluate(built_model, best, val_in, scaling).mean(axis=0)
+          ensemble_val_mae = round(float(np.abs(val_mean - fold.val.y).mean()), 6)
         ensemble = {
           **_row(
             method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
           ),
           'ensemble': True,
-          # The ensemble's own validation MAE; with rotated validation rows there is no shared set to score.
-          'val_mae': None if rotated > 1 else round(float(np.abs(val_predictions.mean(axis=0) - val_target).mean()), 6),
+          'val_mae': ensemble_val_mae,  # the ensemble's own validation MAE
         }
         record(
           [
@@ -441,8 +453,8 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
     f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
     f'study.folds={study.folds}, study.seeds={study.seeds}'
     + (
-      '; rotated validation: seed k of scratch, fine-tuning and the head network stops on the k-th block of '
-      "the fold's non-test rows and trains on the rest"
+      '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '
+      "block of the fold's training rows and trains on the rest and the validation rows"
       if study.rotate_validation
       else ''
     )

@@ -57,6 +57,9 @@ def test_study_config_check_names_the_bad_field():
   config.study.update(rotate_validation=True, seeds=1)  # one seed would keep the split: a no-op
   with pytest.raises(UserError, match=r'rotate_validation=True needs --config\.study\.seeds >= 2'):
     study.check_study_config(config)
+  config.study.update(seeds=3, methods=('featurizer', 'direct'))  # nothing there trains seeds
+  with pytest.raises(UserError, match=r'rotates the seeds of scratch, finetune and head; .*has none of them'):
+    study.check_study_config(config)
 
 
 def test_weight_decay_and_moving_average_settings_are_checked():

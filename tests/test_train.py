@@ -73,7 +73,9 @@ def test_vmapped_ensemble_members_equal_single_runs(ssub):
 def test_members_with_their_own_data_equal_single_runs_on_that_data(ssub, mode):
   # Rotated validation: member k trains and stops on its own rows; together they must behave as if alone.
   x, y = np.concatenate([ssub['val'][0], ssub['train'][0]]), np.concatenate([ssub['val'][1], ssub['train'][1]])
-  train_rows, val_rows = study.validation_rotation(len(ssub['train'][1]), len(ssub['val'][1]), 2)
+  train_rows, val_rows = study.validation_rotation(
+    len(ssub['train'][1]), len(ssub['val'][1]), 2, np.random.default_rng(0)
+  )
   own = {'train': (x[train_rows], y[train_rows]), 'val': (x[val_rows], y[val_rows])}
   _, (ensemble, _, together) = _fit(own, [0, 0], epochs=2, mode=mode)  # one seed: only the data differ
   alone = []

@@ -163,17 +163,19 @@ def test_head_features_are_scaled_by_the_training_rows_alone():
 
 
 @pytest.mark.parametrize('members', [1, 3, 12])
-def test_rotated_validation_blocks_cover_the_pool_and_member_0_keeps_the_split(members):
-  n_train, n_val = 50, 7  # pool: 7 validation rows, then 50 training rows
-  train_rows, val_rows = study.validation_rotation(n_train, n_val, members)
+def test_rotated_validation_blocks_are_random_and_member_0_keeps_the_split(members):
+  n_train, n_val = 50, 7  # pool: 7 validation rows, then 50 training rows (as the file orders them)
+  train_rows, val_rows = study.validation_rotation(n_train, n_val, members, np.random.default_rng(0))
   assert train_rows.shape == (members, n_train) and val_rows.shape == (members, n_val)
   np.testing.assert_array_equal(val_rows[0], np.arange(n_val))  # the fold's own validation rows
   np.testing.assert_array_equal(train_rows[0], np.arange(n_val, n_val + n_train))  # in their order
   for held_out, trained in zip(val_rows, train_rows):
     assert len(set(held_out)) == n_val and not set(held_out) & set(trained)
     assert sorted(set(held_out) | set(trained)) == list(range(n_train + n_val))
+  for held_out in val_rows[1:]:  # from the training rows, not one run of a sorted file
+    assert held_out.min() >= n_val and np.ptp(held_out) > n_val
   blocks = [set(v) for v in val_rows]
-  if members * n_val <= n_train + n_val:  # 3 x 7 <= 57: disjoint blocks; 12 x 7 wraps around the pool
+  if (members - 1) * n_val <= n_train:  # 2 x 7 <= 50: disjoint blocks; 11 x 7 wraps around the training rows
     assert all(not a & b for i, a in enumerate(blocks) for b in blocks[i + 1 :])
   else:
     assert set().union(*blocks) == set(range(n_train + n_val))  # every row validates some member

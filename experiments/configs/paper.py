@@ -12,7 +12,9 @@ Add --config.study.exclude_target_from_source=True to remove SSUB compositions f
 seed k from source model k (better on validation from 25% of SSUB up; README "Source ensembles and
 leakage control"). --config.target.train.* flags change fine-tuning only; scratch and the head
 network read --config.study.scratch_train.*, so e.g. --config.target.train.ema_decay=0.998
-averages the fine-tuned weights but not the scratch ones.
+averages the fine-tuned weights but not the scratch ones. --config.study.rotate_validation=True
+(with seeds >= 2) lets seed k >= 1 stop on a random block of the training rows and train on the
+split's validation rows instead, so the seeds' ensemble learns from every non-test composition.
 """
 
 import ml_collections
@@ -33,7 +35,7 @@ def get_config():
       exclude_target_from_source=False,  # leakage control: drop target compositions from the source
       folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
       val_fraction=0.1,  # with folds: share of all examples held out for early stopping
-      rotate_validation=False,  # seed k stops on the k-th block of the non-test rows (not the split's val)
+      rotate_validation=False,  # seed k >= 1 stops on its own random block of the training rows
       train_fractions=(0.1, 0.25, 0.5, 1.0),
       seeds=3,
       methods=('scratch', 'finetune', 'featurizer', 'direct'),

@@ -1,5 +1,6 @@
 """Each entry point run as a user would: a subprocess, real data, a tiny config."""
 
+import itertools
 import json
 import os
 import signal
@@ -248,20 +249,25 @@ def test_rotated_validation_gives_later_seeds_their_own_held_out_rows(pretrained
     f'--config.study.pretrained={pretrained}',
     "--config.study.methods=('finetune','head')",
     '--config.study.freeze_layers=(0,)',
-    '--config.study.train_fractions=(1.0,)',
+    '--config.study.train_fractions=(0.5, 1.0)',
   )
   run('transfer_study', f'--workdir={tmp_path / "split"}', *flags)
   done = run('transfer_study', f'--workdir={tmp_path / "rotated"}', *flags, '--config.study.rotate_validation=True')
   assert 'rotated validation' in done.stdout
   split, rotated = (
-    {(r['method'], r['seed']): r for r in json.loads((tmp_path / name / 'results.json').read_text())['runs']}
+    {
+      (r['method'], r['train_fraction'], r['seed']): r
+      for r in json.loads((tmp_path / name / 'results.json').read_text())['runs']
+    }
     for name in ('split', 'rotated')
   )
-  for method in ('finetune', 'head'):
-    assert rotated[method, 0]['mae'] == pytest.approx(split[method, 0]['mae'], rel=1e-4)
-    assert rotated[method, 0]['val_mae'] == pytest.approx(split[method, 0]['val_mae'], rel=1e-4)
-    assert rotated[method, 1]['val_mae'] != split[method, 1]['val_mae']
-    assert rotated[method, -1]['val_mae'] is None and split[method, -1]['val_mae'] > 0  # no shared validation set
+  for method, fraction in itertools.product(('finetune', 'head'), (0.5, 1.0)):
+    assert rotated[method, fraction, 0]['mae'] == pytest.approx(split[method, fraction, 0]['mae'], rel=1e-4)
+    assert rotated[method, fraction, 0]['val_mae'] == pytest.approx(split[method, fraction, 0]['val_mae'], rel=1e-4)
+    assert rotated[method, fraction, 1]['val_mae'] != split[method, fraction, 1]['val_mae']
+    assert rotated[method, fraction, 1]['train_size'] == split[method, fraction, 1]['train_size']
+    assert rotated[method, fraction, -1]['val_mae'] is None  # the seeds share no validation set
+    assert split[method, fraction, -1]['val_mae'] > 0
 
 
 @pytest.fixture(scope='module')

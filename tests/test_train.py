@@ -87,6 +87,9 @@ def test_members_with_their_own_data_equal_single_runs_on_that_data(ssub, mode):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
     alone.append(progress.history[-1]['val_mae'][0])
   assert abs(alone[0] - alone[1]) > 1e-4  # the members did see different data
+  one = {name: (part[0][1:], part[1][1:]) for name, part in own.items()}  # a member axis of one
+  _, (_, _, progress) = _fit(one, [0], epochs=2, mode=mode)
+  assert progress.history[-1]['val_mae'][0] == pytest.approx(alone[1], rel=1e-5)
 
 
 def test_ensemble_member_stops_improving_when_its_own_patience_ends(ssub):

@@ -60,7 +60,7 @@ def make_folds(
 def validation_rotation(
   n_train: int, n_val: int, members: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Each member's training and validation rows of a fold's pool (its validation rows, then its training rows).
+  """Each member's training and validation rows of a fold's pool: the fold's validation rows, then its training rows.
 
   Returns index arrays [members, n_train] and [members, n_val] into that pool. Member 0 keeps the
   fold's own split; member k >= 1 holds out the (k-1)-th block of n_val rows of a random order of

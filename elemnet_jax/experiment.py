@@ -328,7 +328,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_train_config(config.train)
   split = check_split(config.dataset.split)
   source_dir = config.transfer.get('pretrained', '')
-  source_meta = checkpoint.read_meta(source_dir) if source_dir else None  # fail before any work
+  source_dirs = source_workdirs(source_dir) if source_dir else []
+  source_meta = read_source_meta(source_dirs) if source_dir else None  # fail before any work
   resume = _check_workdir(workdir, config, overwrite)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
@@ -342,8 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if source_meta is not None:
     model_config = ElemNetConfig.from_dict(source_meta['model'])
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
-    pretrained = checkpoint.load_model(source_dir, stacked_abstract_params(model_config, width, source_meta['members']))
-    init_params = source_members(pretrained, len(seeds))
+    init_params = source_members(load_sources(source_dirs)[1], len(seeds))
   else:
     model_config, init_params, rules = model_config_from(config), None, None
   model, optimizer, states, frozen_set = build(
@@ -455,6 +455,46 @@ def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]
   model = ElemNet(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
   width = len(meta['feature_scaling']['keep'])
   return model, checkpoint.load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta
+
+
+# What runs must share to act as one source ensemble: the network, its inputs and its output units.
+_SOURCE_KEYS = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'dataset', 'frozen_layers')
+
+
+def source_workdirs(pretrained: str) -> list[str]:
+  """The finished runs named by a `pretrained` setting: one workdir, or several separated by commas."""
+  workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
+  if not workdirs:
+    raise UserError(f'pretrained={pretrained!r}: name a finished workdir')
+  repeated = sorted({name for name in workdirs if workdirs.count(name) > 1})
+  if repeated:
+    raise UserError(f'pretrained={pretrained!r}: {repeated[0]} is named twice; each run joins the ensemble once')
+  return workdirs
+
+
+def read_source_meta(workdirs: list[str]) -> dict:
+  """The meta of the runs as one ensemble: their members in the order given.
+
+  Independently pretrained runs (e.g. one per seed, on different machines) combine into a source
+  ensemble when they share the architecture, featurization, scalings and source dataset.
+  """
+  metas = [checkpoint.read_meta(workdir) for workdir in workdirs]
+  for workdir, meta in zip(workdirs[1:], metas[1:]):
+    for key in _SOURCE_KEYS:
+      if meta.get(key) != metas[0].get(key):
+        raise UserError(
+          f'{workdir}: its {key} differs from that of {workdirs[0]}; runs combine into one source '
+          'ensemble only when they differ in seed alone'
+        )
+  return {**metas[0], 'members': sum(meta['members'] for meta in metas)}
+
+
+def load_sources(workdirs: list[str]) -> tuple[ElemNet, Any, dict]:
+  """(model, parameters [K, ...], meta) of one or several finished runs, their members concatenated."""
+  meta = read_source_meta(workdirs)
+  loaded = [load_for_prediction(workdir) for workdir in workdirs]
+  params = jax.tree.map(lambda *members: np.concatenate(members), *(params for _, params, _ in loaded))
+  return loaded[0][0], params, meta
 
 
 def predict_inputs(

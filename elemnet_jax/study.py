@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import atomic, checkpoint, data, experiment, ridge, train, transfer
+from elemnet_jax import atomic, data, experiment, ridge, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNetConfig
@@ -161,18 +161,21 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   study, source, target = config.study, config.source, config.target
   check_study_config(config)
 
-  # The source model: a finished run to reuse, or one pretrained here (reused when its config matches).
-  source_dir = Path(study.pretrained or workdir / 'pretrain')
+  # The source model: finished runs to reuse (several form one ensemble), or one pretrained here
+  # (reused when its config matches).
   if study.pretrained:
-    meta = checkpoint.read_meta(source_dir)
-    source_notes = (
-      json.loads((source_dir / 'metrics.json').read_text())['data'] if (source_dir / 'metrics.json').exists() else {}
-    )
-    if study.exclude_target_from_source and target.dataset.name not in source_notes.get('excluded', {}).get('from', []):
-      raise UserError(
-        f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
-        '--config.study.pretrained to pretrain here with exclude_target_from_source=True'
+    source_dirs = [Path(name) for name in experiment.source_workdirs(study.pretrained)]
+    meta = experiment.read_source_meta(source_dirs)
+    for source_dir in source_dirs:
+      source_notes = (
+        json.loads((source_dir / 'metrics.json').read_text())['data'] if (source_dir / 'metrics.json').exists() else {}
       )
+      excluded_from = source_notes.get('excluded', {}).get('from', [])
+      if study.exclude_target_from_source and target.dataset.name not in excluded_from:
+        raise UserError(
+          f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
+          '--config.study.pretrained to pretrain here with exclude_target_from_source=True'
+        )
     model_config, featurizer_config = ElemNetConfig.from_dict(meta['model']), meta['featurizer']
   else:
     if study.exclude_target_from_source:
@@ -202,27 +205,29 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       (workdir / name).unlink(missing_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   if not study.pretrained:
+    source_dir = workdir / 'pretrain'
     done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
     if not done_before or experiment.config_differences(source_dir / 'config.json', source):
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
-    meta = checkpoint.read_meta(source_dir)
-  source_metrics = json.loads((source_dir / 'metrics.json').read_text())
-  model, source_params, _ = experiment.load_for_prediction(source_dir)
-  transfer.check_compatible(meta, featurizer.description(), str(source_dir))
-  excluded = source_metrics['data'].get('excluded')
-  source_split = source_dir / 'split.csv'
-  source_keys = set()
-  if source_split.exists():
-    with open(source_split, newline='') as stream:
-      source_keys = {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
+    source_dirs = [source_dir]
+  model, source_params, meta = experiment.load_sources(source_dirs)
+  transfer.check_compatible(meta, featurizer.description(), ','.join(map(str, source_dirs)))
+  source_metrics = [json.loads((source_dir / 'metrics.json').read_text()) for source_dir in source_dirs]
+  excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
+  source_keys = set()  # a composition in any run's training split counts as seen
+  for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
+    if source_split.exists():
+      with open(source_split, newline='') as stream:
+        source_keys |= {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
   leakage = {
     'target_in_source_train': sum(key in source_keys for key in examples.keys),
-    'source': str(source_dir),
+    'source': ','.join(map(str, source_dirs)),
     'source_dataset': meta['dataset']['name'],
-    'source_test_mae': source_metrics['test']['mae'],
-    'target_excluded_from_source': bool(excluded),
-    'excluded_count': excluded['count'] if excluded else 0,
+    'source_test_mae': float(np.mean([metrics['test']['mae'] for metrics in source_metrics])),
+    'source_runs': len(source_dirs),
+    'target_excluded_from_source': all(excluded),
+    'excluded_count': min(found['count'] for found in excluded) if all(excluded) else 0,
     'source_members': meta['members'],
   }
   logging.info('leakage control: %s', leakage)
@@ -383,6 +388,13 @@ def _members(count: int) -> str:
   )
 
 
+def _source_test(leakage: dict) -> str:
+  runs = leakage.get('source_runs', 1)
+  if runs < 2:
+    return f'test MAE {leakage["source_test_mae"]:.4f}'
+  return f'pretrained as {runs} separate runs, their mean test MAE {leakage["source_test_mae"]:.4f}'
+
+
 def method_label(method: str, depth: int) -> str:
   if method == 'finetune':
     return f'fine-tune (freeze {depth})'
@@ -459,7 +471,7 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
       else ''
     )
     + f'). Source: {leakage["source_dataset"]} '
-    f'({_members(leakage.get("source_members", 1))}test MAE {leakage["source_test_mae"]:.4f}); target inputs '
+    f'({_members(leakage.get("source_members", 1))}{_source_test(leakage)}); target inputs '
     + ('REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in')
     + f' the source data ({leakage["excluded_count"]} removed; '
     f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).'

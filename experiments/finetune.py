@@ -4,6 +4,7 @@
       --config=experiments/configs/finetune.py --config.transfer.freeze_layers=4
 
 With --config.train.ensemble=K, member k starts from member k mod M of a pretrained ensemble of M.
+--pretrained=A,B,... joins separately pretrained runs (e.g. one per seed) into one such ensemble.
 """
 
 from absl import flags
@@ -15,7 +16,12 @@ from elemnet_jax.experiment import train_and_evaluate
 _CONFIG = config_flags.DEFINE_config_file(
   'config', 'experiments/configs/finetune.py', 'Fine-tuning configuration (a configs/*.py file).'
 )
-_PRETRAINED = flags.DEFINE_string('pretrained', None, 'Workdir of a finished (pre)training run.', required=True)
+_PRETRAINED = flags.DEFINE_string(
+  'pretrained',
+  None,
+  'Workdir of a finished (pre)training run; several, comma-separated, form one ensemble.',
+  required=True,
+)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Output folder (resumed if interrupted).', required=True)
 _DATA_DIR = flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
 _OVERWRITE = flags.DEFINE_bool('overwrite', False, 'Replace a finished run in --workdir.')

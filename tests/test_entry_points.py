@@ -275,21 +275,34 @@ def pretrained_pair(tmp_path_factory):
   return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pair', '--config.train.ensemble=2')
 
 
-def test_fine_tuned_members_start_from_their_own_source_members(pretrained_pair, tmp_path):
-  # At Adam 1e-10 for one epoch the weights stay where they start: on the source's own data,
-  # fine-tuned member k scores what source member k scored, and in the study the seeds' ensemble
-  # scores what the source ensemble (the direct row) scores.
+@pytest.fixture(scope='module')
+def pretrained_seed1(tmp_path_factory):
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'seed1', '--config.seed=1')
+
+
+@pytest.mark.parametrize('joined', [False, True], ids=['one run of 2', 'two runs joined'])
+def test_fine_tuned_members_start_from_their_own_source_members(joined, request, tmp_path):
+  # A source ensemble of 2: pretrained together in one run, or as two runs (seeds 0 and 1) joined
+  # by naming both. At Adam 1e-10 for one epoch the weights stay where they start: on the source's
+  # own data, fine-tuned member k scores what source member k scored, and in the study the seeds'
+  # ensemble scores what the source ensemble (the direct row) scores.
+  if joined:
+    runs = [request.getfixturevalue('pretrained'), request.getfixturevalue('pretrained_seed1')]
+    sources = ','.join(map(str, runs))
+    source = [json.loads((run / 'metrics.json').read_text())['test']['mae'] for run in runs]
+  else:
+    sources = request.getfixturevalue('pretrained_pair')
+    source = [m['mae'] for m in json.loads((sources / 'metrics.json').read_text())['test_members']]
   still = ('--config.train.learning_rate=1e-10', '--config.train.max_epochs=1')
   run(
     'finetune',
-    f'--pretrained={pretrained_pair}',
+    f'--pretrained={sources}',
     f'--workdir={tmp_path / "ft"}',
     f'--config={TEST_CONFIG}',
     '--config.dataset.name=qmpy_legacy',
     '--config.train.ensemble=2',
     *still,
   )
-  source = [m['mae'] for m in json.loads((pretrained_pair / 'metrics.json').read_text())['test_members']]
   tuned = [m['mae'] for m in json.loads((tmp_path / 'ft' / 'metrics.json').read_text())['test_members']]
   assert abs(source[0] - source[1]) > 1e-3  # the two source members differ
   assert tuned == pytest.approx(source, abs=1e-5)
@@ -298,17 +311,46 @@ def test_fine_tuned_members_start_from_their_own_source_members(pretrained_pair,
     'transfer_study',
     f'--workdir={tmp_path / "study"}',
     f'--config={TEST_CONFIG}:study',
-    f'--config.study.pretrained={pretrained_pair}',
+    f'--config.study.pretrained={sources}',
     "--config.study.methods=('finetune','direct')",
     '--config.study.freeze_layers=(0,)',
     '--config.study.train_fractions=(1.0,)',
     *(flag.replace('config.train', 'config.target.train') for flag in still),
   )
-  rows = json.loads((tmp_path / 'study' / 'results.json').read_text())['runs']
+  results = json.loads((tmp_path / 'study' / 'results.json').read_text())
+  rows = results['runs']
   (direct,) = [r['mae'] for r in rows if r['method'] == 'direct']
   (ensemble,) = [r['mae'] for r in rows if r['method'] == 'finetune' and r.get('ensemble')]
   members = [r['mae'] for r in rows if r['method'] == 'finetune' and not r.get('ensemble')]
   assert abs(members[0] - members[1]) > 1e-3 and ensemble == pytest.approx(direct, abs=1e-5)
+  assert results['leakage']['source_members'] == 2
+  report = (tmp_path / 'study' / 'results.md').read_text()
+  assert ('pretrained as 2 separate runs' in report) == joined
+
+
+def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, tmp_path):
+  other = tmp_path / 'other'  # the same network with other target statistics
+  (other / 'model').mkdir(parents=True)
+  meta = json.loads((pretrained / 'model' / 'meta.json').read_text())
+  meta['target_scaling'] = {'scale': 2.0, 'shift': 0.5}
+  (other / 'model' / 'meta.json').write_text(json.dumps(meta))
+  for sources, fragments in (
+    (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'seed alone']),
+    (f'{pretrained},{pretrained}', [f'{pretrained} is named twice']),
+  ):
+    done = run(
+      'finetune', f'--pretrained={sources}', f'--workdir={tmp_path / "w"}', f'--config={TEST_CONFIG}', check=False
+    )
+    assert_user_error(done, *fragments)
+    done = run(
+      'transfer_study',
+      f'--workdir={tmp_path / "study"}',
+      f'--config={TEST_CONFIG}:study',
+      f'--config.study.pretrained={sources}',
+      check=False,
+    )
+    assert_user_error(done, *fragments)
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'study').exists()
 
 
 def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):

@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
   config.transfer = ml_collections.ConfigDict(
     dict(
-      pretrained='',  # workdir of a finished run to start from
+      pretrained='',  # workdir of a finished run to start from (several, comma-separated: one ensemble)
       freeze_layers=0,  # freeze the first k dense layers
       freeze_regex=(),  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
       reinit_head=False,  # draw the output layer afresh

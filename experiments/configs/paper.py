@@ -31,7 +31,7 @@ def get_config():
   config.target.train.update(max_epochs=300, patience=50)
   config.study = ml_collections.ConfigDict(
     dict(
-      pretrained='',  # workdir of a finished pretraining run to reuse
+      pretrained='',  # workdir of a finished pretraining run to reuse (several, comma-separated: one ensemble)
       exclude_target_from_source=False,  # leakage control: drop target compositions from the source
       folds=0,  # 0: the fixed split config.target.dataset.split; k >= 2: k-fold cross-validation
       val_fraction=0.1,  # with folds: share of all examples held out for early stopping

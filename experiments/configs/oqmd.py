@@ -2,8 +2,9 @@
 
   python -m experiments.pretrain --workdir=workdirs/oqmd --config=experiments/configs/oqmd.py
 
-No dropout; 1 warm-up epoch then cosine decay over `max_epochs` (51 epochs: about 20 s each on
-2 CPU cores). The whole schedule runs; early stopping keeps the best-on-validation parameters.
+No dropout; 1 warm-up epoch then cosine decay over `max_epochs` (51 epochs: about 40 s each on
+2 idle CPU cores, about 35 minutes in all). The whole schedule runs; early stopping keeps the
+best-on-validation parameters.
 """
 
 from experiments.configs import default

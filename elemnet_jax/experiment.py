@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -327,9 +328,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   workdir = Path(workdir)
   check_train_config(config.train)
   split = check_split(config.dataset.split)
-  source_dir = config.transfer.get('pretrained', '')
-  source_dirs = source_workdirs(source_dir) if source_dir else []
-  source_meta = read_source_meta(source_dirs) if source_dir else None  # fail before any work
+  source_dirs = source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
+  source_dir = ','.join(source_dirs)
+  source_meta = read_source_meta(source_dirs) if source_dirs else None  # fail before any work
   resume = _check_workdir(workdir, config, overwrite)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
@@ -402,7 +403,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'split_sizes': {name: len(part) for name, part in parts.items()},
     'data': notes,
     'frozen_layers': list(model.frozen_layers),
-    'pretrained': str(source_dir) if source_dir else None,
+    'pretrained': source_dir or None,
   }
   checkpoint.save_model(
     workdir,
@@ -466,30 +467,57 @@ def source_workdirs(pretrained: str) -> list[str]:
   workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
   if not workdirs:
     raise UserError(f'pretrained={pretrained!r}: name a finished workdir')
-  repeated = sorted({name for name in workdirs if workdirs.count(name) > 1})
-  if repeated:
-    raise UserError(f'pretrained={pretrained!r}: {repeated[0]} is named twice; each run joins the ensemble once')
+  resolved = [Path(name).resolve() for name in workdirs]
+  for later, path in enumerate(resolved):
+    if path in resolved[:later]:
+      twice = f'{workdirs[resolved.index(path)]!r} and {workdirs[later]!r}'
+      raise UserError(f'pretrained={pretrained!r}: the same run is named twice ({twice}); each run joins once')
   return workdirs
 
 
-def read_source_meta(workdirs: list[str]) -> dict:
+def _run_config(workdir: str | os.PathLike) -> dict:
+  path = Path(workdir) / 'config.json'
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise UserError(
+      f'{path}: missing; a run joins a source ensemble only with the config it was trained with'
+    ) from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise UserError(f'{path}: corrupted run config ({error})') from None
+
+
+def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   """The meta of the runs as one ensemble: their members in the order given.
 
-  Independently pretrained runs (e.g. one per seed, on different machines) combine into a source
-  ensemble when they share the architecture, featurization, scalings and source dataset.
+  Runs pretrained one at a time (e.g. one per `--config.seed`, on different machines) join into one
+  source ensemble when they share the network, featurization, scalings, data and split, and no
+  member seed is in two of them (which would put one model in twice).
   """
   metas = [checkpoint.read_meta(workdir) for workdir in workdirs]
-  for workdir, meta in zip(workdirs[1:], metas[1:]):
-    for key in _SOURCE_KEYS:
-      if meta.get(key) != metas[0].get(key):
+  if len(workdirs) == 1:
+    return metas[0]
+  configs = [_run_config(workdir) for workdir in workdirs]
+  trained_by = {}  # member seed -> the run that trained it
+  for workdir, meta, config in zip(workdirs, metas, configs):
+    differing = [key for key in _SOURCE_KEYS if meta.get(key) != metas[0].get(key)]
+    differing += ['data or split settings'] if config['dataset'] != configs[0]['dataset'] else []
+    if differing:
+      raise UserError(
+        f'{workdir}: its {differing[0]} differs from that of {workdirs[0]}; runs join into one source '
+        'ensemble only when they share the network, featurizer, scalings, data and split'
+      )
+    for seed in range(config['seed'], config['seed'] + meta['members']):
+      if seed in trained_by:
         raise UserError(
-          f'{workdir}: its {key} differs from that of {workdirs[0]}; runs combine into one source '
-          'ensemble only when they differ in seed alone'
+          f'{workdir}: its member seed {seed} was also trained by {trained_by[seed]}, so the ensemble '
+          'would hold one model twice; pretrain it with another --config.seed'
         )
+      trained_by[seed] = workdir
   return {**metas[0], 'members': sum(meta['members'] for meta in metas)}
 
 
-def load_sources(workdirs: list[str]) -> tuple[ElemNet, Any, dict]:
+def load_sources(workdirs: Sequence[str | os.PathLike]) -> tuple[ElemNet, Any, dict]:
   """(model, parameters [K, ...], meta) of one or several finished runs, their members concatenated."""
   meta = read_source_meta(workdirs)
   loaded = [load_for_prediction(workdir) for workdir in workdirs]

@@ -152,6 +152,31 @@ def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarra
   return {name: scaling(value) for name, value in features.items()}
 
 
+def read_sources(source_dirs: list[Path]) -> tuple:
+  """(model, parameters [K, ...], meta, metrics per run, test MAE of the ensemble) of finished runs.
+
+  Several runs share a test split (`experiment.read_source_meta` checks their data and split
+  settings), so the ensemble's test MAE scores their test predictions weighted by their members.
+  """
+  model, params, meta = experiment.load_sources(source_dirs)
+  metrics = []
+  for source_dir in source_dirs:
+    path = source_dir / 'metrics.json'
+    if not path.exists():
+      raise UserError(f'{path}: missing; the run did not finish')
+    metrics.append(json.loads(path.read_text()))
+  if len(source_dirs) == 1:
+    return model, params, meta, metrics, metrics[0]['test']['mae']
+  predictions, weights = [], [run['members'] for run in metrics]
+  for source_dir in source_dirs:
+    with open(source_dir / 'predictions_test.csv', newline='') as stream:
+      rows = list(csv.DictReader(stream))
+    predictions.append([float(row['prediction']) for row in rows])
+  truth = np.array([float(row['target']) for row in rows])
+  mean = np.average(np.array(predictions), axis=0, weights=weights)
+  return model, params, meta, metrics, regression_metrics(truth, mean)['mae']
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
 
@@ -161,16 +186,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   study, source, target = config.study, config.source, config.target
   check_study_config(config)
 
-  # The source model: finished runs to reuse (several form one ensemble), or one pretrained here
-  # (reused when its config matches).
+  # The source model: finished runs to reuse (several join into one ensemble), or one pretrained
+  # here (reused when its config matches).
   if study.pretrained:
     source_dirs = [Path(name) for name in experiment.source_workdirs(study.pretrained)]
-    meta = experiment.read_source_meta(source_dirs)
-    for source_dir in source_dirs:
-      source_notes = (
-        json.loads((source_dir / 'metrics.json').read_text())['data'] if (source_dir / 'metrics.json').exists() else {}
-      )
-      excluded_from = source_notes.get('excluded', {}).get('from', [])
+    model, source_params, meta, source_metrics, source_test_mae = read_sources(source_dirs)
+    for source_dir, metrics in zip(source_dirs, source_metrics):
+      excluded_from = metrics['data'].get('excluded', {}).get('from', [])
       if study.exclude_target_from_source and target.dataset.name not in excluded_from:
         raise UserError(
           f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
@@ -211,9 +233,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
     source_dirs = [source_dir]
-  model, source_params, meta = experiment.load_sources(source_dirs)
+    model, source_params, meta, source_metrics, source_test_mae = read_sources(source_dirs)
   transfer.check_compatible(meta, featurizer.description(), ','.join(map(str, source_dirs)))
-  source_metrics = [json.loads((source_dir / 'metrics.json').read_text()) for source_dir in source_dirs]
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
   source_keys = set()  # a composition in any run's training split counts as seen
   for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
@@ -224,7 +245,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     'target_in_source_train': sum(key in source_keys for key in examples.keys),
     'source': ','.join(map(str, source_dirs)),
     'source_dataset': meta['dataset']['name'],
-    'source_test_mae': float(np.mean([metrics['test']['mae'] for metrics in source_metrics])),
+    'source_test_mae': source_test_mae,
     'source_runs': len(source_dirs),
     'target_excluded_from_source': all(excluded),
     'excluded_count': min(found['count'] for found in excluded) if all(excluded) else 0,
@@ -392,7 +413,7 @@ def _source_test(leakage: dict) -> str:
   runs = leakage.get('source_runs', 1)
   if runs < 2:
     return f'test MAE {leakage["source_test_mae"]:.4f}'
-  return f'pretrained as {runs} separate runs, their mean test MAE {leakage["source_test_mae"]:.4f}'
+  return f'pretrained as {runs} separate runs, ensemble test MAE {leakage["source_test_mae"]:.4f}'
 
 
 def method_label(method: str, depth: int) -> str:

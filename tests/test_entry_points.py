@@ -326,17 +326,25 @@ def test_fine_tuned_members_start_from_their_own_source_members(joined, request,
   assert results['leakage']['source_members'] == 2
   report = (tmp_path / 'study' / 'results.md').read_text()
   assert ('pretrained as 2 separate runs' in report) == joined
+  if joined:  # seeds 0 and 1 pretrained together in one run score, as an ensemble, what the joined runs do
+    pair = json.loads((request.getfixturevalue('pretrained_pair') / 'metrics.json').read_text())['test']['mae']
+    assert results['leakage']['source_test_mae'] == pytest.approx(pair, rel=1e-4)
 
 
-def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, tmp_path):
+def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, pretrained_pair, pretrained_seed1, tmp_path):
   other = tmp_path / 'other'  # the same network with other target statistics
   (other / 'model').mkdir(parents=True)
   meta = json.loads((pretrained / 'model' / 'meta.json').read_text())
   meta['target_scaling'] = {'scale': 2.0, 'shift': 0.5}
   (other / 'model' / 'meta.json').write_text(json.dumps(meta))
+  (other / 'config.json').write_text((pretrained / 'config.json').read_text())
   for sources, fragments in (
-    (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'seed alone']),
-    (f'{pretrained},{pretrained}', [f'{pretrained} is named twice']),
+    (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'share the network']),
+    (f'{pretrained},{pretrained}/', [f"the same run is named twice ('{pretrained}' and '{pretrained}/')"]),
+    (  # the pair trained seeds 0 and 1
+      f'{pretrained_pair},{pretrained_seed1}',
+      [f'{pretrained_seed1}: its member seed 1 was also trained by {pretrained_pair}', '--config.seed'],
+    ),
   ):
     done = run(
       'finetune', f'--pretrained={sources}', f'--workdir={tmp_path / "w"}', f'--config={TEST_CONFIG}', check=False

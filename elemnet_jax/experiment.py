@@ -31,7 +31,8 @@ from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR)
 
 # Config fields added after runs were saved, with the value that reproduces how those runs behaved:
-# a saved config that lacks one compares as if it held that value, so older workdirs still resume.
+# a config that lacks one compares as if it held that value, so older workdirs still resume (and join
+# newer runs in a source ensemble).
 ADDED_FIELDS = {
   'decay_toward': 'zero',
   'ema_decay': 0.0,
@@ -39,6 +40,7 @@ ADDED_FIELDS = {
   'morgan_radius': 2,
   'head_widths': [64, 32],
   'rotate_validation': False,
+  'exclude_from': '',
 }
 _ABSENT = object()
 
@@ -49,7 +51,9 @@ def _differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
       name
       for key in sorted(saved.keys() | current.keys())
       for name in _differences(
-        saved.get(key, ADDED_FIELDS.get(key, _ABSENT)), current.get(key, _ABSENT), f'{prefix}{key}.'
+        saved.get(key, ADDED_FIELDS.get(key, _ABSENT)),
+        current.get(key, ADDED_FIELDS.get(key, _ABSENT)),
+        f'{prefix}{key}.',
       )
     ]
   return [] if saved == current else [prefix.rstrip('.')]
@@ -501,7 +505,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   trained_by = {}  # member seed -> the run that trained it
   for workdir, meta, config in zip(workdirs, metas, configs):
     differing = [key for key in _SOURCE_KEYS if meta.get(key) != metas[0].get(key)]
-    differing += ['data or split settings'] if config['dataset'] != configs[0]['dataset'] else []
+    differing += [f'dataset.{name}' for name in _differences(configs[0]['dataset'], config['dataset'])]
     if differing:
       raise UserError(
         f'{workdir}: its {differing[0]} differs from that of {workdirs[0]}; runs join into one source '

@@ -3,6 +3,7 @@
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -338,8 +339,14 @@ def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, pretrained_pa
   meta['target_scaling'] = {'scale': 2.0, 'shift': 0.5}
   (other / 'model' / 'meta.json').write_text(json.dumps(meta))
   (other / 'config.json').write_text((pretrained / 'config.json').read_text())
+  resplit = tmp_path / 'resplit'  # the same model files, but its config says another split
+  shutil.copytree(pretrained / 'model', resplit / 'model')
+  config = json.loads((pretrained_seed1 / 'config.json').read_text())
+  config['dataset']['split_seed'] += 1
+  (resplit / 'config.json').write_text(json.dumps(config))
   for sources, fragments in (
     (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'share the network']),
+    (f'{pretrained},{resplit}', [f'{resplit}: its dataset.split_seed differs from that of {pretrained}']),
     (f'{pretrained},{pretrained}/', [f"the same run is named twice ('{pretrained}' and '{pretrained}/')"]),
     (  # the pair trained seeds 0 and 1
       f'{pretrained_pair},{pretrained_seed1}',

@@ -466,6 +466,11 @@ def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]
 _SOURCE_KEYS = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'dataset', 'frozen_layers')
 
 
+def _meta_field(meta: dict, key: str) -> Any:
+  """A model meta field; `frozen_layers`, which runs saved before it existed lack, defaults to none."""
+  return meta.get(key, [] if key == 'frozen_layers' else None)
+
+
 def source_workdirs(pretrained: str) -> list[str]:
   """The finished runs named by a `pretrained` setting: one workdir, or several separated by commas."""
   workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
@@ -504,7 +509,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   configs = [_run_config(workdir) for workdir in workdirs]
   trained_by = {}  # member seed -> the run that trained it
   for workdir, meta, config in zip(workdirs, metas, configs):
-    differing = [key for key in _SOURCE_KEYS if meta.get(key) != metas[0].get(key)]
+    differing = [key for key in _SOURCE_KEYS if _meta_field(meta, key) != _meta_field(metas[0], key)]
     differing += [f'dataset.{name}' for name in _differences(configs[0]['dataset'], config['dataset'])]
     if differing:
       raise UserError(

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from elemnet_jax import experiment
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = 'experiments/configs/test.py'
 
@@ -366,6 +368,17 @@ def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, pretrained_pa
     )
     assert_user_error(done, *fragments)
   assert not (tmp_path / 'w').exists() and not (tmp_path / 'study').exists()
+
+
+def test_a_run_saved_before_frozen_layers_existed_joins_a_newer_one(pretrained, pretrained_seed1, tmp_path):
+  # The first OQMD run's model meta predates `frozen_layers`; it froze nothing, as the newer run did.
+  older = tmp_path / 'older'
+  shutil.copytree(pretrained / 'model', older / 'model')
+  shutil.copy(pretrained / 'config.json', older / 'config.json')
+  meta = json.loads((older / 'model' / 'meta.json').read_text())
+  del meta['frozen_layers']
+  (older / 'model' / 'meta.json').write_text(json.dumps(meta))
+  assert experiment.read_source_meta([older, pretrained_seed1])['members'] == 2
 
 
 def test_composition_checkpoint_refuses_smiles_data(pretrained, tmp_path):

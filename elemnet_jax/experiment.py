@@ -30,9 +30,9 @@ from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 
 OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR)
 
-# Config fields added after runs were saved, with the value that reproduces how those runs behaved:
-# a config that lacks one compares as if it held that value, so older workdirs still resume (and join
-# newer runs in a source ensemble).
+# Config and model-meta fields added after runs were saved, with the value that reproduces how those
+# runs behaved: a config or meta that lacks one compares as if it held that value, so older workdirs
+# still resume (and join newer runs in a source ensemble).
 ADDED_FIELDS = {
   'decay_toward': 'zero',
   'ema_decay': 0.0,
@@ -41,6 +41,7 @@ ADDED_FIELDS = {
   'head_widths': [64, 32],
   'rotate_validation': False,
   'exclude_from': '',
+  'frozen_layers': [],
 }
 _ABSENT = object()
 
@@ -334,7 +335,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   split = check_split(config.dataset.split)
   source_dirs = source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_dir = ','.join(source_dirs)
-  source_meta = read_source_meta(source_dirs) if source_dirs else None  # fail before any work
+  source_meta = source_params = None
+  if source_dirs:  # every source run checked and loaded before any work
+    _, source_params, source_meta = load_sources(source_dirs)
   resume = _check_workdir(workdir, config, overwrite)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
@@ -348,7 +351,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if source_meta is not None:
     model_config = ElemNetConfig.from_dict(source_meta['model'])
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
-    init_params = source_members(load_sources(source_dirs)[1], len(seeds))
+    init_params = source_members(source_params, len(seeds))
   else:
     model_config, init_params, rules = model_config_from(config), None, None
   model, optimizer, states, frozen_set = build(
@@ -466,9 +469,8 @@ def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]
 _SOURCE_KEYS = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'dataset', 'frozen_layers')
 
 
-def _meta_field(meta: dict, key: str) -> Any:
-  """A model meta field; `frozen_layers`, which runs saved before it existed lack, defaults to none."""
-  return meta.get(key, [] if key == 'frozen_layers' else None)
+def _source_fields(meta: dict) -> dict:
+  return {key: meta[key] for key in _SOURCE_KEYS if key in meta}
 
 
 def source_workdirs(pretrained: str) -> list[str]:
@@ -509,7 +511,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   configs = [_run_config(workdir) for workdir in workdirs]
   trained_by = {}  # member seed -> the run that trained it
   for workdir, meta, config in zip(workdirs, metas, configs):
-    differing = [key for key in _SOURCE_KEYS if _meta_field(meta, key) != _meta_field(metas[0], key)]
+    differing = [name.split('.')[0] for name in _differences(_source_fields(metas[0]), _source_fields(meta))]
     differing += [f'dataset.{name}' for name in _differences(configs[0]['dataset'], config['dataset'])]
     if differing:
       raise UserError(

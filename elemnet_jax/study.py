@@ -234,7 +234,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
     source_dirs = [source_dir]
     model, source_params, meta, source_metrics, source_test_mae = read_sources(source_dirs)
-  transfer.check_compatible(meta, featurizer.description(), ','.join(map(str, source_dirs)))
+  source_name = ','.join(map(str, source_dirs))
+  transfer.check_compatible(meta, featurizer.description(), source_name)
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
   source_keys = set()  # a composition in any run's training split counts as seen
   for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
@@ -243,7 +244,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         source_keys |= {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
   leakage = {
     'target_in_source_train': sum(key in source_keys for key in examples.keys),
-    'source': ','.join(map(str, source_dirs)),
+    'source': source_name,
     'source_dataset': meta['dataset']['name'],
     'source_test_mae': source_test_mae,
     'source_runs': len(source_dirs),

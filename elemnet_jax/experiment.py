@@ -42,6 +42,7 @@ ADDED_FIELDS = {
   'rotate_validation': False,
   'exclude_from': '',
   'frozen_layers': [],
+  'resplit': False,
 }
 _ABSENT = object()
 
@@ -94,6 +95,8 @@ def load_examples(
     input_column=dataset.get('input_column', 'formula'),
     input_kind=dataset.get('input_kind', 'formula'),
   )
+  if dataset.get('resplit') and table.split is not None:  # one pool, grouped across the published split
+    table = dataclasses.replace(table, split=None)
   try:
     featurizer = featurizers.build(featurizer_config.to_dict())
   except (ValueError, TypeError) as error:

@@ -89,13 +89,14 @@ def test_weight_decay_and_moving_average_settings_are_checked():
 
 
 def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
-  # A run saved before train.ema_decay / train.decay_toward / dataset.exclude_from existed behaved as
-  # their defaults do, so resuming it is allowed; a real change is refused and named.
+  # A run saved before train.ema_decay / train.decay_toward / dataset.exclude_from / dataset.resplit
+  # existed behaved as their defaults do, so resuming it is allowed; a real change is refused and named.
   config = _load('paper', ())
   saved = json.loads(config.to_json())
   for part in ('source', 'target'):
     del saved[part]['train']['ema_decay'], saved[part]['train']['decay_toward']
   del saved['study']['head_widths'], saved['source']['dataset']['exclude_from']
+  del saved['source']['dataset']['resplit'], saved['target']['dataset']['resplit']
   path = tmp_path / 'config.json'
   path.write_text(json.dumps(saved))
   assert experiment.config_differences(path, config) == []

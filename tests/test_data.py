@@ -4,9 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from elemnet_jax import data, datasets
+from elemnet_jax import data, datasets, experiment
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
+from experiments.configs import default
 
 
 def _examples(name, **kwargs):
@@ -32,6 +33,18 @@ def test_oqmd_split_and_outlier_filter():
   assert sum(sizes.values()) == 341_700 - 86
   keys = {name: {k for k, s in zip(examples.keys, examples.split) if s == name} for name in data.SPLITS}
   assert not keys['train'] & keys['test'] and not keys['train'] & keys['val']
+
+
+def test_resplit_draws_its_own_split_from_the_whole_dataset():
+  # dataset.resplit pools a published split (OQMD's train/val/test files) and draws `split` by seed:
+  # how a source model is pretrained on (nearly) all of OQMD, as the papers did.
+  config = default.get_config()
+  config.dataset.update(resplit=True, split=(0.98, 0.01, 0.01), split_seed=0)
+  examples, _, _, _ = experiment.load_examples(config.dataset, config.featurizer)
+  assert examples.split is None and len(examples) == 341_700 - 86
+  labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
+  assert {name: int((labels == name).sum()) for name in data.SPLITS} == {'train': 334_782, 'val': 3416, 'test': 3416}
+  assert len(set(examples.keys)) == len(examples)
 
 
 def test_split_is_seeded_deterministic_and_composition_disjoint(tmp_path):

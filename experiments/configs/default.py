@@ -26,6 +26,7 @@ def get_config() -> ml_collections.ConfigDict:
       input_kind='formula',  # for CSV files: 'formula' or 'smiles'
       split=(0.8, 0.1, 0.1),  # train/val/test fractions when the dataset has no split of its own
       split_seed=0,
+      resplit=False,  # True: ignore a dataset's published split and draw `split` with split_seed instead
       skip_invalid=False,  # drop (and count) bad rows instead of stopping
       min_split_size=1,
       exclude_from='',  # comma-separated datasets whose inputs are removed (leakage control)

@@ -247,6 +247,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     'source': source_name,
     'source_dataset': meta['dataset']['name'],
     'source_test_mae': source_test_mae,
+    'source_test_n': source_metrics[0]['test']['n'],  # a resplit source has its own, smaller test split
     'source_runs': len(source_dirs),
     'target_excluded_from_source': all(excluded),
     'excluded_count': min(found['count'] for found in excluded) if all(excluded) else 0,
@@ -412,9 +413,8 @@ def _members(count: int) -> str:
 
 def _source_test(leakage: dict) -> str:
   runs = leakage.get('source_runs', 1)
-  if runs < 2:
-    return f'test MAE {leakage["source_test_mae"]:.4f}'
-  return f'pretrained as {runs} separate runs, ensemble test MAE {leakage["source_test_mae"]:.4f}'
+  score = f'test MAE {leakage["source_test_mae"]:.4f} on {leakage["source_test_n"]:,} examples'
+  return score if runs < 2 else f'pretrained as {runs} separate runs, ensemble {score}'
 
 
 def method_label(method: str, depth: int) -> str:

@@ -236,6 +236,8 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   report = (tmp_path / 'results.md').read_text()
   assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
   assert 'an ensemble of 2 pretrained members' in report
+  source_test = json.loads((tmp_path / 'pretrain' / 'metrics.json').read_text())['test']
+  assert f'test MAE {source_test["mae"]:.4f} on {source_test["n"]:,} examples' in report
   assert '| share of target train (n) |' in done.stdout
   for figure in ('learning_curve.png', 'parity.png'):
     assert (tmp_path / figure).read_bytes()[:4] == b'\x89PNG'

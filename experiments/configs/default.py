@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
       target='',  # '' -> the dataset's default target column
       input_column='formula',  # for CSV files
       input_kind='formula',  # for CSV files: 'formula' or 'smiles'
-      split=(0.8, 0.1, 0.1),  # train/val/test fractions when the dataset has no split of its own
+      split=(0.8, 0.1, 0.1),  # train/val/test fractions when the dataset has no split of its own (or resplit)
       split_seed=0,
       resplit=False,  # True: ignore a dataset's published split and draw `split` with split_seed instead
       skip_invalid=False,  # drop (and count) bad rows instead of stopping

@@ -489,16 +489,14 @@ def source_workdirs(pretrained: str) -> list[str]:
   return workdirs
 
 
-def _run_config(workdir: str | os.PathLike) -> dict:
-  path = Path(workdir) / 'config.json'
+def read_run_json(path: Path, missing: str) -> dict:
+  """A run's JSON record (config.json, metrics.json); missing or corrupted: one line naming the file."""
   try:
     return json.loads(path.read_text())
   except FileNotFoundError:
-    raise UserError(
-      f'{path}: missing; a run joins a source ensemble only with the config it was trained with'
-    ) from None
+    raise UserError(f'{path}: missing; {missing}') from None
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
-    raise UserError(f'{path}: corrupted run config ({error})') from None
+    raise UserError(f'{path}: corrupted ({error})') from None
 
 
 def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
@@ -511,7 +509,8 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   metas = [checkpoint.read_meta(workdir) for workdir in workdirs]
   if len(workdirs) == 1:
     return metas[0]
-  configs = [_run_config(workdir) for workdir in workdirs]
+  why = 'a run joins a source ensemble only with the config it was trained with'
+  configs = [read_run_json(Path(workdir) / 'config.json', why) for workdir in workdirs]
   trained_by = {}  # member seed -> the run that trained it
   for workdir, meta, config in zip(workdirs, metas, configs):
     differing = [name.split('.')[0] for name in _differences(_source_fields(metas[0]), _source_fields(meta))]

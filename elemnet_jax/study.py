@@ -159,12 +159,7 @@ def read_sources(source_dirs: list[Path]) -> tuple:
   settings), so the ensemble's test MAE scores their test predictions weighted by their members.
   """
   model, params, meta = experiment.load_sources(source_dirs)
-  metrics = []
-  for source_dir in source_dirs:
-    path = source_dir / 'metrics.json'
-    if not path.exists():
-      raise UserError(f'{path}: missing; the run did not finish')
-    metrics.append(json.loads(path.read_text()))
+  metrics = [experiment.read_run_json(run / 'metrics.json', 'the run did not finish') for run in source_dirs]
   if len(source_dirs) == 1:
     return model, params, meta, metrics, metrics[0]['test']['mae']
   predictions, weights = [], [run['members'] for run in metrics]

@@ -139,6 +139,17 @@ def test_missing_or_corrupted_pretrained_workdir(pretrained, tmp_path):
     'finetune', f'--pretrained={broken}', f'--workdir={tmp_path / "w2"}', f'--config={TEST_CONFIG}', check=False
   )
   assert_user_error(done, 'cannot be restored', 'missing or corrupted')
+  shutil.copytree(pretrained, tmp_path / 'cut')  # a finished run whose metrics.json was cut short
+  (tmp_path / 'cut' / 'metrics.json').write_text('{"test": ')
+  done = run(
+    'transfer_study',
+    f'--workdir={tmp_path / "study"}',
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={tmp_path / "cut"}',
+    check=False,
+  )
+  assert_user_error(done, f'{tmp_path / "cut" / "metrics.json"}: corrupted')
+  assert not (tmp_path / 'study').exists()
 
 
 def test_bad_user_csv_stops_before_training_and_skip_invalid_counts(tmp_path):
@@ -343,14 +354,14 @@ def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, pretrained_pa
   meta['target_scaling'] = {'scale': 2.0, 'shift': 0.5}
   (other / 'model' / 'meta.json').write_text(json.dumps(meta))
   (other / 'config.json').write_text((pretrained / 'config.json').read_text())
-  resplit = tmp_path / 'resplit'  # the same model files, but its config says another split
-  shutil.copytree(pretrained / 'model', resplit / 'model')
+  other_split = tmp_path / 'other_split'  # the same model files, but its config says another split
+  shutil.copytree(pretrained / 'model', other_split / 'model')
   config = json.loads((pretrained_seed1 / 'config.json').read_text())
   config['dataset']['split_seed'] += 1
-  (resplit / 'config.json').write_text(json.dumps(config))
+  (other_split / 'config.json').write_text(json.dumps(config))
   for sources, fragments in (
     (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'share the network']),
-    (f'{pretrained},{resplit}', [f'{resplit}: its dataset.split_seed differs from that of {pretrained}']),
+    (f'{pretrained},{other_split}', [f'{other_split}: its dataset.split_seed differs from that of {pretrained}']),
     (f'{pretrained},{pretrained}/', [f"the same run is named twice ('{pretrained}' and '{pretrained}/')"]),
     (  # the pair trained seeds 0 and 1
       f'{pretrained_pair},{pretrained_seed1}',

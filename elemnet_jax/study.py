@@ -45,7 +45,7 @@ def make_folds(
     labels = data.assign_splits(examples, split, seed)
     parts = data.split_examples(examples, labels)
     return [Fold(0, parts['train'], parts['val'], parts['test'])]
-  if folds == 1 or folds > n:
+  if folds < 0 or folds == 1 or folds > n:
     raise UserError(f'study.folds={folds}: use 0 (a fixed split) or 2..{n}')
   order = rng.permutation(n)
   result = []
@@ -86,6 +86,11 @@ def subset_sizes(n_train: int, fractions) -> list[int]:
   return [max(1, round(f * n_train)) for f in fractions]
 
 
+def training_order(n_train: int, split_seed: int, fold_index: int) -> np.ndarray:
+  """The order in which a fold's training rows enter the nested subsets: size n trains on the first n."""
+  return np.random.default_rng(split_seed + 100 + fold_index).permutation(n_train)
+
+
 def _runs_key(row: dict) -> tuple:
   return (row['method'], row['freeze_layers'], row['train_fraction'], row['fold'])
 
@@ -93,6 +98,8 @@ def _runs_key(row: dict) -> tuple:
 def check_study_config(config: ml_collections.ConfigDict) -> None:
   """Raises UserError for a study config that cannot run; nothing is read or trained."""
   study, source, target = config.study, config.source, config.target
+  if not study.methods:
+    raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
   for method in study.methods:
     if method not in METHODS:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
@@ -208,8 +215,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   )
   check_study_depths(study, model_config)
   folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed, study.val_fraction)
+  for fold in folds:
+    if study.rotate_validation and len(fold.val) > len(fold.train):
+      raise UserError(
+        f'--config.study.rotate_validation=True: fold {fold.index} has {len(fold.val)} validation but only '
+        f'{len(fold.train)} training rows, too few to hold out a validation block for each later seed'
+      )
 
-  workdir.mkdir(parents=True, exist_ok=True)
   saved, results_path = workdir / 'study_config.json', workdir / 'results.json'
   differences = experiment.config_differences(saved, config) if saved.exists() else []
   if differences and not overwrite:
@@ -217,10 +229,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       f'{workdir}: holds a study with a different config ({", ".join(differences)}); '
       'choose another --workdir or pass --overwrite'
     )
-  if differences:
-    for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
-      (workdir / name).unlink(missing_ok=True)
-  atomic.write_text(saved, config.to_json(indent=2))
   if not study.pretrained:
     source_dir = workdir / 'pretrain'
     done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
@@ -231,6 +239,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     model, source_params, meta, source_metrics, source_test_mae = read_sources(source_dirs)
   source_name = ','.join(map(str, source_dirs))
   transfer.check_compatible(meta, featurizer.description(), source_name)
+  # Only now, with the source ready, is the study's record written: a source that fails its own
+  # checks leaves no study config behind to refuse the corrected command.
+  if differences:
+    for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
+      (workdir / name).unlink(missing_ok=True)
+  workdir.mkdir(parents=True, exist_ok=True)
+  atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
   source_keys = set()  # a composition in any run's training split counts as seen
   for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
@@ -254,6 +269,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   seeds = [config.seed + k for k in range(study.seeds)]
   pretrained = experiment.source_members(source_params, len(seeds))  # seed k from source member k mod K
   parity: dict = {}  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'
+  source_scaling = data.TargetScaling(**meta['target_scaling'])  # the source model's own output units
 
   def record(new_rows):  # results.json and the report stay current, so a partial study can be read
     rows.extend(new_rows)
@@ -261,7 +277,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     write_report(workdir, rows, leakage, parity, study, echo=False)
 
   for fold in folds:
-    order = np.random.default_rng(target.dataset.split_seed + 100 + fold.index).permutation(len(fold.train))
+    order = training_order(len(fold.train), target.dataset.split_seed, fold.index)
     inputs_full = experiment.make_inputs(
       {'train': fold.train, 'val': fold.val, 'test': fold.test}, featurizer.description(), target, meta
     )
@@ -273,17 +289,21 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     rotation_rng = np.random.default_rng(target.dataset.split_seed + 200 + fold.index)
     member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated, rotation_rng)
     pool_x, pool_y = (np.concatenate([part['val'], part['train']]) for part in (x, y))
+    pool_targets = np.concatenate([fold.val.y, fold.train.y])  # in target units
     features = None  # hidden activations of the source model, computed once per fold
     if 'featurizer' in study.methods or 'head' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
       features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}  # member 0
       features['pool'] = np.concatenate([features['val'], features['train']])
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
-      prediction = experiment.evaluate(model, source_params, x['test'], scaling).mean(axis=0)  # source ensemble
+      prediction = experiment.evaluate(model, source_params, x['test'], source_scaling).mean(axis=0)  # source ensemble
       record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
     for fraction, size in zip(study.train_fractions, subset_sizes(len(fold.train), study.train_fractions)):
       index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
       train_rows = member_train[:, index]  # [members, size] pool rows
+      if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
+        scaling = data.TargetScaling.fit(pool_targets[train_rows[0]], target.train.target_scaling)
+        pool_y = ((pool_targets - scaling.shift) / scaling.scale).astype(np.float32)
       if size < study.min_train_size:
         raise UserError(
           f'target training set of {size} examples (fraction {fraction}) is smaller than '
@@ -332,10 +352,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}',
         )
         seconds = (time.perf_counter() - tic) / len(seeds)
-        predictions = experiment.evaluate(built_model, best, test_in, scaling)
+        passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
+        predictions = experiment.evaluate(built_model, best, test_in, scaling, passes)
         ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
         if rotated == 1:
-          val_mean = experiment.evaluate(built_model, best, val_in, scaling).mean(axis=0)
+          val_mean = experiment.evaluate(built_model, best, val_in, scaling, passes).mean(axis=0)
           ensemble_val_mae = round(float(np.abs(val_mean - fold.val.y).mean()), 6)
         ensemble = {
           **_row(
@@ -359,12 +380,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           parity[f'_val_{method}{depth if depth >= 0 else ""}'] = float(np.mean(progress.best_val))
       if 'featurizer' in study.methods and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done:
         tic = time.perf_counter()
+        # in target units: ridge with an intercept is affine-equivariant, so no target scaling is needed
         weights, intercept, alpha = ridge.ridge_select(
-          (features['train'][index], y['train'][index]), (features['val'], y['val'])
+          (features['train'][index], fold.train.y[index]), (features['val'], fold.val.y)
         )
-        prediction, val_prediction = (
-          (features[name] @ weights + intercept) * scaling.scale + scaling.shift for name in ('test', 'val')
-        )
+        prediction, val_prediction = (features[name] @ weights + intercept for name in ('test', 'val'))
         logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
         row = _row(
           'featurizer',

@@ -10,9 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import ml_collections
 import pytest
 
-from elemnet_jax import experiment
+from elemnet_jax import datasets, experiment, featurizers, study
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = 'experiments/configs/test.py'
@@ -109,6 +110,7 @@ def test_finetune_and_predict(pretrained, tmp_path):
   [
     (['--config.transfer.freeze_layers=9'], ['freeze_layers=9 is outside the model', '0..3']),
     (['--config.dataset.name=nope'], ['unknown dataset', 'oqmd_fe']),
+    (['--config.dataset.split=(0.5,0.1,0.1)'], ['split=(0.5, 0.1, 0.1)', 'sum to 1']),
   ],
 )
 def test_finetune_errors(pretrained, tmp_path, flags, fragments):
@@ -150,6 +152,44 @@ def test_missing_or_corrupted_pretrained_workdir(pretrained, tmp_path):
   )
   assert_user_error(done, f'{tmp_path / "cut" / "metrics.json"}: corrupted')
   assert not (tmp_path / 'study').exists()
+  done = run(  # a source that fails its checks leaves nothing that would refuse the corrected command
+    'transfer_study',
+    f'--workdir={tmp_path / "study"}',
+    f'--config={TEST_CONFIG}:study',
+    '--config.source.dataset.name=nope',
+    check=False,
+  )
+  assert_user_error(done, "unknown dataset 'nope'")
+  assert not (tmp_path / 'study').exists()
+  meta = json.loads((tmp_path / 'cut' / 'model' / 'meta.json').read_text())
+  del meta['target_scaling']  # valid JSON, but not a model's metadata
+  (tmp_path / 'cut' / 'model' / 'meta.json').write_text(json.dumps(meta))
+  done = run('predict', f'--models={tmp_path / "cut"}', '--formulas=NaCl', check=False)
+  assert_user_error(done, 'meta.json: corrupted model metadata (missing target_scaling)')
+
+
+@pytest.mark.parametrize(
+  'module, flags, message',
+  [
+    ('pretrain', ['--workdir=', f'--config={TEST_CONFIG}'], '--workdir is empty'),  # else: the current folder
+    (
+      'pretrain',
+      ['--workdir=unused', f'--config={TEST_CONFIG}', '--config.train.learning_rat=1e-3'],
+      "--config.train.learning_rat=1e-3: the config has no field 'learning_rat' (did you mean 'learning_rate'?)",
+    ),
+    ('pretrain', ['--workdir=unused', f'--config={TEST_CONFIG}:bogus'], "unknown test config 'bogus'"),
+    ('predict', ['--models=', '--formulas=NaCl'], '--models is empty'),
+  ],
+  ids=['empty workdir', 'misspelt field', 'unknown config variant', 'no models'],
+)
+def test_flag_mistakes_are_one_line_errors(module, flags, message):
+  assert_user_error(run(module, *flags, check=False), message)
+  assert not (REPO / 'unused').exists() and not (REPO / 'config.json').exists()
+
+
+def test_the_same_model_named_twice_is_refused(pretrained):
+  done = run('predict', f'--models={pretrained},{pretrained}/', '--formulas=NaCl', check=False)
+  assert_user_error(done, 'the same run is named twice')
 
 
 def test_bad_user_csv_stops_before_training_and_skip_invalid_counts(tmp_path):
@@ -284,6 +324,46 @@ def test_rotated_validation_gives_later_seeds_their_own_held_out_rows(pretrained
     assert rotated[method, fraction, 1]['train_size'] == split[method, fraction, 1]['train_size']
     assert rotated[method, fraction, -1]['val_mae'] is None  # the seeds share no validation set
     assert split[method, fraction, -1]['val_mae'] > 0
+
+
+def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):
+  # A learning-curve point trains on its subset's labels only, so the labels of the fold's other
+  # training rows must not reach it, not even through the refitted target statistics; and the
+  # source model applied directly is read in its own units, whatever the target's statistics.
+  table, _ = datasets.load_table('ssub')
+  formulas, energies = table.inputs[:400], [float(value) for value in table.targets[:400]]
+  featurizer = featurizers.build({'name': 'composition'})
+  _, keys, _ = featurizer.featurize(formulas)
+  original = tmp_path / 'original.csv'
+  original.write_text('formula,energy\n' + ''.join(f'{f},{e}\n' for f, e in zip(formulas, energies)))
+  dataset = ml_collections.ConfigDict(dict(name=str(original), target='energy', split=(0.8, 0.1, 0.1), split_seed=0))
+  examples, *_ = experiment.load_examples(dataset, ml_collections.ConfigDict({'name': 'composition'}))
+  (fold,) = study.make_folds(examples, 0, (0.8, 0.1, 0.1), 0, 0.1)
+  (size,) = study.subset_sizes(len(fold.train), (0.5,))
+  inside = {fold.train.keys[i] for i in study.training_order(len(fold.train), 0, 0)[:size]}
+  outside = set(fold.train.keys) - inside
+  shifted = tmp_path / 'shifted.csv'
+  shifted.write_text(
+    'formula,energy\n' + ''.join(f'{f},{e + 3.0 * (k in outside)}\n' for f, e, k in zip(formulas, energies, keys))
+  )
+  flags = (
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained}',
+    '--config.target.dataset.target=energy',
+    "--config.study.methods=('scratch','direct')",
+    '--config.study.train_fractions=(0.5,)',
+    '--config.study.seeds=1',
+    '--config.target.train.target_scaling=standard',
+  )
+  refit = ('--config.target.transfer.target_scaling=refit',)
+  for name, path, extra in (('original', original, refit), ('shifted', shifted, refit), ('source', original, ())):
+    run('transfer_study', f'--workdir={tmp_path / name}', *flags, f'--config.target.dataset.name={path}', *extra)
+  rows = {
+    name: {r['method']: r for r in json.loads((tmp_path / name / 'results.json').read_text())['runs']}
+    for name in ('original', 'shifted', 'source')
+  }
+  assert rows['shifted']['scratch']['mae'] == pytest.approx(rows['original']['scratch']['mae'], rel=1e-5)
+  assert rows['original']['direct']['mae'] == pytest.approx(rows['source']['direct']['mae'], rel=1e-6)
 
 
 @pytest.fixture(scope='module')

@@ -119,8 +119,13 @@ def read_meta(workdir: str | os.PathLike) -> dict:
     meta = json.loads(path.read_text())
   except (json.JSONDecodeError, UnicodeDecodeError) as error:
     raise UserError(f'{path}: corrupted model metadata ({error})') from None
+  if not isinstance(meta, dict):
+    raise UserError(f'{path}: corrupted model metadata (not a JSON object)')
   if meta.get('format_version') != FORMAT_VERSION:
     raise UserError(f'{path}: unsupported model format {meta.get("format_version")!r}')
+  missing = [key for key in ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'members') if key not in meta]
+  if missing:
+    raise UserError(f'{path}: corrupted model metadata (missing {", ".join(missing)})')
   return meta
 
 

@@ -115,9 +115,11 @@ def load_examples(
   exclude_from = [name for name in dataset.get('exclude_from', '').split(',') if name]
   if exclude_from:  # leakage control: drop compositions that another dataset (the target) holds
     excluded = set()
-    for name in exclude_from:
-      other_table, other_spec = datasets.load_table(name, data_dir=data_dir or None)
-      excluded |= set(data.prepare(other_table, other_spec, featurizer, skip_invalid=True).keys)
+    for name in exclude_from:  # every valid input, whatever its targets (a row may lack the default one)
+      other_table, _ = datasets.load_table(name, data_dir=data_dir or None)
+      _, keys, bad_inputs = featurizer.featurize(other_table.inputs)
+      bad_rows = {i for i, _ in bad_inputs}
+      excluded |= {key for i, key in enumerate(keys) if i not in bad_rows}
     keep = np.array([key not in excluded for key in examples.keys])
     notes['excluded'] = {'from': exclude_from, 'count': int((~keep).sum())}
     logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(), exclude_from)
@@ -186,6 +188,9 @@ def check_train_config(train_config, where: str = 'train') -> None:
     raise UserError(f'--config.{where}.learning_rate={train_config.learning_rate!r}: must be positive')
   if not 0 <= train_config.ema_decay < 1:
     raise UserError(f'--config.{where}.ema_decay={train_config.ema_decay!r}: use 0 (off) or a value in (0, 1)')
+  for field in ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes'):
+    if not train_config.get(field, 0) >= 0:
+      raise UserError(f'--config.{where}.{field}={train_config.get(field)!r}: must not be negative')
 
 
 def check_transfer_config(transfer_config, where: str = 'transfer') -> None:
@@ -199,10 +204,11 @@ def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:
     fractions = tuple(float(f) for f in split)
   except (TypeError, ValueError):
     fractions = ()
-  if len(fractions) != 3 or min(fractions) < 0 or sum(fractions) > 1 + 1e-9:
+  # the train split takes every row not drawn for val or test, so a train fraction below 1 - val - test
+  # would silently train on more rows than asked for
+  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
     raise UserError(
-      f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions '
-      '(train, val, test) that sum to at most 1'
+      f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions (train, val, test) that sum to 1'
     )
   return fractions
 
@@ -476,16 +482,16 @@ def _source_fields(meta: dict) -> dict:
   return {key: meta[key] for key in _SOURCE_KEYS if key in meta}
 
 
-def source_workdirs(pretrained: str) -> list[str]:
+def source_workdirs(pretrained: str, where: str = 'pretrained') -> list[str]:
   """The finished runs named by a `pretrained` setting: one workdir, or several separated by commas."""
   workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
   if not workdirs:
-    raise UserError(f'pretrained={pretrained!r}: name a finished workdir')
+    raise UserError(f'{where}={pretrained!r}: name a finished workdir')
   resolved = [Path(name).resolve() for name in workdirs]
   for later, path in enumerate(resolved):
     if path in resolved[:later]:
       twice = f'{workdirs[resolved.index(path)]!r} and {workdirs[later]!r}'
-      raise UserError(f'pretrained={pretrained!r}: the same run is named twice ({twice}); each run joins once')
+      raise UserError(f'{where}={pretrained!r}: the same run is named twice ({twice}); each run joins once')
   return workdirs
 
 
@@ -549,6 +555,7 @@ def predict_inputs(
 
   The inputs are featurized once; every model must use the same featurizer.
   """
+  workdirs = source_workdirs(','.join(workdirs), '--models')  # none, or one named twice: refused
   loaded = [load_for_prediction(workdir) for workdir in workdirs]
   description = loaded[0][2]['featurizer']
   for workdir, (_, _, meta) in zip(workdirs[1:], loaded[1:]):

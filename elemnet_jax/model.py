@@ -34,8 +34,12 @@ class ElemNetConfig:
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
     object.__setattr__(self, 'dropout_after', tuple(int(p) for p in self.dropout_after))
     object.__setattr__(self, 'dropout_rates', tuple(float(r) for r in self.dropout_rates))
+    if not self.widths or min(self.widths) < 1:
+      raise ValueError(f'widths {self.widths} must be one or more positive layer widths')
     if len(self.dropout_after) != len(self.dropout_rates):
       raise ValueError('dropout_after and dropout_rates must have the same length')
+    if any(not 0 <= r < 1 for r in self.dropout_rates):
+      raise ValueError(f'dropout rates {self.dropout_rates} must lie in [0, 1)')
     if any(not 1 <= p <= len(self.widths) for p in self.dropout_after):
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
     if self.activation not in ACTIVATIONS:

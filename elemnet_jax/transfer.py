@@ -42,6 +42,10 @@ def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
     if not matched:
       raise UserError(f'parameter {name} matches no freeze rule; add a catch-all rule (".*", "body")')
     labels[path] = matched[0]
+  names = ['/'.join(path) for path in labels]
+  for pattern, label in compiled:  # a misspelt freeze regex would otherwise quietly freeze nothing
+    if label == 'frozen' and not any(pattern.search(name) for name in names):
+      raise UserError(f'freeze rule {pattern.pattern!r} matches no parameter (paths read like {names[0]})')
   assert len(labels) == len(jax.tree.leaves(params)), 'every leaf gets exactly one label'
   return traverse_util.unflatten_dict(labels)
 

@@ -45,6 +45,8 @@ def test_regex_rules_and_errors():
     transfer.label_params(_params(), [('.*', 'ice')])
   with pytest.raises(UserError, match='not a valid regular expression'):
     transfer.label_params(_params(), [('(', 'frozen')])
+  with pytest.raises(UserError, match=r"freeze rule '\^params/dens_0/' matches no parameter"):  # a typo
+    transfer.label_params(_params(), transfer.freeze_rules(0, ('^params/dens_0/',), CONFIG))
 
 
 @pytest.mark.parametrize('depth', [-1, 5, 17])

@@ -47,6 +47,19 @@ def test_resplit_draws_its_own_split_from_the_whole_dataset():
   assert len(set(examples.keys)) == len(examples)
 
 
+def test_leakage_control_removes_every_composition_of_the_other_dataset():
+  # kim2017 lists some compositions without an experimental value (its default target): they are
+  # still the other dataset's compositions, and 20 of them occur in qmpy_legacy.
+  config = default.get_config()
+  config.dataset.update(name='qmpy_legacy', exclude_from='kim2017')
+  examples, featurizer, notes, _ = experiment.load_examples(config.dataset, config.featurizer)
+  table, _ = datasets.load_table('kim2017')
+  _, keys, bad_inputs = featurizer.featurize(table.inputs)
+  bad_rows = {i for i, _ in bad_inputs}
+  assert not {key for i, key in enumerate(keys) if i not in bad_rows} & set(examples.keys)
+  assert notes['excluded'] == {'from': ['kim2017'], 'count': 631}
+
+
 def test_split_is_seeded_deterministic_and_composition_disjoint(tmp_path):
   examples, _ = _examples('qmpy_legacy')
   first = data.assign_splits(examples, (0.8, 0.1, 0.1), seed=3)

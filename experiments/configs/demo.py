@@ -1,4 +1,4 @@
-"""`make demo`: the transfer study on a reduced budget (about 15 minutes on 2 CPU cores).
+"""`make demo`: the transfer study on a reduced budget (about 9 minutes on 2 idle CPU cores).
 
   python -m experiments.transfer_study --workdir=workdirs/demo --config=experiments/configs/demo.py
 

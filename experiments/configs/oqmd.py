@@ -2,8 +2,8 @@
 
   python -m experiments.pretrain --workdir=workdirs/oqmd --config=experiments/configs/oqmd.py
 
-No dropout; 1 warm-up epoch then cosine decay over `max_epochs` (51 epochs: 41-45 s each on
-2 CPU cores, about 42 minutes in all). The whole schedule runs; early stopping keeps the
+No dropout; 1 warm-up epoch then cosine decay over `max_epochs` (51 epochs: 39-50 s each on
+2 CPU cores, 35-42 minutes in all). The whole schedule runs; early stopping keeps the
 best-on-validation parameters.
 """
 

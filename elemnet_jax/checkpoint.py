@@ -75,13 +75,19 @@ class TrainingCheckpoints:
     except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
       raise UserError(
         f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
-        f'({type(error).__name__}); delete it or start a new workdir'
+        f'({_reason(error)}); delete it or start a new workdir'
       ) from None
     state = restored['state']
     return state['states'], state['best_params'], Progress(**restored['progress'])
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _reason(error: Exception) -> str:
+  """An exception in a few words: its type and the first line of its message, if it has one."""
+  lines = str(error).strip().splitlines()
+  return f'{type(error).__name__}: {lines[0][:200]}' if lines else type(error).__name__
 
 
 def save_model(workdir: str | os.PathLike, params: Any, meta: dict) -> Path:
@@ -106,7 +112,7 @@ def save_model(workdir: str | os.PathLike, params: Any, meta: dict) -> Path:
   return final
 
 
-def read_meta(workdir: str | os.PathLike) -> dict:
+def read_meta(workdir: str | os.PathLike, required: tuple[str, ...] = ('model', 'members')) -> dict:
   """The metadata of a saved model; a clear error when the workdir holds none."""
   path = Path(workdir) / MODEL_DIR / META_FILE
   if not Path(workdir).exists():
@@ -123,7 +129,7 @@ def read_meta(workdir: str | os.PathLike) -> dict:
     raise UserError(f'{path}: corrupted model metadata (not a JSON object)')
   if meta.get('format_version') != FORMAT_VERSION:
     raise UserError(f'{path}: unsupported model format {meta.get("format_version")!r}')
-  missing = [key for key in ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'members') if key not in meta]
+  missing = [key for key in required if key not in meta]
   if missing:
     raise UserError(f'{path}: corrupted model metadata (missing {", ".join(missing)})')
   return meta
@@ -136,7 +142,6 @@ def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
     params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))
   except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
     raise UserError(
-      f'{path}: model parameters cannot be restored ({type(error).__name__}: '
-      f'{str(error).splitlines()[0][:200]}); the checkpoint is missing or corrupted'
+      f'{path}: model parameters cannot be restored ({_reason(error)}); the checkpoint is missing or corrupted'
     ) from None
   return jax.tree.map(np.asarray, params)

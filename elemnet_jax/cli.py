@@ -28,36 +28,38 @@ class _QuietLibraries(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
 
 
-_PATH_FLAGS = ('workdir', 'pretrained', 'models', 'input')  # given empty, a path would mean the current folder
-
-
 def _fail(message: str) -> None:
-  print(f'error: {message}', file=sys.stderr)
+  """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines."""
+  lines = str(message).strip().splitlines() or ['']
+  print(f'error: {lines[0]}' + (f' {lines[-1]}' if len(lines) > 1 else ''), file=sys.stderr)
   sys.exit(2)
+
+
+def _unknown_field(error: Exception, argv: list[str]) -> str:
+  """ml_collections' error for an override of a field the config lacks, as the flag the user gave."""
+  text = error
+  while isinstance(text, BaseException):  # the KeyError may come wrapped in an AttributeError
+    text = text.args[0] if text.args else ''
+  field = re.search(r"'([^']+)'", str(text))
+  given = [arg for arg in argv[1:] if field and f'.{field.group(1)}.' in arg.split('=')[0] + '.']
+  if not given:  # not an override's field (e.g. an error inside a config file's own code)
+    return f'{type(error).__name__}: {text}'
+  hint = re.search(r'Did you mean "([^"]+)"', str(text))
+  return f'{given[0]}: the config has no field {field.group(1)!r}' + (
+    f' (did you mean {hint.group(1)!r}?)' if hint else ''
+  )
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its mistakes reported as one line and status 2 like the rest."""
   try:
     rest = flags.FLAGS(argv)
-  except (flags.Error, ValueError) as error:  # ValueError: e.g. a config file's unknown variant, NAME.py:kind
-    lines = str(error).strip().splitlines()  # a config file's own error comes with its traceback: keep the last line
-    _fail(lines[0] if len(lines) == 1 else f'{lines[0]} {lines[-1]}')
-  except (AttributeError, KeyError) as error:  # ml_collections: an override of a field the config lacks
-    text = error
-    while isinstance(text, BaseException):  # the KeyError may come wrapped in an AttributeError
-      text = text.args[0] if text.args else ''
-    field = re.search(r"'([^']+)'", str(text))
-    field = field.group(1) if field else str(text)
-    given = [arg for arg in argv[1:] if f'.{field}.' in arg.split('=')[0] + '.']
-    hint = re.search(r'Did you mean "([^"]+)"', str(text))
-    _fail(
-      f'{given[0] if given else field}: the config has no field {field!r}'
-      + (f' (did you mean {hint.group(1)!r}?)' if hint else '')
-    )
-  for name in _PATH_FLAGS:
-    if name in flags.FLAGS and flags.FLAGS[name].present and not flags.FLAGS[name].value:
-      _fail(f'--{name} is empty')
+  except (flags.Error, ValueError, OSError) as error:  # e.g. a config file's unknown variant (NAME.py:kind) or path
+    _fail(str(error))
+  except (AttributeError, KeyError) as error:
+    _fail(_unknown_field(error, argv))
+  if 'workdir' in flags.FLAGS and flags.FLAGS['workdir'].present and not flags.FLAGS.workdir:
+    _fail('--workdir is empty')  # it would mean the current folder
   return rest
 
 

@@ -187,7 +187,7 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     if header is None:
       raise UserError(f'{path}: the file is empty (expected a header row)')
     header = [name.strip() for name in header]
-    missing = [c for c in (input_column, target_column, split_column) if c and c not in header]
+    missing = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c and c not in header))
     if missing:
       raise UserError(
         f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'

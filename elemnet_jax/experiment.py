@@ -116,10 +116,12 @@ def load_examples(
   if exclude_from:  # leakage control: drop compositions that another dataset (the target) holds
     excluded = set()
     for name in exclude_from:  # every valid input, whatever its targets (a row may lack the default one)
-      other_table, _ = datasets.load_table(name, data_dir=data_dir or None)
-      _, keys, bad_inputs = featurizer.featurize(other_table.inputs)
-      bad_rows = {i for i, _ in bad_inputs}
-      excluded |= {key for i, key in enumerate(keys) if i not in bad_rows}
+      other_table, other_spec = datasets.load_table(name, data_dir=data_dir or None)
+      if other_spec.input_kind != featurizer.input_kind:
+        raise UserError(
+          f'exclude_from={name}: it holds {other_spec.input_kind} inputs, this dataset {featurizer.input_kind} inputs'
+        )
+      excluded |= set(featurizer.featurize(other_table.inputs)[1]) - {''}  # an invalid input's key is ''
     keep = np.array([key not in excluded for key in examples.keys])
     notes['excluded'] = {'from': exclude_from, 'count': int((~keep).sum())}
     logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(), exclude_from)
@@ -465,9 +467,12 @@ def write_predictions(
       writer.writerow(row)
 
 
+MODEL_META = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'members')  # what save_model writes
+
+
 def load_for_prediction(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
   """(model, parameters [K, ...], meta) of a finished run."""
-  meta = checkpoint.read_meta(workdir)
+  meta = checkpoint.read_meta(workdir, MODEL_META)
   model_config = ElemNetConfig.from_dict(meta['model'])
   model = ElemNet(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
   width = len(meta['feature_scaling']['keep'])
@@ -512,7 +517,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   source ensemble when they share the network, featurization, scalings, data and split, and no
   member seed is in two of them (which would put one model in twice).
   """
-  metas = [checkpoint.read_meta(workdir) for workdir in workdirs]
+  metas = [checkpoint.read_meta(workdir, MODEL_META) for workdir in workdirs]
   if len(workdirs) == 1:
     return metas[0]
   why = 'a run joins a source ensemble only with the config it was trained with'

@@ -128,7 +128,9 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   widths = study.get('head_widths')
   if 'head' in study.methods and widths is None:
     raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
-  if widths is not None and not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+  if widths is not None and not (
+    widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+  ):
     raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
 
 
@@ -296,19 +298,22 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       features = {name: train.predict_in_batches(hidden, source_params, x[name])[0] for name in x}  # member 0
       features['pool'] = np.concatenate([features['val'], features['train']])
     if 'direct' in study.methods and ('direct', -1, 0.0, fold.index) not in done:
-      prediction = experiment.evaluate(model, source_params, x['test'], source_scaling).mean(axis=0)  # source ensemble
+      prediction = experiment.evaluate(  # the source ensemble as its own test MAE was scored
+        model, source_params, x['test'], source_scaling, meta.get('eval_dropout_passes', 0)
+      ).mean(axis=0)
       record([_row('direct', -1, 0.0, 0, fold.index, 0, fold.test.y, prediction, 0.0)])
     for fraction, size in zip(study.train_fractions, subset_sizes(len(fold.train), study.train_fractions)):
       index = np.sort(order[:size])  # nested subsets: 10% is inside 25%, and so on
       train_rows = member_train[:, index]  # [members, size] pool rows
-      if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
-        scaling = data.TargetScaling.fit(pool_targets[train_rows[0]], target.train.target_scaling)
-        pool_y = ((pool_targets - scaling.shift) / scaling.scale).astype(np.float32)
       if size < study.min_train_size:
         raise UserError(
           f'target training set of {size} examples (fraction {fraction}) is smaller than '
           f'study.min_train_size={study.min_train_size}'
         )
+      if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
+        # (member 0's rows; rotated members train on other rows of the same pool and share them)
+        scaling = data.TargetScaling.fit(pool_targets[train_rows[0]], target.train.target_scaling)
+        pool_y = ((pool_targets - scaling.shift) / scaling.scale).astype(np.float32)
       runs = []
       if 'scratch' in study.methods:
         runs.append(('scratch', -1))

@@ -49,7 +49,7 @@ def test_study_config_check_names_the_bad_field():
   with pytest.raises(UserError, match=r"--config\.target\.transfer\.target_scaling='standard': use source or refit"):
     study.check_study_config(config)
   config = _load('paper', ())
-  for widths in ((64, 0), (64, 'wide'), (True,)):
+  for widths in ((64, 0), (64, 'wide'), (True,), ()):
     config.study.head_widths = widths
     with pytest.raises(UserError, match=r'--config\.study\.head_widths=.*positive integer'):
       study.check_study_config(config)

@@ -178,13 +178,13 @@ def test_missing_or_corrupted_pretrained_workdir(pretrained, tmp_path):
       "--config.train.learning_rat=1e-3: the config has no field 'learning_rat' (did you mean 'learning_rate'?)",
     ),
     ('pretrain', ['--workdir=unused', f'--config={TEST_CONFIG}:bogus'], "unknown test config 'bogus'"),
-    ('predict', ['--models=', '--formulas=NaCl'], '--models is empty'),
+    ('predict', ['--models=', '--formulas=NaCl'], "--models='': name a finished workdir"),
   ],
   ids=['empty workdir', 'misspelt field', 'unknown config variant', 'no models'],
 )
 def test_flag_mistakes_are_one_line_errors(module, flags, message):
   assert_user_error(run(module, *flags, check=False), message)
-  assert not (REPO / 'unused').exists() and not (REPO / 'config.json').exists()
+  assert not (REPO / 'config.json').exists()  # the empty workdir: nothing written into the current folder
 
 
 def test_the_same_model_named_twice_is_refused(pretrained):

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from elemnet_jax.errors import UserError
+
 
 @contextlib.contextmanager
 def open_for_writing(path: str | os.PathLike) -> Iterator[TextIO]:
@@ -15,9 +17,16 @@ def open_for_writing(path: str | os.PathLike) -> Iterator[TextIO]:
   path = Path(path)
   temporary = path.with_name(path.name + '.tmp')
   try:
-    with open(temporary, 'w', newline='') as stream:
+    stream = open(temporary, 'w', newline='')  # closed by the `with` below, before the rename
+  except OSError as error:  # named by the path the user gave, not the temporary one
+    raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
+  try:
+    with stream:
       yield stream
-    os.replace(temporary, path)
+    try:
+      os.replace(temporary, path)
+    except OSError as error:
+      raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
   finally:
     temporary.unlink(missing_ok=True)
 

@@ -99,6 +99,11 @@ def test_finetune_and_predict(pretrained, tmp_path):
   assert_user_error(
     run('predict', f'--models={workdir}', f'--input={source}', f'--output={output}', check=False), 'already exists'
   )
+  nowhere = tmp_path / 'no_such_folder' / 'out.csv'  # named as given, not as its temporary sibling
+  assert_user_error(
+    run('predict', f'--models={workdir}', f'--input={source}', f'--output={nowhere}', check=False),
+    f'{nowhere}: cannot be written (No such file or directory)',
+  )
   assert_user_error(
     run('predict', f'--models={workdir}', '--formulas=Fe2O3,Xx3', check=False),
     "row 2 ('Xx3'): unknown element symbol 'Xx'",

@@ -144,12 +144,14 @@ def assign_splits(examples: Examples, fractions: tuple[float, float, float], see
   return labels
 
 
-def split_examples(examples: Examples, labels: np.ndarray, minimum: int = 1) -> dict[str, Examples]:
+def split_examples(
+  examples: Examples, labels: np.ndarray, minimum: int = 1, dataset: str = 'dataset'
+) -> dict[str, Examples]:
   parts = {name: examples.take(np.flatnonzero(labels == name)) for name in SPLITS}
   for name, part in parts.items():
     if len(part) < minimum:
       raise UserError(
-        f'the {name} split has {len(part)} examples (need at least {minimum}); '
+        f'{dataset}: the {name} split has {len(part)} examples (need at least {minimum}); '
         'use a larger dataset or other split fractions'
       )
   return parts

@@ -354,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), source_dir)
   labels = data.assign_splits(examples, split, config.dataset.split_seed)
-  parts = data.split_examples(examples, labels, minimum=config.dataset.get('min_split_size', 1))
+  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
 
   width = inputs.feature_scaling.width

@@ -36,14 +36,19 @@ class Fold:
 
 
 def make_folds(
-  examples: data.Examples, folds: int, split: tuple[float, float, float], seed: int, val_fraction: float
+  examples: data.Examples,
+  folds: int,
+  split: tuple[float, float, float],
+  seed: int,
+  val_fraction: float,
+  dataset: str = 'dataset',
 ) -> list[Fold]:
   """k-fold cross-validation (folds >= 2), or the one fixed split given by `split` (folds = 0)."""
   rng = np.random.default_rng(seed)
   n = len(examples)
   if folds == 0:
     labels = data.assign_splits(examples, split, seed)
-    parts = data.split_examples(examples, labels)
+    parts = data.split_examples(examples, labels, dataset=dataset)
     return [Fold(0, parts['train'], parts['val'], parts['test'])]
   if folds < 0 or folds == 1 or folds > n:
     raise UserError(f'study.folds={folds}: use 0 (a fixed split) or 2..{n}')
@@ -216,7 +221,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     target.dataset, target.featurizer, config.data_dir or target.data_dir
   )
   check_study_depths(study, model_config)
-  folds = make_folds(examples, study.folds, tuple(target.dataset.split), target.dataset.split_seed, study.val_fraction)
+  folds = make_folds(
+    examples,
+    study.folds,
+    tuple(target.dataset.split),
+    target.dataset.split_seed,
+    study.val_fraction,
+    target.dataset.name,
+  )
   for fold in folds:
     if study.rotate_validation and len(fold.val) > len(fold.train):
       raise UserError(

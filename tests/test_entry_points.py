@@ -515,7 +515,8 @@ def test_empty_or_too_small_datasets(tmp_path):
   path.write_text('formula,energy\nFe2O3,-1.0\nNaCl,-2.1\nMgO,-3.0\n')
   flags = [f'--config={TEST_CONFIG}', f'--config.dataset.name={path}', '--config.dataset.target=energy']
   assert_user_error(
-    run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False), 'split has 0 examples (need at least 1)'
+    run('pretrain', f'--workdir={tmp_path / "a"}', *flags, check=False),
+    f'{path}: the val split has 0 examples (need at least 1)',
   )
   path.write_text('formula,energy\nXx,-1.0\nQq,-2.1\n')
   assert_user_error(

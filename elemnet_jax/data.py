@@ -220,5 +220,9 @@ class TargetScaling:
       return cls(float(y_train.mean()), float(y_train.std() or 1.0))
     raise UserError(f'unknown target scaling {kind!r}; use none or standard')
 
+  def apply(self, y: np.ndarray) -> np.ndarray:
+    """Targets in the units the model learns."""
+    return ((y - self.shift) / self.scale).astype(np.float32)
+
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

@@ -149,9 +149,7 @@ def make_inputs(
     )
     target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
   x = {name: feature_scaling(part.x) for name, part in parts.items()}
-  y = {
-    name: ((part.y - target_scaling.shift) / target_scaling.scale).astype(np.float32) for name, part in parts.items()
-  }
+  y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 

@@ -295,15 +295,15 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     inputs_full = experiment.make_inputs(
       {'train': fold.train, 'val': fold.val, 'test': fold.test}, featurizer.description(), target, meta
     )
-    x, y = inputs_full.x, inputs_full.y
-    scaling = inputs_full.target_scaling
+    x, scaling = inputs_full.x, inputs_full.target_scaling
     # The network methods' members: each trains on `member_train` and stops on `member_val`, rows of
     # the pool (validation rows, then training rows); without rotation, every member on the fold's split.
     rotated = len(seeds) if study.rotate_validation else 1
     rotation_rng = np.random.default_rng(target.dataset.split_seed + 200 + fold.index)
     member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated, rotation_rng)
-    pool_x, pool_y = (np.concatenate([part['val'], part['train']]) for part in (x, y))
+    pool_x = np.concatenate([x['val'], x['train']])
     pool_targets = np.concatenate([fold.val.y, fold.train.y])  # in target units
+    pool_y = scaling.apply(pool_targets)
     features = None  # hidden activations of the source model, computed once per fold
     if 'featurizer' in study.methods or 'head' in study.methods:
       hidden = train.make_predict(model, hidden_layer=study.featurizer_layer)
@@ -325,7 +325,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
         # (member 0's rows; rotated members train on other rows of the same pool and share them)
         scaling = data.TargetScaling.fit(pool_targets[train_rows[0]], target.train.target_scaling)
-        pool_y = ((pool_targets - scaling.shift) / scaling.scale).astype(np.float32)
+        pool_y = scaling.apply(pool_targets)
       runs = []
       if 'scratch' in study.methods:
         runs.append(('scratch', -1))

@@ -195,14 +195,24 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     i, t = header.index(input_column), header.index(target_column)
     s = header.index(split_column) if split_column else None
     table = RawTable(str(path), [], [], [], [] if (split or s is not None) else None)
+    ragged = []  # more fields than the header: an unquoted comma, so any column may have shifted
     for row_number, row in enumerate(reader, start=2):
       if not row or not any(cell.strip() for cell in row):
+        continue
+      if len(row) > len(header):
+        ragged.append(f'row {row_number} ({",".join(row)!r})')
         continue
       table.inputs.append(row[i].strip() if i < len(row) else '')
       table.targets.append(row[t].strip() if t < len(row) else '')
       table.rows.append(row_number)
       if table.split is not None:
         table.split.append(split or (row[s].strip() if s < len(row) else ''))
+  if ragged:
+    more = f'; ... and {len(ragged) - 3} more' if len(ragged) > 3 else ''
+    raise UserError(
+      f'{path}: {len(ragged)} row(s) with more fields than the {len(header)} in the header: '
+      f'{"; ".join(ragged[:3])}{more} (quote values that contain commas)'
+    )
   return table
 
 

@@ -126,6 +126,20 @@ def test_missing_column_lists_the_columns(tmp_path):
     datasets.load_table(str(path), 'energy')
 
 
+def test_a_row_with_an_unquoted_comma_is_refused_not_read_shifted(tmp_path):
+  """'Fe2O3,-1,234' under a two-column header would have read the target as -1."""
+  path = tmp_path / 'mine.csv'
+  path.write_text('formula,energy\nMgO,-3.0\nFe2O3,-1,234\n"NaCl","-2,1"\n')
+  with pytest.raises(UserError) as error:
+    datasets.load_table(str(path), 'energy')
+  message = str(error.value)
+  assert '\n' not in message
+  assert message == (
+    f"{path}: 1 row(s) with more fields than the 2 in the header: row 3 ('Fe2O3,-1,234') "
+    '(quote values that contain commas)'
+  )
+
+
 def test_bad_rows_stop_with_up_to_ten_listed_or_are_skipped(tmp_path):
   path = tmp_path / 'mine.csv'
   rows = ['Fe2O3,-1.0', 'Xx2,0.3', 'NaCl,abc', 'MgO,nan', 'He,1'] + [f'Zz{i},1' for i in range(10)] + ['LiF,']

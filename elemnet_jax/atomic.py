@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
@@ -34,3 +35,31 @@ def open_for_writing(path: str | os.PathLike) -> Iterator[TextIO]:
 def write_text(path: str | os.PathLike, text: str) -> None:
   with open_for_writing(path) as stream:
     stream.write(text)
+
+
+REPLACED = 'replaced'
+
+
+def set_aside(directory: Path, names: tuple[str, ...]) -> Path | None:
+  """Moves the named outputs of an earlier run into ``directory/replaced/``; None when there are none.
+
+  They stay there until the run replacing them finishes (`discard_set_aside`), so a replacement that
+  diverges or is killed loses nothing. Where ``replaced/`` exists already, the outputs present are
+  those of such an unfinished replacement: they are deleted and the older run stays set aside.
+  """
+  present = [directory / name for name in names if (directory / name).exists()]
+  aside = directory / REPLACED
+  if aside.exists():
+    for path in present:
+      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return aside
+  if not present:
+    return None
+  aside.mkdir()
+  for path in present:
+    os.replace(path, aside / path.name)
+  return aside
+
+
+def discard_set_aside(directory: Path) -> None:
+  shutil.rmtree(directory / REPLACED, ignore_errors=True)

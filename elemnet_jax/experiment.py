@@ -11,7 +11,6 @@ import csv
 import dataclasses
 import json
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -324,11 +323,10 @@ def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
 
 
 def _start_workdir(workdir: Path, config, resume: bool) -> None:
-  """Clears earlier outputs unless resuming, then records the config. Called once inputs are valid."""
-  if not resume:
-    for name in OUTPUTS:
-      target = workdir / name
-      shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+  """Sets earlier outputs aside unless resuming, then records the config. Called once inputs are valid."""
+  aside = None if resume else atomic.set_aside(workdir, OUTPUTS)
+  if aside:
+    logging.warning('%s: the run it replaces is kept in %s until this run finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(workdir / 'config.json', config.to_json(indent=2))
 
@@ -437,6 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   )
   write_predictions(workdir / 'predictions_test.csv', test.inputs, predictions, test.y)
   atomic.write_text(workdir / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
+  atomic.discard_set_aside(workdir)
   logging.info(
     'test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)',
     metrics['test']['mae'],

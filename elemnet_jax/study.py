@@ -255,9 +255,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   transfer.check_compatible(meta, featurizer.description(), source_name)
   # Only now, with the source ready, is the study's record written: a source that fails its own
   # checks leaves no study config behind to refuse the corrected command.
-  if differences:
-    for name in ('results.json', 'results.md', 'learning_curve.png', 'parity.png'):
-      (workdir / name).unlink(missing_ok=True)
+  if differences:  # kept in replaced/ until the new study finishes
+    aside = atomic.set_aside(
+      workdir, ('study_config.json', 'results.json', 'results.md', 'learning_curve.png', 'parity.png')
+    )
+    logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
@@ -418,6 +420,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     if fold.index == 0 and parity:
       parity['_target'] = fold.test.y
   write_report(workdir, rows, leakage, parity, study)
+  atomic.discard_set_aside(workdir)
   return rows
 
 

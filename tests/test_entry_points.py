@@ -510,6 +510,35 @@ def test_overwrite_with_a_bad_flag_keeps_the_finished_run(pretrained):
   assert (pretrained / 'model' / 'meta.json').exists()
 
 
+def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(pretrained, tmp_path):
+  workdir = shutil.copytree(pretrained, tmp_path / 'run')
+  before = (workdir / 'metrics.json').read_bytes()
+  flags = [f'--workdir={workdir}', f'--config={TEST_CONFIG}', '--config.dataset.name=qmpy_legacy', '--overwrite']
+  done = run('pretrain', *flags, '--config.train.learning_rate=1e30', check=False)
+  assert_user_error(done, 'training diverged')
+  assert f'the run it replaces is kept in {workdir / "replaced"}' in done.stderr
+  assert (workdir / 'replaced' / 'metrics.json').read_bytes() == before
+  assert (workdir / 'replaced' / 'model' / 'meta.json').exists() and not (workdir / 'metrics.json').exists()
+  run('pretrain', *flags, '--config.train.batch_size=256')
+  assert (workdir / 'metrics.json').exists() and not (workdir / 'replaced').exists()
+
+
+def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(pretrained, tmp_path):
+  flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', f'--config.study.pretrained={pretrained}')
+  run('transfer_study', *flags, "--config.study.methods=('direct',)")
+  before = (tmp_path / 'results.json').read_bytes()
+  diverging = ("--config.study.methods=('finetune',)", '--config.study.freeze_layers=(0,)', '--overwrite')
+  done = run('transfer_study', *flags, *diverging, '--config.target.train.learning_rate=1e30', check=False)
+  assert_user_error(done, 'training diverged')
+  assert (tmp_path / 'replaced' / 'results.json').read_bytes() == before
+  done = run('transfer_study', *flags, *diverging, '--config.target.train.learning_rate=2e30', check=False)
+  assert_user_error(done, 'training diverged')  # a second failed replacement: the finished study stays aside
+  assert (tmp_path / 'replaced' / 'results.json').read_bytes() == before
+  run('transfer_study', *flags, "--config.study.methods=('scratch',)", '--overwrite')
+  assert {r['method'] for r in json.loads((tmp_path / 'results.json').read_text())['runs']} == {'scratch'}
+  assert not (tmp_path / 'replaced').exists()
+
+
 def test_empty_or_too_small_datasets(tmp_path):
   path = tmp_path / 'tiny.csv'
   path.write_text('formula,energy\nFe2O3,-1.0\nNaCl,-2.1\nMgO,-3.0\n')

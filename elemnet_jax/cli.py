@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging as python_logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -28,10 +29,19 @@ class _QuietLibraries(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
 
 
-def _fail(message: str) -> None:
-  """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines."""
+def _fail(message: str, at_once: bool = False) -> None:
+  """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines.
+
+  `at_once` skips interpreter shutdown, where library threads still running (tensorstore reads
+  that orbax left behind a failed restore) print tracebacks after the line. Every output file is
+  written atomically, so nothing is left half-written.
+  """
   lines = str(message).strip().splitlines() or ['']
   print(f'error: {lines[0]}' + (f' {lines[-1]}' if len(lines) > 1 else ''), file=sys.stderr)
+  if at_once:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(2)
   sys.exit(2)
 
 
@@ -73,6 +83,6 @@ def run(main: Callable[[list[str]], object]) -> None:
     try:
       return main(argv)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
-      _fail(str(error))
+      _fail(str(error), at_once=True)
 
   app.run(wrapped, flags_parser=_parse_flags)

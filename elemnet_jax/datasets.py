@@ -199,8 +199,9 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     for row_number, row in enumerate(reader, start=2):
       if not row or not any(cell.strip() for cell in row):
         continue
-      if len(row) > len(header):
-        ragged.append(f'row {row_number} ({",".join(row)!r})')
+      if any(cell.strip() for cell in row[len(header) :]):  # empty trailing fields shift nothing
+        text = ','.join(row)
+        ragged.append(f'row {row_number} ({text if len(text) <= 80 else text[:77] + "..."!r})')
         continue
       table.inputs.append(row[i].strip() if i < len(row) else '')
       table.targets.append(row[t].strip() if t < len(row) else '')

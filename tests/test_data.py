@@ -129,7 +129,7 @@ def test_missing_column_lists_the_columns(tmp_path):
 def test_a_row_with_an_unquoted_comma_is_refused_not_read_shifted(tmp_path):
   """'Fe2O3,-1,234' under a two-column header would have read the target as -1."""
   path = tmp_path / 'mine.csv'
-  path.write_text('formula,energy\nMgO,-3.0\nFe2O3,-1,234\n"NaCl","-2,1"\n')
+  path.write_text('formula,energy\nMgO,-3.0,\nFe2O3,-1,234\n"NaCl","-2,1"\n')  # MgO's empty field: fine
   with pytest.raises(UserError) as error:
     datasets.load_table(str(path), 'energy')
   message = str(error.value)

@@ -40,26 +40,35 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 REPLACED = 'replaced'
 
 
-def set_aside(directory: Path, names: tuple[str, ...]) -> Path | None:
+def set_aside(directory: Path, names: tuple[str, ...], finished: bool = False) -> Path | None:
   """Moves the named outputs of an earlier run into ``directory/replaced/``; None when there are none.
 
   They stay there until the run replacing them finishes (`discard_set_aside`), so a replacement that
   diverges or is killed loses nothing. Where ``replaced/`` exists already, the outputs present are
-  those of such an unfinished replacement: they are deleted and the older run stays set aside.
+  those of such an unfinished replacement: they are deleted and the older run stays set aside,
+  unless they are `finished` (then they replace it). The moves go through ``replaced.partial/``,
+  which a set-aside cut short leaves to be completed by the next.
   """
   present = [directory / name for name in names if (directory / name).exists()]
-  aside = directory / REPLACED
-  if aside.exists():
+  aside, partial = directory / REPLACED, directory / (REPLACED + '.partial')
+  if aside.exists() and not finished:
     for path in present:
       shutil.rmtree(path) if path.is_dir() else path.unlink()
     return aside
-  if not present:
+  discard_set_aside(directory)
+  if not (present or partial.exists()):
     return None
-  aside.mkdir()
+  partial.mkdir(exist_ok=True)
   for path in present:
-    os.replace(path, aside / path.name)
+    os.replace(path, partial / path.name)
+  os.replace(partial, aside)
   return aside
 
 
 def discard_set_aside(directory: Path) -> None:
-  shutil.rmtree(directory / REPLACED, ignore_errors=True)
+  """Deletes ``replaced/``: renamed first, so that a kill midway never leaves a part of it behind."""
+  discarded = directory / (REPLACED + '.discarded')
+  if (directory / REPLACED).exists():
+    shutil.rmtree(discarded, ignore_errors=True)
+    os.replace(directory / REPLACED, discarded)
+  shutil.rmtree(discarded, ignore_errors=True)

@@ -324,7 +324,7 @@ def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
 
 def _start_workdir(workdir: Path, config, resume: bool) -> None:
   """Sets earlier outputs aside unless resuming, then records the config. Called once inputs are valid."""
-  aside = None if resume else atomic.set_aside(workdir, OUTPUTS)
+  aside = None if resume else atomic.set_aside(workdir, OUTPUTS, finished=(workdir / 'metrics.json').exists())
   if aside:
     logging.warning('%s: the run it replaces is kept in %s until this run finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)

@@ -186,6 +186,9 @@ def read_sources(source_dirs: list[Path]) -> tuple:
   return model, params, meta, metrics, regression_metrics(truth, mean)['mae']
 
 
+STUDY_OUTPUTS = ('study_config.json', 'results.json', 'results.md', 'learning_curve.png', 'parity.png')
+
+
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `workdir`; writes results.json, results.md and figures.
 
@@ -243,10 +246,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       f'{workdir}: holds a study with a different config ({", ".join(differences)}); '
       'choose another --workdir or pass --overwrite'
     )
+  source_dir = workdir / 'pretrain'
+  retrain_source = not study.pretrained and (
+    not ((source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists())
+    or bool(experiment.config_differences(source_dir / 'config.json', source))
+  )
+  if differences:  # the study replaced, with its source model if that is pretrained again, is kept until this one ends
+    aside = atomic.set_aside(workdir, STUDY_OUTPUTS + (('pretrain',) if retrain_source else ()))
+    logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   if not study.pretrained:
-    source_dir = workdir / 'pretrain'
-    done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
-    if not done_before or experiment.config_differences(source_dir / 'config.json', source):
+    if retrain_source:
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
     source_dirs = [source_dir]
@@ -255,11 +264,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   transfer.check_compatible(meta, featurizer.description(), source_name)
   # Only now, with the source ready, is the study's record written: a source that fails its own
   # checks leaves no study config behind to refuse the corrected command.
-  if differences:  # kept in replaced/ until the new study finishes
-    aside = atomic.set_aside(
-      workdir, ('study_config.json', 'results.json', 'results.md', 'learning_curve.png', 'parity.png')
-    )
-    logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]

@@ -523,20 +523,28 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(pretrained,
   assert (workdir / 'metrics.json').exists() and not (workdir / 'replaced').exists()
 
 
-def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(pretrained, tmp_path):
-  flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', f'--config.study.pretrained={pretrained}')
+def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(tmp_path):
+  # The study pretrains its own source model; a replacement with another source config pretrains
+  # again, so the old source model is set aside with the old results.
+  flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', '--config.study.seeds=1')
   run('transfer_study', *flags, "--config.study.methods=('direct',)")
-  before = (tmp_path / 'results.json').read_bytes()
-  diverging = ("--config.study.methods=('finetune',)", '--config.study.freeze_layers=(0,)', '--overwrite')
-  done = run('transfer_study', *flags, *diverging, '--config.target.train.learning_rate=1e30', check=False)
-  assert_user_error(done, 'training diverged')
-  assert (tmp_path / 'replaced' / 'results.json').read_bytes() == before
-  done = run('transfer_study', *flags, *diverging, '--config.target.train.learning_rate=2e30', check=False)
-  assert_user_error(done, 'training diverged')  # a second failed replacement: the finished study stays aside
-  assert (tmp_path / 'replaced' / 'results.json').read_bytes() == before
-  run('transfer_study', *flags, "--config.study.methods=('scratch',)", '--overwrite')
-  assert {r['method'] for r in json.loads((tmp_path / 'results.json').read_text())['runs']} == {'scratch'}
+  before = {name: (tmp_path / name).read_bytes() for name in ('results.json', 'pretrain/metrics.json')}
+  diverging = (
+    '--config.source.seed=1',
+    "--config.study.methods=('finetune',)",
+    '--config.study.freeze_layers=(0,)',
+    '--overwrite',
+  )
+  for learning_rate in ('1e30', '2e30'):  # a second failed replacement: the finished study stays aside
+    done = run(
+      'transfer_study', *flags, *diverging, f'--config.target.train.learning_rate={learning_rate}', check=False
+    )
+    assert_user_error(done, 'training diverged')
+    assert {name: (tmp_path / 'replaced' / name).read_bytes() for name in before} == before
+  run('transfer_study', *flags, '--config.source.seed=1', "--config.study.methods=('direct',)", '--overwrite')
+  assert {r['method'] for r in json.loads((tmp_path / 'results.json').read_text())['runs']} == {'direct'}
   assert not (tmp_path / 'replaced').exists()
+  assert (tmp_path / 'pretrain' / 'metrics.json').read_bytes() != before['pretrain/metrics.json']
 
 
 def test_empty_or_too_small_datasets(tmp_path):

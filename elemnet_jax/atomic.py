@@ -37,6 +37,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     stream.write(text)
 
 
+def save_figure(figure, path: Path) -> None:
+  """A matplotlib figure as PNG, through a temporary sibling as the text files are."""
+  temporary = path.with_name(path.name + '.tmp.png')
+  try:
+    figure.savefig(temporary, dpi=120)
+    os.replace(temporary, path)
+  finally:
+    temporary.unlink(missing_ok=True)
+
+
 REPLACED = 'replaced'
 
 

@@ -583,7 +583,7 @@ def _plot(workdir: Path, summary, fractions, sizes, parity) -> None:
   axes.legend(fontsize=8)
   axes.grid(alpha=0.3)
   figure.tight_layout()
-  figure.savefig(workdir / 'learning_curve.png', dpi=120)
+  atomic.save_figure(figure, workdir / 'learning_curve.png')
   plt.close(figure)
   target = parity.get('_target')
   candidates = {k: v for k, v in parity.items() if not k.startswith('_') and k != 'scratch'}
@@ -600,5 +600,5 @@ def _plot(workdir: Path, summary, fractions, sizes, parity) -> None:
   axes.set_ylabel('prediction (mean over seeds)')
   axes.legend(fontsize=8)
   figure.tight_layout()
-  figure.savefig(workdir / 'parity.png', dpi=120)
+  atomic.save_figure(figure, workdir / 'parity.png')
   plt.close(figure)

@@ -83,6 +83,6 @@ def run(main: Callable[[list[str]], object]) -> None:
     try:
       return main(argv)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
-      _fail(str(error), at_once=True)
+      _fail(str(error), at_once=not _DISTRIBUTED.value)  # several hosts: let jax's shutdown tell the others
 
   app.run(wrapped, flags_parser=_parse_flags)

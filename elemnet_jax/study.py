@@ -246,16 +246,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       f'{workdir}: holds a study with a different config ({", ".join(differences)}); '
       'choose another --workdir or pass --overwrite'
     )
-  source_dir = workdir / 'pretrain'
-  retrain_source = not study.pretrained and (
-    not ((source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists())
-    or bool(experiment.config_differences(source_dir / 'config.json', source))
-  )
-  if differences:  # the study replaced, with its source model if that is pretrained again, is kept until this one ends
-    aside = atomic.set_aside(workdir, STUDY_OUTPUTS + (('pretrain',) if retrain_source else ()))
-    logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   if not study.pretrained:
-    if retrain_source:
+    source_dir = workdir / 'pretrain'
+    done_before = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
+    if not done_before or experiment.config_differences(source_dir / 'config.json', source):
       logging.info('pretraining on %s in %s', source.dataset.name, source_dir)
       experiment.train_and_evaluate(source, source_dir, overwrite=overwrite)
     source_dirs = [source_dir]
@@ -263,7 +257,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   source_name = ','.join(map(str, source_dirs))
   transfer.check_compatible(meta, featurizer.description(), source_name)
   # Only now, with the source ready, is the study's record written: a source that fails its own
-  # checks leaves no study config behind to refuse the corrected command.
+  # checks leaves no study config behind to refuse the corrected command. The study replaced is kept
+  # until this one finishes (its own source model, when pretrained again, only until that is done).
+  if differences:
+    aside = atomic.set_aside(workdir, STUDY_OUTPUTS)
+    logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]

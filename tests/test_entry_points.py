@@ -525,10 +525,11 @@ def test_overwrite_keeps_the_finished_run_until_the_new_one_finishes(pretrained,
 
 def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(tmp_path):
   # The study pretrains its own source model; a replacement with another source config pretrains
-  # again, so the old source model is set aside with the old results.
+  # again: the old results are kept until the new study finishes, the old source model until the new one is.
   flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', '--config.study.seeds=1')
   run('transfer_study', *flags, "--config.study.methods=('direct',)")
-  before = {name: (tmp_path / name).read_bytes() for name in ('results.json', 'pretrain/metrics.json')}
+  before = {name: (tmp_path / name).read_bytes() for name in ('results.json', 'study_config.json')}
+  source_before = (tmp_path / 'pretrain' / 'metrics.json').read_bytes()
   diverging = (
     '--config.source.seed=1',
     "--config.study.methods=('finetune',)",
@@ -544,7 +545,7 @@ def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(
   run('transfer_study', *flags, '--config.source.seed=1', "--config.study.methods=('direct',)", '--overwrite')
   assert {r['method'] for r in json.loads((tmp_path / 'results.json').read_text())['runs']} == {'direct'}
   assert not (tmp_path / 'replaced').exists()
-  assert (tmp_path / 'pretrain' / 'metrics.json').read_bytes() != before['pretrain/metrics.json']
+  assert (tmp_path / 'pretrain' / 'metrics.json').read_bytes() != source_before
 
 
 def test_empty_or_too_small_datasets(tmp_path):
@@ -570,7 +571,7 @@ def test_interrupted_run_with_other_flags_and_corrupted_checkpoint(tmp_path):
     (tmp_path / name).unlink()
   done = run('pretrain', f'--workdir={tmp_path}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=5', check=False)
   assert_user_error(done, 'holds an interrupted run with a different config (train.max_epochs)')
-  # Array chunks first (orbax leaves reads running that used to print tracebacks after the line), then all.
+  # Array chunks first (orbax leaves reads running that used to print tracebacks around the line), then all.
   for chunks_only in (True, False):
     for file in (tmp_path / 'checkpoints').rglob('*'):
       if file.is_file() and 'state' in file.parts and ('d' in file.parts or not chunks_only):

@@ -65,7 +65,7 @@ def set_aside(directory: Path, names: tuple[str, ...], finished: bool = False) -
     for path in present:
       shutil.rmtree(path) if path.is_dir() else path.unlink()
     return aside
-  discard_set_aside(directory)
+  _delete(aside)  # an older run set aside, displaced by a finished one
   if not (present or partial.exists()):
     return None
   partial.mkdir(exist_ok=True)
@@ -76,9 +76,15 @@ def set_aside(directory: Path, names: tuple[str, ...], finished: bool = False) -
 
 
 def discard_set_aside(directory: Path) -> None:
-  """Deletes ``replaced/``: renamed first, so that a kill midway never leaves a part of it behind."""
-  discarded = directory / (REPLACED + '.discarded')
-  if (directory / REPLACED).exists():
-    shutil.rmtree(discarded, ignore_errors=True)
-    os.replace(directory / REPLACED, discarded)
+  """Deletes ``replaced/``, and a ``replaced.partial/`` that a kill left behind."""
+  _delete(directory / REPLACED)
+  _delete(directory / (REPLACED + '.partial'))
+
+
+def _delete(folder: Path) -> None:
+  """Renamed first, so that a kill midway never leaves a part of it under its name."""
+  discarded = folder.with_name(folder.name + '.discarded')
   shutil.rmtree(discarded, ignore_errors=True)
+  if folder.exists():
+    os.replace(folder, discarded)
+    shutil.rmtree(discarded, ignore_errors=True)

@@ -27,7 +27,8 @@ from elemnet_jax.errors import UserError, format_rows
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 
-OUTPUTS = ('metrics.json', 'predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR)
+# metrics.json last: a run whose outputs are being set aside reads as finished until the end
+OUTPUTS = ('predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR, 'metrics.json')
 
 # Config and model-meta fields added after runs were saved, with the value that reproduces how those
 # runs behaved: a config or meta that lacks one compares as if it held that value, so older workdirs

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging as python_logging
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -29,19 +28,18 @@ class _QuietLibraries(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
 
 
-def _fail(message: str, at_once: bool = False) -> None:
-  """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines.
+def _drop_closed_loop_reports(unraisable) -> None:
+  """Drops what tensorstore reads left running by a failed orbax restore report to its closed event
+  loop (`RuntimeError: Event loop is closed`, dozens of tracebacks around the one-line error)."""
+  error = unraisable.exc_value
+  if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+    sys.__unraisablehook__(unraisable)
 
-  `at_once` skips interpreter shutdown, where library threads still running (tensorstore reads
-  that orbax left behind a failed restore) print tracebacks after the line. Every output file is
-  written atomically, so nothing is left half-written.
-  """
+
+def _fail(message: str) -> None:
+  """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines."""
   lines = str(message).strip().splitlines() or ['']
   print(f'error: {lines[0]}' + (f' {lines[-1]}' if len(lines) > 1 else ''), file=sys.stderr)
-  if at_once:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(2)
   sys.exit(2)
 
 
@@ -78,11 +76,12 @@ def run(main: Callable[[list[str]], object]) -> None:
 
   def wrapped(argv):
     python_logging.getLogger('absl').addFilter(_QuietLibraries())
+    sys.unraisablehook = _drop_closed_loop_reports
     if _DISTRIBUTED.value:
       jax.distributed.initialize()
     try:
       return main(argv)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
-      _fail(str(error), at_once=not _DISTRIBUTED.value)  # several hosts: let jax's shutdown tell the others
+      _fail(str(error))
 
   app.run(wrapped, flags_parser=_parse_flags)

@@ -1,4 +1,4 @@
-"""Writing output files so that a crash or kill never leaves a half-written one."""
+"""Writing outputs so that a crash or kill never leaves a half-written file, nor loses a run being replaced."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from elemnet_jax.errors import UserError
+from elemnet_jax.errors import UserError, listing
 
 DATA_ENV = 'ELEMNET_JAX_DATA'
 CACHE_ENV = 'ELEMNET_JAX_CACHE'
@@ -209,10 +209,9 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
       if table.split is not None:
         table.split.append(split or (row[s].strip() if s < len(row) else ''))
   if ragged:
-    more = f'; ... and {len(ragged) - 3} more' if len(ragged) > 3 else ''
     raise UserError(
       f'{path}: {len(ragged)} row(s) with more fields than the {len(header)} in the header: '
-      f'{"; ".join(ragged[:3])}{more} (quote values that contain commas)'
+      f'{listing(ragged, 3)} (quote values that contain commas)'
     )
   return table
 

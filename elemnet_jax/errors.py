@@ -10,10 +10,13 @@ class UserError(Exception):
   """
 
 
+def listing(items: list[str], limit: int) -> str:
+  """The first `limit` items joined by '; ', then how many more there are."""
+  more = f'; ... and {len(items) - limit} more' if len(items) > limit else ''
+  return '; '.join(items[:limit]) + more
+
+
 def format_rows(problems: list[tuple[int, str, str]], what: str, path: str, limit: int = 10) -> str:
   """One line listing up to `limit` offending rows as ``row N ('value'): reason``."""
-  shown = '; '.join(f'row {row} ({value!r}): {reason}' for row, value, reason in problems[:limit])
-  more = f'; ... and {len(problems) - limit} more' if len(problems) > limit else ''
-  return (
-    f'{path}: {len(problems)} invalid {what} row(s): {shown}{more} (fix them or set skip_invalid=True to drop them)'
-  )
+  shown = listing([f'row {row} ({value!r}): {reason}' for row, value, reason in problems], limit)
+  return f'{path}: {len(problems)} invalid {what} row(s): {shown} (fix them or set skip_invalid=True to drop them)'

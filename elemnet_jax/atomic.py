@@ -7,18 +7,18 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
 from elemnet_jax.errors import UserError
 
 
 @contextlib.contextmanager
-def open_for_writing(path: str | os.PathLike) -> Iterator[TextIO]:
+def open_for_writing(path: str | os.PathLike, mode: str = 'w') -> Iterator[IO]:
   """Opens a sibling temporary file; renames it over `path` only when the block succeeds."""
   path = Path(path)
   temporary = path.with_name(path.name + '.tmp')
-  try:
-    stream = open(temporary, 'w', newline='')  # closed by the `with` below, before the rename
+  try:  # closed by the `with` below, before the rename
+    stream = open(temporary, mode) if 'b' in mode else open(temporary, mode, newline='')
   except OSError as error:  # named by the path the user gave, not the temporary one
     raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
   try:
@@ -39,12 +39,8 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def save_figure(figure, path: Path) -> None:
   """A matplotlib figure as PNG, through a temporary sibling as the text files are."""
-  temporary = path.with_name(path.name + '.tmp.png')
-  try:
-    figure.savefig(temporary, dpi=120)
-    os.replace(temporary, path)
-  finally:
-    temporary.unlink(missing_ok=True)
+  with open_for_writing(path, 'wb') as stream:
+    figure.savefig(stream, format='png', dpi=120)
 
 
 REPLACED = 'replaced'

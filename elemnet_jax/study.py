@@ -260,7 +260,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   # checks leaves no study config behind to refuse the corrected command. The study replaced is kept
   # until this one finishes (its own source model, when pretrained again, only until that is done).
   if differences:
-    aside = atomic.set_aside(workdir, STUDY_OUTPUTS)
+    aside = atomic.set_aside(workdir, STUDY_OUTPUTS, finished=_finished(results_path))
     logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
@@ -289,9 +289,13 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   parity: dict = {}  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'
   source_scaling = data.TargetScaling(**meta['target_scaling'])  # the source model's own output units
 
+  def save(finished=False):
+    summary = {'target': notes, 'leakage': leakage, 'runs': rows, 'finished': finished}
+    atomic.write_text(results_path, json.dumps(summary, indent=1))
+
   def record(new_rows):  # results.json and the report stay current, so a partial study can be read
     rows.extend(new_rows)
-    atomic.write_text(results_path, json.dumps({'target': notes, 'leakage': leakage, 'runs': rows}, indent=1))
+    save()
     write_report(workdir, rows, leakage, parity, study, echo=False)
 
   for fold in folds:
@@ -422,8 +426,16 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     if fold.index == 0 and parity:
       parity['_target'] = fold.test.y
   write_report(workdir, rows, leakage, parity, study)
+  save(finished=True)  # what a later --overwrite reads: this study is complete, not a replacement cut short
   atomic.discard_set_aside(workdir)
   return rows
+
+
+def _finished(results_path: Path) -> bool:
+  try:
+    return json.loads(results_path.read_text()).get('finished', False)
+  except (OSError, ValueError):  # absent, or cut short by hand: not a finished study
+    return False
 
 
 def _row(method, depth, fraction, size, fold, seed, target, prediction, seconds) -> dict:

@@ -4,7 +4,7 @@
   python -m experiments.transfer_study --workdir=workdirs/study_paper \
       --config=experiments/configs/paper.py --config.study.pretrained=workdirs/oqmd
 
-Writes results.json (one row per run), results.md (mean +- std per method and size),
+Writes results.json (one row per run; `"finished": true` once complete), results.md (mean +- std per method and size),
 learning_curve.png and parity.png into --workdir, and prints the table. An interrupted study
 resumes where it stopped.
 """

@@ -530,13 +530,16 @@ def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(
   run('transfer_study', *flags, "--config.study.methods=('direct',)")
   before = {name: (tmp_path / name).read_bytes() for name in ('results.json', 'study_config.json')}
   source_before = (tmp_path / 'pretrain' / 'metrics.json').read_bytes()
+  (tmp_path / 'replaced').mkdir()  # left by a kill just before the finished study discarded it
+  (tmp_path / 'replaced' / 'results.json').write_text('{"runs": []}')
   diverging = (
     '--config.source.seed=1',
     "--config.study.methods=('finetune',)",
     '--config.study.freeze_layers=(0,)',
     '--overwrite',
   )
-  for learning_rate in ('1e30', '2e30'):  # a second failed replacement: the finished study stays aside
+  # The finished study displaces the stale replaced/; a second failed replacement leaves it there.
+  for learning_rate in ('1e30', '2e30'):
     done = run(
       'transfer_study', *flags, *diverging, f'--config.target.train.learning_rate={learning_rate}', check=False
     )

@@ -142,7 +142,7 @@ def make_inputs(
     target_scaling = data.TargetScaling(**source_meta['target_scaling'])
     check_transfer_config(config.transfer)
     if config.transfer.get('target_scaling', 'source') == 'refit':  # the target's own statistics: for an offset
-      target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
+      target_scaling = data.TargetScaling.fit(parts['train'].y, 'standard')  # whatever train.target_scaling says
   else:
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize

@@ -5,7 +5,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from elemnet_jax import experiment, study, train, transfer
+from elemnet_jax import data, experiment, study, train, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
 from experiments.configs import finetune
@@ -131,6 +131,29 @@ def test_incompatible_featurizer_is_refused():
   transfer.check_compatible(meta, {'name': 'composition', 'width': 86}, 'src')
   with pytest.raises(UserError, match="reads features from 'composition' .width 86.* 'estate'"):
     transfer.check_compatible(meta, {'name': 'estate', 'width': 190, 'parts': 'both'}, 'src')
+
+
+def test_refitted_target_statistics_standardise_the_target_whatever_train_target_scaling_says():
+  # A source trained on standardised targets, fine-tuned under the default train.target_scaling='none':
+  # 'refit' must hand its output layer the target's statistics, not raw units.
+  rng = np.random.default_rng(0)
+  parts = {}
+  for name, n in (('train', 40), ('val', 8), ('test', 8)):
+    names = [f'{name}{i}' for i in range(n)]
+    parts[name] = data.Examples(names, names, rng.random((n, 86), np.float32), rng.normal(-1.5, 0.8, n))
+  meta = {
+    'feature_scaling': data.FeatureScaling.fit(parts['train'].x, False, False).to_dict(),
+    'target_scaling': {'shift': -0.3, 'scale': 0.2},
+  }
+  config = finetune.get_config()
+  assert config.train.target_scaling == 'none'
+  scaling = experiment.make_inputs(parts, {}, config, meta).target_scaling
+  assert (scaling.shift, scaling.scale) == (-0.3, 0.2)
+  config.transfer.target_scaling = 'refit'
+  scaling = experiment.make_inputs(parts, {}, config, meta).target_scaling
+  assert scaling.shift == pytest.approx(parts['train'].y.mean()) and scaling.scale == pytest.approx(
+    parts['train'].y.std()
+  )
 
 
 def test_each_fine_tuned_member_starts_from_its_own_source_member():

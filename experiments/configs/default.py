@@ -72,7 +72,7 @@ def get_config() -> ml_collections.ConfigDict:
       freeze_layers=0,  # freeze the first k dense layers
       freeze_regex=(),  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
       reinit_head=False,  # draw the output layer afresh
-      target_scaling='source',  # source: keep the pretrained model's target statistics; refit: the target's
+      target_scaling='source',  # source: the pretrained model's target statistics; refit: the target train split's
     )
   )
   return config

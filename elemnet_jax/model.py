@@ -65,10 +65,13 @@ class ElemNet(nn.Module):
   frozen_layers: tuple[int, ...] = ()
 
   @nn.compact
-  def __call__(self, x_BxF: jax.Array, *, dropout: bool = False, hidden_layer: int | None = None) -> jax.Array:
+  def __call__(
+    self, x_BxF: jax.Array, *, dropout: bool = False, hidden_layer: int | None = None, one_mask: bool = False
+  ) -> jax.Array:
     """Predictions [B]; or, with `hidden_layer=j`, the activations after dense layer j (1-based).
 
-    Dropout is applied only when `dropout` is true and the config uses it.
+    Dropout is applied only when `dropout` is true and the config uses it; with `one_mask`, every row
+    gets the same masks (one thinned network), so a row's output does not depend on its position.
     """
     config = self.config
     if hidden_layer is not None and not 1 <= hidden_layer <= len(config.widths):
@@ -82,7 +85,7 @@ class ElemNet(nn.Module):
       if hidden_layer == position:
         return x
       if config.use_dropout and position in rates and position not in self.frozen_layers:
-        x = nn.Dropout(rates[position], deterministic=not dropout)(x)
+        x = nn.Dropout(rates[position], broadcast_dims=(0,) if one_mask else (), deterministic=not dropout)(x)
     return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
 
 

@@ -245,7 +245,8 @@ def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes
 
   `x` is one batch for every member, [B, F], or each member's own, [K, B, F].
   With `dropout_passes > 0`, each prediction is the mean of that many stochastic dropout passes
-  (as the TF1 ElemNet evaluated), drawn from a fixed key so results are reproducible.
+  (as the TF1 ElemNet evaluated). Pass p applies one thinned network, drawn from a fixed key, to
+  every row, so an input's prediction is reproducible and the same at any position in any batch.
   """
 
   def apply(params, x):
@@ -253,7 +254,7 @@ def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes
       return model.apply(params, x, hidden_layer=hidden_layer)
     keys = jax.random.split(jax.random.PRNGKey(0), dropout_passes)
     passes = jax.vmap(
-      lambda key: model.apply(params, x, dropout=True, hidden_layer=hidden_layer, rngs={'dropout': key})
+      lambda key: model.apply(params, x, dropout=True, hidden_layer=hidden_layer, one_mask=True, rngs={'dropout': key})
     )(keys)
     return passes.mean(axis=0)
 

@@ -116,6 +116,18 @@ def test_checkpoint_round_trip_gives_identical_predictions(ssub, tmp_path):
     checkpoint.read_meta(tmp_path)
 
 
+def test_dropout_passes_give_an_input_the_same_prediction_wherever_it_sits(ssub):
+  # Mean of stochastic passes (the TF1 evaluation): a row's prediction must not depend on its
+  # position in the batch, nor on the rows around it; and the passes must differ from no dropout.
+  model, (_, best, _) = _fit(ssub, [0], epochs=1)
+  x = ssub['test'][0][:20]
+  predict = train.make_predict(model, dropout_passes=4)
+  alone, shuffled = predict(best, x[:1])[0, 0], predict(best, x[::-1])[0]
+  np.testing.assert_allclose(shuffled[-1], alone, rtol=1e-6)
+  np.testing.assert_allclose(shuffled[::-1], predict(best, x)[0], rtol=1e-6)
+  assert not np.allclose(predict(best, x)[0], train.make_predict(model)(best, x)[0], rtol=1e-3)
+
+
 L2SP = (('name', 'adamw'), ('weight_decay', 0.5), ('decay_toward', 'start'))
 
 

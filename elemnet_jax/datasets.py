@@ -187,6 +187,14 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     if header is None:
       raise UserError(f'{path}: the file is empty (expected a header row)')
     header = [name.strip() for name in header]
+    for role, column in (('input', input_column), ('target', target_column)):
+      if not column:
+        raise UserError(f'{path}: the {role} column name is empty; give one of {", ".join(map(repr, header))}')
+    for column in dict.fromkeys(c for c in (input_column, target_column, split_column) if c):
+      if header.count(column) > 1:
+        raise UserError(
+          f'{path}: column {column!r} appears {header.count(column)} times in the header; rename all but one'
+        )
     missing = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c and c not in header))
     if missing:
       raise UserError(
@@ -196,7 +204,9 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     s = header.index(split_column) if split_column else None
     table = RawTable(str(path), [], [], [], [] if (split or s is not None) else None)
     ragged = []  # more fields than the header: an unquoted comma, so any column may have shifted
-    for row_number, row in enumerate(reader, start=2):
+    line = reader.line_num  # rows are numbered by the file line they start on (a quoted cell may span lines)
+    for row in reader:
+      row_number, line = line + 1, reader.line_num
       if not row or not any(cell.strip() for cell in row):
         continue
       if any(cell.strip() for cell in row[len(header) :]):  # empty trailing fields shift nothing
@@ -421,6 +431,10 @@ def load_table(
   input_kind: str = 'formula',
 ) -> tuple[RawTable, DatasetSpec]:
   """Reads a registered dataset, or a user CSV when `name` is a path to a ``.csv`` file."""
+  if not name.strip():
+    raise UserError(
+      f'the dataset name is empty; known datasets: {", ".join(sorted(DATASETS))} (or give a path to a CSV file)'
+    )
   if name in DATASETS:
     spec = DATASETS[name]
     target = target or spec.targets[0]

@@ -126,6 +126,26 @@ def test_missing_column_lists_the_columns(tmp_path):
     datasets.load_table(str(path), 'energy')
 
 
+def test_empty_or_repeated_column_names_are_refused(tmp_path):
+  path = tmp_path / 'mine.csv'
+  with pytest.raises(UserError, match='the dataset name is empty'):
+    datasets.load_table(' ', 'energy')
+  path.write_text('formula,energy\nFe2O3,-1.0\n')
+  with pytest.raises(UserError, match="the input column name is empty; give one of 'formula', 'energy'"):
+    datasets.load_table(str(path), 'energy', input_column='')
+  path.write_text('formula,energy, energy\nFe2O3,-1.0,-100\n')  # which energy? the first would be read silently
+  with pytest.raises(UserError, match="column 'energy' appears 2 times in the header; rename all but one"):
+    datasets.load_table(str(path), 'energy')
+
+
+def test_rows_are_numbered_by_the_line_they_start_on(tmp_path):
+  path = tmp_path / 'mine.csv'
+  path.write_text('formula,note,energy\nFe2O3,"two\nlines",-1.0\nXx,,0.5\n')
+  table, spec = datasets.load_table(str(path), 'energy')
+  with pytest.raises(UserError, match=r"1 invalid input row\(s\): row 4 \('Xx'\)"):
+    data.prepare(table, spec, CompositionFeaturizer())
+
+
 def test_a_row_with_an_unquoted_comma_is_refused_not_read_shifted(tmp_path):
   """'Fe2O3,-1,234' under a two-column header would have read the target as -1."""
   path = tmp_path / 'mine.csv'

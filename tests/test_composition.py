@@ -31,6 +31,9 @@ def test_element_order_is_elemnets():
     ('  Fe 2 O3 ', {'Fe': 0.4, 'O': 0.6}),
     ('OFe', {'Fe': 0.5, 'O': 0.5}),
     ('Li.5Co.5O1', {'Li': 0.25, 'Co': 0.25, 'O': 0.5}),
+    ('CuSO4·5H2O', {'Cu': 1 / 21, 'S': 1 / 21, 'O': 9 / 21, 'H': 10 / 21}),
+    ('CuSO4*H2O', {'Cu': 1 / 9, 'S': 1 / 9, 'O': 5 / 9, 'H': 2 / 9}),
+    ('Na0.3CoO2 · 1.3H2O', {'Na': 0.3 / 7.2, 'Co': 1 / 7.2, 'O': 3.3 / 7.2, 'H': 2.6 / 7.2}),
   ],
 )
 def test_fractions(formula, expected):
@@ -60,6 +63,11 @@ def test_fractions(formula, expected):
     ('2Fe', 'does not follow an element'),
     ('fe2o3', "unexpected character 'f'"),
     ('Fe2O3!', "unexpected character '!'"),
+    ('CuSO4.5H2O', "'4.5H2O' reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"),
+    ('CuSO4·', 'a hydrate or adduct part holds no elements'),
+    ('CuSO4·0H2O', 'amount 0 is not positive'),
+    (f'(Fe{"9" * 200}){"9" * 200}', 'amounts too large'),
+    (f'Fe{"9" * 308}O{"9" * 308}', 'amounts too large'),
   ],
 )
 def test_errors_name_formula_and_reason(formula, reason):
@@ -70,8 +78,9 @@ def test_errors_name_formula_and_reason(formula, reason):
 
 
 def test_featurizer_reports_invalid_rows_and_groups_equal_compositions():
-  x, keys, invalid = CompositionFeaturizer().featurize(['Fe2O3', 'Xx', 'Fe4O6', 'He'])
-  assert [i for i, _ in invalid] == [1, 3]
+  x, keys, invalid = CompositionFeaturizer().featurize(['Fe2O3', 'Xx', 'Fe4O6', 'He', 'Fe: 2'])
+  assert [i for i, _ in invalid] == [1, 3, 4]
+  assert invalid[2][1] == "unexpected character ':'"
   assert keys[0] == keys[2] != ''
   np.testing.assert_array_equal(x[1], 0)
   np.testing.assert_allclose(x[0], x[2])
@@ -84,7 +93,7 @@ def test_arbitrary_strings_raise_only_value_error(text):
     counts = parse_formula(text)
   except ValueError:
     return
-  assert counts and all(v > 0 for v in counts.values())
+  assert counts and all(0 < v < float('inf') for v in counts.values())
 
 
 @settings(max_examples=200, deadline=None)

@@ -28,24 +28,65 @@ PERIODIC_TABLE = frozenset(
 
 _TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))')
 _CLOSING = {'(': ')', '[': ']'}
+_ADDUCT = re.compile(r'[·•*]')  # CuSO4·5H2O: a hydrate or adduct, each part after the first with its own count
+_COUNT = re.compile(r'\s*(\d+\.?\d*|\.\d+)?')
+_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]](\d+\.\d+H2O)\b')  # CuSO4.5H2O: O4.5, or 5 waters?
+
+
+class FormulaError(ValueError):
+  """A formula that cannot be read; `reason` says why without repeating the formula."""
+
+  def __init__(self, formula, reason: str):
+    super().__init__(f'formula {formula!r}: {reason}')
+    self.reason = reason
 
 
 def parse_formula(formula: str) -> dict[str, float]:
-  """Element -> amount for a formula such as ``Fe2O3``, ``Fe0.5Ni0.5`` or ``Ca3(PO4)2``.
+  """Element -> amount for a formula such as ``Fe2O3``, ``Fe0.5Ni0.5``, ``Ca3(PO4)2`` or ``CuSO4·5H2O``.
 
   Raises:
-    ValueError: naming the formula and the reason (empty, unknown symbol, element outside
-      ElemNet's 86, zero or negative amount, unbalanced parentheses, stray character).
+    FormulaError (a ValueError): naming the formula and the reason (empty, unknown symbol, element
+      outside ElemNet's 86, zero, negative or too large amount, unbalanced parentheses, stray
+      character, a hydrate written with a decimal point).
   """
   if not isinstance(formula, str):
-    raise ValueError(f'formula {formula!r}: not a string')
+    raise FormulaError(formula, 'not a string')
   if not formula.strip():
-    raise ValueError(f'formula {formula!r}: empty')
+    raise FormulaError(formula, 'empty')
+  dotted = _DOTTED_HYDRATE.search(formula)
+  if dotted:
+    raise FormulaError(
+      formula, f"{dotted.group(1)!r} reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"
+    )
+  first, *others = _ADDUCT.split(formula)
+  counts = _parse_part(formula, first)
+  for part in others:
+    count = _COUNT.match(part)
+    value = _amount(formula, count.group(1)) if count.group(1) else 1.0
+    if not part[count.end() :].strip():
+      raise FormulaError(formula, 'a hydrate or adduct part holds no elements')
+    _merge(counts, {element: amount * value for element, amount in _parse_part(formula, part[count.end() :]).items()})
+  if not all(map(math.isfinite, counts.values())) or not math.isfinite(sum(counts.values())):
+    raise FormulaError(formula, 'amounts too large')
+  return counts
+
+
+def _amount(formula: str, text: str) -> float:
+  value = float(text)
+  if not math.isfinite(value):
+    raise FormulaError(formula, f'amount {text[:12]}... is too large')
+  if value <= 0:
+    raise FormulaError(formula, f'amount {text} is not positive')
+  return value
+
+
+def _parse_part(formula: str, text: str) -> dict[str, float]:
+  """Element -> amount of one part of `formula` (all of it unless it is a hydrate or adduct)."""
   stack: list[tuple[str, dict[str, float]]] = [('', {})]
   position, last_group = 0, None  # last_group: counts of a just-closed group awaiting a multiplier
   previous_was_amount = False
-  while position < len(formula):
-    match = _TOKEN.match(formula, position)
+  while position < len(text):
+    match = _TOKEN.match(text, position)
     if match is None:  # only trailing whitespace is left
       break
     position = match.end()
@@ -54,19 +95,15 @@ def parse_formula(formula: str) -> dict[str, float]:
       _merge(stack[-1][1], last_group)
       last_group = None
       if symbol not in PERIODIC_TABLE:
-        raise ValueError(f'formula {formula!r}: unknown element symbol {symbol!r}')
+        raise FormulaError(formula, f'unknown element symbol {symbol!r}')
       if symbol not in ELEMENT_INDEX:
-        raise ValueError(f'formula {formula!r}: element {symbol} is not among the 86 elements ElemNet uses')
+        raise FormulaError(formula, f'element {symbol} is not among the 86 elements ElemNet uses')
       last_group = {symbol: 1.0}
       previous_was_amount = False
     elif amount is not None:
       if last_group is None or previous_was_amount:
-        raise ValueError(f'formula {formula!r}: amount {amount} does not follow an element or group')
-      value = float(amount)
-      if not math.isfinite(value):
-        raise ValueError(f'formula {formula!r}: amount {amount[:12]}... is too large')
-      if value <= 0:
-        raise ValueError(f'formula {formula!r}: amount {amount} is not positive')
+        raise FormulaError(formula, f'amount {amount} does not follow an element or group')
+      value = _amount(formula, amount)
       last_group = {element: count * value for element, count in last_group.items()}
       previous_was_amount = True
     elif opening is not None:
@@ -76,22 +113,22 @@ def parse_formula(formula: str) -> dict[str, float]:
       previous_was_amount = False
     elif closing is not None:
       if len(stack) == 1 or _CLOSING[stack[-1][0]] != closing:
-        raise ValueError(f'formula {formula!r}: unbalanced parentheses')
+        raise FormulaError(formula, 'unbalanced parentheses')
       _merge(stack[-1][1], last_group)
       last_group = stack.pop()[1]
       if not last_group:
-        raise ValueError(f'formula {formula!r}: empty parentheses')
+        raise FormulaError(formula, 'empty parentheses')
       previous_was_amount = False
     else:
       if other == '-':
-        raise ValueError(f'formula {formula!r}: negative amount')
-      raise ValueError(f'formula {formula!r}: unexpected character {other!r}')
+        raise FormulaError(formula, 'negative amount')
+      raise FormulaError(formula, f'unexpected character {other!r}')
   if len(stack) != 1:
-    raise ValueError(f'formula {formula!r}: unbalanced parentheses')
+    raise FormulaError(formula, 'unbalanced parentheses')
   _merge(stack[0][1], last_group)
   counts = stack[0][1]
   if not counts:
-    raise ValueError(f'formula {formula!r}: no elements')
+    raise FormulaError(formula, 'no elements')
   return counts
 
 
@@ -136,8 +173,8 @@ class CompositionFeaturizer:
     for i, formula in enumerate(inputs):
       try:
         counts = parse_formula(formula)
-      except ValueError as error:
-        invalid.append((i, str(error).split(': ', 1)[-1]))
+      except FormulaError as error:
+        invalid.append((i, error.reason))
         continue
       total = sum(counts.values())
       for element, count in counts.items():

@@ -199,7 +199,9 @@ def check_transfer_config(transfer_config, where: str = 'transfer') -> None:
     raise UserError(f'--config.{where}.target_scaling={policy!r}: use source or refit')
 
 
-def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:
+def check_dataset(dataset, where: str = 'dataset') -> tuple[float, float, float]:
+  """The split fractions (train, val, test), once the split settings are checked."""
+  split = dataset.split
   try:
     fractions = tuple(float(f) for f in split)
   except (TypeError, ValueError):
@@ -210,7 +212,17 @@ def check_split(split, where: str = 'dataset') -> tuple[float, float, float]:
     raise UserError(
       f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions (train, val, test) that sum to 1'
     )
+  check_seed(dataset.get('split_seed', 0), f'{where}.split_seed')
+  size = dataset.get('min_split_size', 1)
+  if not isinstance(size, int) or size < 1:  # an empty validation or test split fails only after training
+    raise UserError(f'--config.{where}.min_split_size={size!r}: must be a positive integer')
   return fractions
+
+
+def check_seed(seed, where: str = 'seed', count: int = 1) -> None:
+  """Seeds seed .. seed + count - 1 must be distinct 32-bit keys (larger ones wrap onto smaller ones)."""
+  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**32 - count:
+    raise UserError(f'--config.{where}={seed!r}: use an integer from 0 to {2**32 - count}')
 
 
 def stacked_abstract_params(model_config: ElemNetConfig, width: int, members: int):
@@ -340,7 +352,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   """
   workdir = Path(workdir)
   check_train_config(config.train)
-  split = check_split(config.dataset.split)
+  check_seed(config.seed, count=config.train.ensemble)
+  split = check_dataset(config.dataset)
   source_dirs = source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_dir = ','.join(source_dirs)
   source_meta = source_params = None

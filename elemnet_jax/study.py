@@ -126,7 +126,8 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
     ('study.scratch_train', study.scratch_train),
   ):
     experiment.check_train_config(train_config, where)
-  experiment.check_split(target.dataset.split, 'target.dataset')
+  experiment.check_dataset(target.dataset, 'target.dataset')
+  experiment.check_seed(config.seed, count=study.seeds)
   experiment.check_transfer_config(target.transfer, 'target.transfer')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')

@@ -25,7 +25,8 @@ def _load(name, args):
 def test_train_configs_pass_their_checks(name, args):
   config = _load(name, args)
   experiment.check_train_config(config.train)
-  experiment.check_split(config.dataset.split)
+  experiment.check_dataset(config.dataset)
+  experiment.check_seed(config.seed, count=config.train.ensemble)
   transfer.layer_rules(config.transfer.freeze_layers, experiment.model_config_from(config))
 
 
@@ -59,6 +60,25 @@ def test_study_config_check_names_the_bad_field():
     study.check_study_config(config)
   config.study.update(seeds=3, methods=('featurizer', 'direct'))  # nothing there trains seeds
   with pytest.raises(UserError, match=r'rotates the seeds of scratch, finetune and head; .*has none of them'):
+    study.check_study_config(config)
+
+
+def test_split_and_seed_settings_are_checked_before_anything_runs():
+  config = _load('default', ())
+  for field, value, message in (
+    ('split_seed', -1, r'--config\.dataset\.split_seed=-1: use an integer from 0 to 4294967295'),
+    ('min_split_size', 0, r'--config\.dataset\.min_split_size=0: must be a positive integer'),
+  ):
+    bad = config.copy_and_resolve_references()
+    bad.dataset[field] = value
+    with pytest.raises(UserError, match=message):
+      experiment.check_dataset(bad.dataset)
+  experiment.check_seed(2**32 - 3, count=3)
+  with pytest.raises(UserError, match=r'--config\.seed=4294967294: use an integer from 0 to 4294967293'):
+    experiment.check_seed(2**32 - 2, count=3)  # seed 2**32 would wrap onto seed 0
+  config = _load('paper', ())
+  config.target.dataset.split_seed = -5
+  with pytest.raises(UserError, match=r'--config\.target\.dataset\.split_seed=-5'):
     study.check_study_config(config)
 
 

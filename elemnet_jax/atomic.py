@@ -14,9 +14,13 @@ from elemnet_jax.errors import UserError
 
 @contextlib.contextmanager
 def open_for_writing(path: str | os.PathLike, mode: str = 'w') -> Iterator[IO]:
-  """Opens a sibling temporary file; renames it over `path` only when the block succeeds."""
+  """Opens a sibling temporary file; renames it over `path` only when the block succeeds.
+
+  The temporary name is hidden and ours (`.out.csv.elemnet_jax.tmp`), so that no file of the user's
+  (an `out.csv.tmp`, say) is overwritten, and the same each time, so that one left by a kill is reused.
+  """
   path = Path(path)
-  temporary = path.with_name(path.name + '.tmp')
+  temporary = path.with_name(f'.{path.name}.elemnet_jax.tmp')
   try:  # closed by the `with` below, before the rename
     stream = open(temporary, mode) if 'b' in mode else open(temporary, mode, newline='')
   except OSError as error:  # named by the path the user gave, not the temporary one

@@ -45,3 +45,12 @@ def test_a_set_aside_cut_short_is_completed(tmp_path):
 def test_nothing_to_set_aside(tmp_path):
   assert atomic.set_aside(tmp_path, NAMES) is None
   assert list(tmp_path.iterdir()) == []
+
+
+def test_writing_an_output_leaves_the_users_other_files_alone(tmp_path):
+  # predict --input=out.csv.tmp --output=out.csv must not consume its own input.
+  (tmp_path / 'out.csv.tmp').write_text('formula\nNaCl\n')
+  atomic.write_text(tmp_path / 'out.csv', 'new')
+  assert (tmp_path / 'out.csv').read_text() == 'new'
+  assert sorted(p.name for p in tmp_path.iterdir()) == ['out.csv', 'out.csv.tmp']
+  assert (tmp_path / 'out.csv.tmp').read_text() == 'formula\nNaCl\n'

@@ -170,7 +170,7 @@ def make_train_step(
 
   Gradients are taken only with respect to the trainable leaves: frozen ones are closed over as
   constants, so XLA computes no backward pass into frozen layers. A state that keeps a moving
-  average (`init_state(..., moving_average=True)`) updates it after every step:
+  average (`init_state(..., moving_average=True)`) updates it after every step, frozen leaves excepted:
   average <- ema_decay * average + (1 - ema_decay) * params.
   """
 
@@ -193,8 +193,10 @@ def make_train_step(
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     average = state.average
-    if average is not None:
-      average = optax.incremental_update(params, average, step_size=1.0 - ema_decay)
+    if average is not None:  # frozen leaves are left as they are: averaging them would round them away
+      moved = traverse_util.flatten_dict(optax.incremental_update(params, average, step_size=1.0 - ema_decay))
+      kept = traverse_util.flatten_dict(average)
+      average = traverse_util.unflatten_dict({path: kept[path] if path in frozen else moved[path] for path in moved})
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state, average=average), {'loss': value}
 
   return train_step

@@ -62,19 +62,20 @@ def test_fine_tuning_updates_only_unfrozen_leaves_and_keeps_no_frozen_moments():
   model = ElemNet(CONFIG, frozen_layers=transfer.frozen_positions(labels))
   assert model.frozen_layers == (1, 2)
   optimizer = train.make_optimizer(1e-2, labels=labels, body_lr_scale=0.5)
-  state = train.init_state(model, optimizer, 10, seed=0, params=params)
-  step = jax.jit(train.make_train_step(model, optimizer, 'mae', train.frozen_paths(labels)))
+  state = train.init_state(model, optimizer, 10, seed=0, params=params, moving_average=True)
+  step = jax.jit(train.make_train_step(model, optimizer, 'mae', train.frozen_paths(labels), ema_decay=0.8))
   rng = np.random.default_rng(0)
   for _ in range(5):
     x = jnp.asarray(rng.random((16, 10), np.float32))
     state, metrics = step(state, x, jnp.asarray(rng.random(16, np.float32)), jnp.ones(16, bool))
     assert np.isfinite(metrics['loss'])
-  before, after = traverse_util.flatten_dict(params), traverse_util.flatten_dict(state.params)
-  for path, leaf in before.items():
-    if path[1] in ('dense_0', 'dense_1'):
-      np.testing.assert_array_equal(after[path], leaf)  # bit-identical
-    else:
-      assert not np.array_equal(after[path], leaf), path
+  before = traverse_util.flatten_dict(params)
+  for after in map(traverse_util.flatten_dict, (state.params, state.average)):  # the average is what is saved
+    for path, leaf in before.items():
+      if path[1] in ('dense_0', 'dense_1'):
+        np.testing.assert_array_equal(after[path], leaf)  # bit-identical
+      else:
+        assert not np.array_equal(after[path], leaf), path
   # multi_transform keeps Adam moments only for the trainable leaves.
   for label in ('body', 'head'):
     adam = state.opt_state.inner_states[label].inner_state[0]

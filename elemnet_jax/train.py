@@ -109,9 +109,10 @@ def make_optimizer(
     peak = learning_rate * scale
     if schedule == 'constant':
       return peak
+    if schedule == 'cosine' and warmup_steps <= 0:  # no warm-up: the first step already at the peak
+      return optax.cosine_decay_schedule(peak, max(total_steps, 1))
     if schedule == 'cosine':
-      warmup = max(warmup_steps, 1)
-      return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1))
+      return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
     raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
 
   def base(scale: float) -> optax.GradientTransformation:

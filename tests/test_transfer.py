@@ -96,6 +96,15 @@ def test_body_learning_rate_scale_slows_the_body():
   assert body == pytest.approx(0.1 * head, rel=1e-4)
 
 
+@pytest.mark.parametrize('warmup_steps', [0, 3])
+def test_cosine_schedule_warms_up_only_when_asked(warmup_steps):
+  params = {'w': jnp.zeros(3)}
+  optimizer = train.make_optimizer(0.1, schedule='cosine', warmup_steps=warmup_steps, total_steps=10)
+  updates, _ = optimizer.update({'w': jnp.ones(3)}, optimizer.init(params), params)
+  first = float(-updates['w'][0])  # Adam's first step is the rate times 1 (up to its epsilon)
+  assert first == (pytest.approx(0.1, rel=1e-4) if warmup_steps == 0 else 0.0)
+
+
 @pytest.mark.parametrize('decay_toward', ['zero', 'start'])
 def test_weight_decay_pulls_toward_zero_or_toward_the_pretrained_weights(decay_toward):
   # With zero gradients Adam's step is zero, so the update is the decoupled decay alone:

@@ -302,7 +302,7 @@ class FitOptions:
   eval_batch_size: int = 8192
   mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
   eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
-  log_scale: float = 1.0  # the target scale: logged losses are shown in target units
+  log_scale: float = 1.0  # the target scale: logged losses are shown in target units (squared for mse, huber)
   ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
 
 
@@ -429,7 +429,7 @@ def fit(
         name,
         epoch,
         options.max_epochs,
-        losses_KxS.mean() * options.log_scale,
+        losses_KxS.mean() * options.log_scale ** (1 if options.loss == 'mae' else 2),  # mse, huber: squared units
         val_mae.mean() * options.log_scale,
         np.mean(progress.best_val) * options.log_scale,
         int(np.median(progress.best_epoch)),

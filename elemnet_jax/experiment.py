@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import os
 import time
@@ -28,7 +29,15 @@ from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 
 # metrics.json last: a run whose outputs are being set aside reads as finished until the end
-OUTPUTS = ('predictions_test.csv', 'split.csv', 'config.json', 'checkpoints', checkpoint.MODEL_DIR, 'metrics.json')
+OUTPUTS = (
+  'predictions_test.csv',
+  'split.csv',
+  'config.json',
+  'sources.json',
+  'checkpoints',
+  checkpoint.MODEL_DIR,
+  'metrics.json',
+)
 
 # Config and model-meta fields added after runs were saved, with the value that reproduces how those
 # runs behaved: a config or meta that lacks one compares as if it held that value, so older workdirs
@@ -315,7 +324,12 @@ def evaluate(
   return scaled * target_scaling.scale + target_scaling.shift
 
 
-def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
+def _sources(source_dirs: Sequence[str]) -> dict[str, str]:
+  """Each pretrained run named -> the SHA-256 of its metrics.json, which training it again rewrites."""
+  return {name: hashlib.sha256((Path(name) / 'metrics.json').read_bytes()).hexdigest() for name in source_dirs}
+
+
+def _check_workdir(workdir: Path, config, overwrite: bool, sources: dict[str, str]) -> bool:
   """Refuses a finished run (unless `overwrite`); True when an interrupted run should resume."""
   if (workdir / 'metrics.json').exists():
     if not overwrite:
@@ -332,23 +346,32 @@ def _check_workdir(workdir: Path, config, overwrite: bool) -> bool:
       f'{workdir}: holds an interrupted run with a different config ({", ".join(differences)}); resume it with '
       'the same flags, choose another --workdir, or pass --overwrite'
     )
+  started_from = json.loads((workdir / 'sources.json').read_text()) if (workdir / 'sources.json').exists() else {}
+  for name, digest in started_from.items():
+    if sources.get(name) != digest:
+      raise UserError(
+        f'{workdir}: holds an interrupted run fine-tuned from {name} as it was before it was trained again; '
+        'pass --overwrite to start over from the run it holds now'
+      )
   return True
 
 
-def _start_workdir(workdir: Path, config, resume: bool) -> None:
+def _start_workdir(workdir: Path, config, resume: bool, sources: dict[str, str]) -> None:
   """Sets earlier outputs aside unless resuming, then records the config. Called once inputs are valid."""
   aside = None if resume else atomic.set_aside(workdir, OUTPUTS, finished=(workdir / 'metrics.json').exists())
   if aside:
     logging.warning('%s: the run it replaces is kept in %s until this run finishes', workdir, aside)
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(workdir / 'config.json', config.to_json(indent=2))
+  if sources and not resume:
+    atomic.write_text(workdir / 'sources.json', json.dumps(sources, indent=1))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> dict:
   """Pretrains, or fine-tunes when `config.transfer.pretrained` names a workdir; returns metrics.
 
-  Writes config.json, split.csv, checkpoints/ (resumable), model/, metrics.json and
-  predictions_test.csv into `workdir`.
+  Writes config.json, sources.json (when fine-tuning: which pretrained runs, as they were), split.csv,
+  checkpoints/ (resumable), model/, metrics.json and predictions_test.csv into `workdir`.
   """
   workdir = Path(workdir)
   check_train_config(config.train)
@@ -359,7 +382,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   source_meta = source_params = None
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = load_sources(source_dirs)
-  resume = _check_workdir(workdir, config, overwrite)
+  sources = _sources(source_dirs)
+  resume = _check_workdir(workdir, config, overwrite, sources)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), source_dir)
@@ -385,7 +409,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     rules=rules,
     reinit_head=config.transfer.get('reinit_head', False),
   )
-  _start_workdir(workdir, config, resume)  # every input is valid: only now touch the workdir
+  _start_workdir(workdir, config, resume, sources)  # every input is valid: only now touch the workdir
   data.write_splits(workdir / 'split.csv', parts)
 
   manager = checkpoint.TrainingCheckpoints(workdir / 'checkpoints', config.train.checkpoint_every)

@@ -1,5 +1,6 @@
 """Each entry point run as a user would: a subprocess, real data, a tiny config."""
 
+import hashlib
 import itertools
 import json
 import os
@@ -565,6 +566,30 @@ def test_empty_or_too_small_datasets(tmp_path):
     'no usable rows left',
   )
   assert not (tmp_path / 'a').exists() and not (tmp_path / 'b').exists()
+
+
+def test_an_interrupted_fine_tune_resumes_only_from_the_source_it_started_from(pretrained, tmp_path):
+  source, workdir = tmp_path / 'source', tmp_path / 'finetune'
+  shutil.copytree(pretrained, source)
+  flags = (f'--pretrained={source}', f'--workdir={workdir}', f'--config={TEST_CONFIG}', '--config.train.max_epochs=2')
+
+  def interrupt():  # as if killed after the last checkpoint
+    for name in ('metrics.json', 'predictions_test.csv'):
+      (workdir / name).unlink()
+
+  run('finetune', *flags)
+  interrupt()
+  assert 'resuming' in run('finetune', *flags).stderr
+  interrupt()
+  pretrain_legacy(source, '--overwrite', '--config.seed=1')  # the source trained again, under the same name
+  assert_user_error(
+    run('finetune', *flags, check=False),
+    f'{workdir}: holds an interrupted run fine-tuned from {source} as it was before it was trained again',
+  )
+  run('finetune', *flags, '--overwrite')
+  assert json.loads((workdir / 'sources.json').read_text()) == {
+    str(source): hashlib.sha256((source / 'metrics.json').read_bytes()).hexdigest()
+  }
 
 
 def test_interrupted_run_with_other_flags_and_corrupted_checkpoint(tmp_path):

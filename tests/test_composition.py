@@ -63,6 +63,7 @@ def test_fractions(formula, expected):
     ('2Fe', 'does not follow an element'),
     ('fe2o3', "unexpected character 'f'"),
     ('Fe2O3!', "unexpected character '!'"),
+    ('Fe\u0663', "unexpected character '\u0663'"),  # an Arabic-Indic digit, not 3
     ('CuSO4.5H2O', "'4.5H2O' reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"),
     ('CuSO4·', 'a hydrate or adduct part holds no elements'),
     ('CuSO4·0H2O', 'amount 0 is not positive'),

@@ -26,11 +26,11 @@ PERIODIC_TABLE = frozenset(
   ).split()
 )
 
-_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))')
+_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))', re.ASCII)  # not Fe٣
 _CLOSING = {'(': ')', '[': ']'}
 _ADDUCT = re.compile(r'[·•*]')  # CuSO4·5H2O: a hydrate or adduct, each part after the first with its own count
-_COUNT = re.compile(r'\s*(\d+\.?\d*|\.\d+)?')
-_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]](\d+\.\d+H2O)\b')  # CuSO4.5H2O: O4.5, or 5 waters?
+_COUNT = re.compile(r'\s*(\d+\.?\d*|\.\d+)?', re.ASCII)
+_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]](\d+\.\d+H2O)\b', re.ASCII)  # CuSO4.5H2O: O4.5, or 5 waters?
 
 
 class FormulaError(ValueError):

@@ -190,12 +190,13 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
     for role, column in (('input', input_column), ('target', target_column)):
       if not column:
         raise UserError(f'{path}: the {role} column name is empty; give one of {", ".join(map(repr, header))}')
-    for column in dict.fromkeys(c for c in (input_column, target_column, split_column) if c):
+    wanted = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c))
+    for column in wanted:
       if header.count(column) > 1:
         raise UserError(
           f'{path}: column {column!r} appears {header.count(column)} times in the header; rename all but one'
         )
-    missing = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c and c not in header))
+    missing = [column for column in wanted if column not in header]
     if missing:
       raise UserError(
         f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'

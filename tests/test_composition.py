@@ -34,6 +34,8 @@ def test_element_order_is_elemnets():
     ('CuSO4·5H2O', {'Cu': 1 / 21, 'S': 1 / 21, 'O': 9 / 21, 'H': 10 / 21}),
     ('CuSO4*H2O', {'Cu': 1 / 9, 'S': 1 / 9, 'O': 5 / 9, 'H': 2 / 9}),
     ('Na0.3CoO2 · 1.3H2O', {'Na': 0.3 / 7.2, 'Co': 1 / 7.2, 'O': 3.3 / 7.2, 'H': 2.6 / 7.2}),
+    ('Li0.5H2O', {'Li': 0.5 / 3.5, 'H': 2 / 3.5, 'O': 1 / 3.5}),  # no hydrate of Li0: not ambiguous
+    ('Fe2\xa0O3', {'Fe': 0.4, 'O': 0.6}),  # a non-breaking space pasted into a formula
   ],
 )
 def test_fractions(formula, expected):
@@ -67,8 +69,9 @@ def test_fractions(formula, expected):
     ('CuSO4.5H2O', "'4.5H2O' reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"),
     ('CuSO4·', 'a hydrate or adduct part holds no elements'),
     ('CuSO4·0H2O', 'amount 0 is not positive'),
-    (f'(Fe{"9" * 200}){"9" * 200}', 'amounts too large'),
-    (f'Fe{"9" * 308}O{"9" * 308}', 'amounts too large'),
+    (f'(Fe{"9" * 200}){"9" * 200}', 'amounts too large or too small'),
+    (f'Fe{"9" * 308}O{"9" * 308}', 'amounts too large or too small'),
+    (f'(Fe0.{"0" * 199}1)0.{"0" * 199}1', 'amounts too large or too small'),
   ],
 )
 def test_errors_name_formula_and_reason(formula, reason):

@@ -26,11 +26,15 @@ PERIODIC_TABLE = frozenset(
   ).split()
 )
 
-_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|(\d+\.?\d*|\.\d+)|([(\[])|([)\]])|(\S))', re.ASCII)  # not Fe٣
+_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|([0-9]+\.?[0-9]*|\.[0-9]+)|([(\[])|([)\]])|(\S))')  # [0-9]: not Fe٣
 _CLOSING = {'(': ')', '[': ']'}
-_ADDUCT = re.compile(r'[·•*]')  # CuSO4·5H2O: a hydrate or adduct, each part after the first with its own count
-_COUNT = re.compile(r'\s*(\d+\.?\d*|\.\d+)?', re.ASCII)
-_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]](\d+\.\d+H2O)\b', re.ASCII)  # CuSO4.5H2O: O4.5, or 5 waters?
+_ADDUCT = re.compile(
+  r'[·•*]'
+)  # CuSO4·5H2O (or • or *): a hydrate or adduct, each part after the first with its own count
+_COUNT = re.compile(r'\s*([0-9]+\.?[0-9]*|\.[0-9]+)?')
+_DOTTED_HYDRATE = re.compile(
+  r'[A-Za-z)\]]([1-9][0-9]*\.[0-9]+H2O)\b'
+)  # CuSO4.5H2O: O4.5, or 5 waters? (Li0.5H2O: fine)
 
 
 class FormulaError(ValueError):
@@ -66,8 +70,8 @@ def parse_formula(formula: str) -> dict[str, float]:
     if not part[count.end() :].strip():
       raise FormulaError(formula, 'a hydrate or adduct part holds no elements')
     _merge(counts, {element: amount * value for element, amount in _parse_part(formula, part[count.end() :]).items()})
-  if not all(map(math.isfinite, counts.values())) or not math.isfinite(sum(counts.values())):
-    raise FormulaError(formula, 'amounts too large')
+  if not all(0 < count < math.inf for count in counts.values()) or not math.isfinite(sum(counts.values())):
+    raise FormulaError(formula, 'amounts too large or too small')  # products that overflow or underflow
   return counts
 
 

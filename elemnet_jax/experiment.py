@@ -138,6 +138,20 @@ def load_examples(
   return examples, featurizer, notes, spec
 
 
+def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
+  """The units the model learns targets in.
+
+  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
+  with `transfer.target_scaling='refit'` standardised with `y_train` (a target with another offset
+  or spread), whatever `train.target_scaling` says.
+  """
+  if source_meta is None:
+    return data.TargetScaling.fit(y_train, config.train.target_scaling)
+  if config.transfer.get('target_scaling', 'source') == 'refit':
+    return data.TargetScaling.fit(y_train, 'standard')
+  return data.TargetScaling(**source_meta['target_scaling'])
+
+
 def make_inputs(
   parts: dict[str, data.Examples],
   featurizer_description: dict,
@@ -148,15 +162,12 @@ def make_inputs(
   """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
   if source_meta is not None:
     feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
-    target_scaling = data.TargetScaling(**source_meta['target_scaling'])
     check_transfer_config(config.transfer)
-    if config.transfer.get('target_scaling', 'source') == 'refit':  # the target's own statistics: for an offset
-      target_scaling = data.TargetScaling.fit(parts['train'].y, 'standard')  # whatever train.target_scaling says
   else:
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize
     )
-    target_scaling = data.TargetScaling.fit(parts['train'].y, config.train.target_scaling)
+  target_scaling = fit_target_scaling(parts['train'].y, config, source_meta)
   x = {name: feature_scaling(part.x) for name, part in parts.items()}
   y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
@@ -221,7 +232,9 @@ def check_dataset(dataset, where: str = 'dataset') -> tuple[float, float, float]
     raise UserError(
       f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions (train, val, test) that sum to 1'
     )
-  check_seed(dataset.get('split_seed', 0), f'{where}.split_seed')
+  split_seed = dataset.get('split_seed', 0)  # numpy's generators take any non-negative integer
+  if not isinstance(split_seed, int) or split_seed < 0:
+    raise UserError(f'--config.{where}.split_seed={split_seed!r}: use a non-negative integer')
   size = dataset.get('min_split_size', 1)
   if not isinstance(size, int) or size < 1:  # an empty validation or test split fails only after training
     raise UserError(f'--config.{where}.min_split_size={size!r}: must be a positive integer')
@@ -326,6 +339,8 @@ def evaluate(
 
 def _sources(source_dirs: Sequence[str]) -> dict[str, str]:
   """Each pretrained run named -> the SHA-256 of its metrics.json, which training it again rewrites."""
+  for name in source_dirs:  # a run without its record did not finish: one line, not a traceback
+    read_run_json(Path(name) / 'metrics.json', 'the run did not finish')
   return {name: hashlib.sha256((Path(name) / 'metrics.json').read_bytes()).hexdigest() for name in source_dirs}
 
 
@@ -346,7 +361,8 @@ def _check_workdir(workdir: Path, config, overwrite: bool, sources: dict[str, st
       f'{workdir}: holds an interrupted run with a different config ({", ".join(differences)}); resume it with '
       'the same flags, choose another --workdir, or pass --overwrite'
     )
-  started_from = json.loads((workdir / 'sources.json').read_text()) if (workdir / 'sources.json').exists() else {}
+  record = workdir / 'sources.json'
+  started_from = read_run_json(record, 'the run did not finish') if record.exists() else {}
   for name, digest in started_from.items():
     if sources.get(name) != digest:
       raise UserError(

@@ -129,6 +129,10 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   experiment.check_dataset(target.dataset, 'target.dataset')
   experiment.check_seed(config.seed, count=study.seeds)
   experiment.check_transfer_config(target.transfer, 'target.transfer')
+  for field in ('methods', 'freeze_layers', 'train_fractions'):  # a repeat would count its runs twice in a cell
+    values = tuple(study[field])
+    if len(set(values)) != len(values):
+      raise UserError(f'--config.study.{field}={values}: name each value once')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
   widths = study.get('head_widths')
@@ -225,6 +229,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     target.dataset, target.featurizer, config.data_dir or target.data_dir
   )
   check_study_depths(study, model_config)
+  if study.folds and examples.split is not None:  # its repeats are grouped within each published part
+    raise UserError(
+      f'{target.dataset.name}: ships its own split, which cross-validation would ignore; add '
+      '--config.target.dataset.resplit=True to pool it first'
+    )
   folds = make_folds(
     examples,
     study.folds,
@@ -266,6 +275,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
+  removed = all(found and target.dataset.name in found['from'] for found in excluded)  # not another dataset
   source_keys = set()  # a composition in any run's training split counts as seen
   for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
     if source_split.exists():
@@ -278,8 +288,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     'source_test_mae': source_test_mae,
     'source_test_n': source_metrics[0]['test']['n'],  # a resplit source has its own, smaller test split
     'source_runs': len(source_dirs),
-    'target_excluded_from_source': all(excluded),
-    'excluded_count': min(found['count'] for found in excluded) if all(excluded) else 0,
+    'target_excluded_from_source': removed,
+    'excluded_count': min(found['count'] for found in excluded) if removed else 0,
     'source_members': meta['members'],
   }
   logging.info('leakage control: %s', leakage)
@@ -333,7 +343,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         )
       if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
         # (member 0's rows; rotated members train on other rows of the same pool and share them)
-        scaling = data.TargetScaling.fit(pool_targets[train_rows[0]], target.train.target_scaling)
+        scaling = experiment.fit_target_scaling(pool_targets[train_rows[0]], target, meta)
         pool_y = scaling.apply(pool_targets)
       runs = []
       if 'scratch' in study.methods:
@@ -533,8 +543,9 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
       mean, std, runs, _ = cells[0.0]
       lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} ({runs} folds).')
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
+  ridge = ', ridge one per fold' if any(key[0] == 'featurizer' for key in summary) else ''  # it has no seeds
   lines.append(
-    f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds; '
+    f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds{ridge}; '
     f'study.folds={study.folds}, study.seeds={study.seeds}'
     + (
       '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '

@@ -55,6 +55,10 @@ def test_study_config_check_names_the_bad_field():
     with pytest.raises(UserError, match=r'--config\.study\.head_widths=.*positive integer'):
       study.check_study_config(config)
   config = _load('paper', ())
+  config.study.freeze_layers = (0, 4, 0)  # a repeated depth would count its runs twice in one cell
+  with pytest.raises(UserError, match=r'--config\.study\.freeze_layers=\(0, 4, 0\): name each value once'):
+    study.check_study_config(config)
+  config = _load('paper', ())
   config.study.update(rotate_validation=True, seeds=1)  # one seed would keep the split: a no-op
   with pytest.raises(UserError, match=r'rotate_validation=True needs --config\.study\.seeds >= 2'):
     study.check_study_config(config)
@@ -66,7 +70,7 @@ def test_study_config_check_names_the_bad_field():
 def test_split_and_seed_settings_are_checked_before_anything_runs():
   config = _load('default', ())
   for field, value, message in (
-    ('split_seed', -1, r'--config\.dataset\.split_seed=-1: use an integer from 0 to 4294967295'),
+    ('split_seed', -1, r'--config\.dataset\.split_seed=-1: use a non-negative integer'),
     ('min_split_size', 0, r'--config\.dataset\.min_split_size=0: must be a positive integer'),
   ):
     bad = config.copy_and_resolve_references()

@@ -1,6 +1,7 @@
 """Each entry point run as a user would: a subprocess, real data, a tiny config."""
 
 import hashlib
+import importlib
 import itertools
 import json
 import os
@@ -15,6 +16,7 @@ import ml_collections
 import pytest
 
 from elemnet_jax import datasets, experiment, featurizers, study
+from elemnet_jax.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = 'experiments/configs/test.py'
@@ -271,8 +273,14 @@ def test_same_config_and_seed_give_identical_metrics(pretrained, tmp_path):
 
 
 def test_transfer_study_writes_results_table_and_figures(tmp_path):
-  # Pretrains a source ensemble of 2 inside the study workdir (the member mapping: next test).
-  flags = (f'--workdir={tmp_path}', f'--config={TEST_CONFIG}:study', '--config.source.train.ensemble=2')
+  # Pretrains a source ensemble of 2 inside the study workdir (the member mapping: next test), with
+  # another dataset's compositions removed from it: the target's stay in, and the report must say so.
+  flags = (
+    f'--workdir={tmp_path}',
+    f'--config={TEST_CONFIG}:study',
+    '--config.source.train.ensemble=2',
+    '--config.source.dataset.exclude_from=kim2017',
+  )
   done = run('transfer_study', *flags)
   results = json.loads((tmp_path / 'results.json').read_text())
   rows = results['runs']
@@ -293,6 +301,7 @@ def test_transfer_study_writes_results_table_and_figures(tmp_path):
   report = (tmp_path / 'results.md').read_text()
   assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
   assert 'an ensemble of 2 pretrained members' in report
+  assert 'target inputs KEPT in the source data (0 removed;' in report
   source_test = json.loads((tmp_path / 'pretrain' / 'metrics.json').read_text())['test']
   assert f'test MAE {source_test["mae"]:.4f} on {source_test["n"]:,} examples' in report
   assert '| share of target train (n) |' in done.stdout
@@ -550,6 +559,17 @@ def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(
   assert {r['method'] for r in json.loads((tmp_path / 'results.json').read_text())['runs']} == {'direct'}
   assert not (tmp_path / 'replaced').exists()
   assert (tmp_path / 'pretrain' / 'metrics.json').read_bytes() != source_before
+
+
+def test_cross_validation_refuses_a_target_that_ships_its_own_split(pretrained, tmp_path):
+  # Repeats are grouped within each published part, so folds drawn over the parts could put one
+  # composition in training and test.
+  config = importlib.import_module('experiments.configs.test').get_config('study')
+  config.study.update(pretrained=str(pretrained), folds=2)
+  config.target.dataset.name = 'oqmd_fe'
+  with pytest.raises(UserError, match=r'oqmd_fe: ships its own split, .*--config\.target\.dataset\.resplit=True'):
+    study.run_study(config, tmp_path)
+  assert not any(tmp_path.iterdir())
 
 
 def test_empty_or_too_small_datasets(tmp_path):

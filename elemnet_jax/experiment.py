@@ -337,11 +337,11 @@ def evaluate(
   return scaled * target_scaling.scale + target_scaling.shift
 
 
-def _sources(source_dirs: Sequence[str]) -> dict[str, str]:
+def source_digests(source_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
   """Each pretrained run named -> the SHA-256 of its metrics.json, which training it again rewrites."""
   for name in source_dirs:  # a run without its record did not finish: one line, not a traceback
     read_run_json(Path(name) / 'metrics.json', 'the run did not finish')
-  return {name: hashlib.sha256((Path(name) / 'metrics.json').read_bytes()).hexdigest() for name in source_dirs}
+  return {str(name): hashlib.sha256((Path(name) / 'metrics.json').read_bytes()).hexdigest() for name in source_dirs}
 
 
 def _check_workdir(workdir: Path, config, overwrite: bool, sources: dict[str, str]) -> bool:
@@ -398,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   source_meta = source_params = None
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = load_sources(source_dirs)
-  sources = _sources(source_dirs)
+  sources = source_digests(source_dirs)
   resume = _check_workdir(workdir, config, overwrite, sources)
   examples, featurizer, notes, _ = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:

@@ -191,7 +191,8 @@ def read_sources(source_dirs: list[Path]) -> tuple:
   return model, params, meta, metrics, regression_metrics(truth, mean)['mae']
 
 
-STUDY_OUTPUTS = ('study_config.json', 'results.json', 'results.md', 'learning_curve.png', 'parity.png')
+# study_config.json last: until the set-aside is complete, the next start still sees the config it replaces
+STUDY_OUTPUTS = ('results.json', 'results.md', 'learning_curve.png', 'parity.png', 'study_config.json')
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite: bool = False) -> list[dict]:
@@ -269,9 +270,24 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   # Only now, with the source ready, is the study's record written: a source that fails its own
   # checks leaves no study config behind to refuse the corrected command. The study replaced is kept
   # until this one finishes (its own source model, when pretrained again, only until that is done).
-  if differences:
+  # A study resumes only from the source runs it started from, not from runs trained again since.
+  sources = experiment.source_digests(source_dirs)
+  previous = (
+    experiment.read_run_json(results_path, 'the study did not start')
+    if results_path.exists() and not differences
+    else {}
+  )
+  before = list(previous.get('sources', {}).values())  # by position: the workdir may be named another way now
+  retrained = [name for (name, digest), old in zip(sources.items(), before) if digest != old]
+  if retrained and not overwrite:
+    raise UserError(
+      f'{workdir}: holds a study made from {retrained[0]} as it was before it was trained again; '
+      'pass --overwrite to start the study over'
+    )
+  if differences or retrained:
     aside = atomic.set_aside(workdir, STUDY_OUTPUTS, finished=_finished(results_path))
     logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
+    previous = {}
   workdir.mkdir(parents=True, exist_ok=True)
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
@@ -293,15 +309,27 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     'source_members': meta['members'],
   }
   logging.info('leakage control: %s', leakage)
-  rows = json.loads(results_path.read_text())['runs'] if results_path.exists() else []
+  rows = previous.get('runs', [])
   done = {_runs_key(row) for row in rows}
   seeds = [config.seed + k for k in range(study.seeds)]
   pretrained = experiment.source_members(source_params, len(seeds))  # seed k from source member k mod K
-  parity: dict = {}  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'
+  # fold 0, largest size: test predictions per method, '_val_<method>', '_target'; kept in results.json
+  # so that a resumed study plots the runs made before it was interrupted too
+  parity = {
+    key: np.asarray(value) if isinstance(value, list) else value for key, value in previous.get('parity', {}).items()
+  }
   source_scaling = data.TargetScaling(**meta['target_scaling'])  # the source model's own output units
 
   def save(finished=False):
-    summary = {'target': notes, 'leakage': leakage, 'runs': rows, 'finished': finished}
+    plotted = {key: value.tolist() if isinstance(value, np.ndarray) else value for key, value in parity.items()}
+    summary = {
+      'target': notes,
+      'leakage': leakage,
+      'sources': sources,
+      'runs': rows,
+      'parity': plotted,
+      'finished': finished,
+    }
     atomic.write_text(results_path, json.dumps(summary, indent=1))
 
   def record(new_rows):  # results.json and the report stay current, so a partial study can be read
@@ -310,6 +338,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
     write_report(workdir, rows, leakage, parity, study, echo=False)
 
   for fold in folds:
+    if fold.index == 0:
+      parity['_target'] = fold.test.y
     order = training_order(len(fold.train), target.dataset.split_seed, fold.index)
     inputs_full = experiment.make_inputs(
       {'train': fold.train, 'val': fold.val, 'test': fold.test}, featurizer.description(), target, meta
@@ -401,6 +431,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           'ensemble': True,
           'val_mae': ensemble_val_mae,  # the ensemble's own validation MAE
         }
+        if fold.index == 0 and fraction == max(study.train_fractions):  # saved with the run's rows
+          parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
+          parity[f'_val_{method}{depth if depth >= 0 else ""}'] = float(np.mean(progress.best_val))
         record(
           [
             {
@@ -411,9 +444,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           ]
           + ([ensemble] if len(seeds) > 1 else [])
         )
-        if fold.index == 0 and fraction == max(study.train_fractions):
-          parity[f'{method}{depth if depth >= 0 else ""}'] = predictions.mean(axis=0)
-          parity[f'_val_{method}{depth if depth >= 0 else ""}'] = float(np.mean(progress.best_val))
       if 'featurizer' in study.methods and ('featurizer', study.featurizer_layer, fraction, fold.index) not in done:
         tic = time.perf_counter()
         # in target units: ridge with an intercept is affine-equivariant, so no target scaling is needed
@@ -434,8 +464,6 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           time.perf_counter() - tic,
         )
         record([{**row, 'val_mae': round(float(np.abs(val_prediction - fold.val.y).mean()), 6)}])  # alpha's criterion
-    if fold.index == 0 and parity:
-      parity['_target'] = fold.test.y
   write_report(workdir, rows, leakage, parity, study)
   save(finished=True)  # what a later --overwrite reads: this study is complete, not a replacement cut short
   atomic.discard_set_aside(workdir)

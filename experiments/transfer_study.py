@@ -6,7 +6,8 @@
 
 Writes results.json (one row per run; `"finished": true` once complete), results.md (mean +- std per method and size),
 learning_curve.png and parity.png into --workdir, and prints the table. An interrupted study
-resumes where it stopped.
+resumes where it stopped (only from the source runs it started from: results.json records their
+digests, and the parity plot's predictions, so that a resumed study plots the runs made before).
 """
 
 from absl import flags

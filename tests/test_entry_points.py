@@ -561,6 +561,55 @@ def test_overwriting_a_study_keeps_the_old_results_until_the_new_study_finishes(
   assert (tmp_path / 'pretrain' / 'metrics.json').read_bytes() != source_before
 
 
+def test_a_resumed_study_plots_the_runs_made_before_it_was_interrupted(pretrained, tmp_path):
+  flags = (
+    f'--workdir={tmp_path}',
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained}',
+    "--config.study.methods=('scratch','finetune')",
+    '--config.study.freeze_layers=(0,)',
+    '--config.study.train_fractions=(1.0,)',
+    '--config.study.seeds=1',
+  )
+  run('transfer_study', *flags)
+  results = json.loads((tmp_path / 'results.json').read_text())
+  scratch = [row for row in results['runs'] if row['method'] == 'scratch']
+  # What a kill right after the scratch run leaves: its rows and its parity predictions, no more.
+  results.update(runs=scratch, finished=False)
+  for key in ('finetune0', '_val_finetune0'):
+    del results['parity'][key]
+  (tmp_path / 'results.json').write_text(json.dumps(results))
+  (tmp_path / 'parity.png').unlink()
+  run('transfer_study', *flags)
+  resumed = json.loads((tmp_path / 'results.json').read_text())
+  assert resumed['runs'][: len(scratch)] == scratch and {row['method'] for row in resumed['runs']} == {
+    'scratch',
+    'finetune',
+  }
+  assert (tmp_path / 'parity.png').read_bytes()[:4] == b'\x89PNG'  # scratch against fine-tuning, as before the kill
+
+
+def test_a_study_resumes_only_from_the_source_runs_it_started_from(pretrained, tmp_path):
+  source, workdir = tmp_path / 'source', tmp_path / 'study'
+  shutil.copytree(pretrained, source)
+  flags = (
+    f'--workdir={workdir}',
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={source}',
+    "--config.study.methods=('direct',)",
+    '--config.study.seeds=1',
+  )
+  run('transfer_study', *flags)
+  pretrain_legacy(source, '--overwrite', '--config.seed=1')  # trained again under the same name
+  assert_user_error(
+    run('transfer_study', *flags, check=False),
+    f'{workdir}: holds a study made from {source} as it was before it was trained again',
+  )
+  run('transfer_study', *flags, '--overwrite')
+  digest = hashlib.sha256((source / 'metrics.json').read_bytes()).hexdigest()
+  assert json.loads((workdir / 'results.json').read_text())['sources'] == {str(source): digest}
+
+
 def test_cross_validation_refuses_a_target_that_ships_its_own_split(pretrained, tmp_path):
   # Repeats are grouped within each published part, so folds drawn over the parts could put one
   # composition in training and test.

@@ -623,6 +623,13 @@ def predict_inputs(
     featurizer = featurizers.build(description)
   except (ValueError, TypeError) as error:
     raise UserError(f'{workdirs[0]}: {error}') from None
+  built = featurizer.description()
+  if built != description:  # e.g. an element list or a metal list changed since
+    differing = sorted(key for key in {*built, *description} if built.get(key) != description.get(key))
+    raise UserError(
+      f'{workdirs[0]}: the model reads features from {transfer.describe(description)}, but this code builds '
+      f'them otherwise (different {", ".join(differing)}); predict with the version it was trained with'
+    )
   x, _, invalid = featurizer.featurize(inputs)
   if invalid:
     listed = [((rows or range(1, len(inputs) + 1))[i], inputs[i], reason) for i, reason in invalid]

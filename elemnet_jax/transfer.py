@@ -87,11 +87,12 @@ def check_compatible(source_meta: dict, featurizer_description: dict, source_dir
   source = source_meta['featurizer']
   if source != featurizer_description:
     raise UserError(
-      f'{source_dir}: the pretrained model reads features from {_describe(source)}, but the '
-      f'target data is featurized with {_describe(featurizer_description)}; use the same featurizer'
+      f'{source_dir}: the pretrained model reads features from {describe(source)}, but the '
+      f'target data is featurized with {describe(featurizer_description)}; use the same featurizer'
     )
 
 
-def _describe(description: dict) -> str:
+def describe(description: dict) -> str:
+  """A featurizer description as one phrase: its name, width and options."""
   options = ', '.join(f'{k}={v}' for k, v in sorted(description.items()) if k not in ('name', 'width', 'elements'))
   return f"'{description.get('name')}' (width {description.get('width')}{', ' + options if options else ''})"

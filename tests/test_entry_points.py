@@ -113,6 +113,20 @@ def test_finetune_and_predict(pretrained, tmp_path):
   )
 
 
+def test_predict_refuses_a_model_whose_features_this_code_builds_differently(pretrained, tmp_path):
+  # A model saved when the element list (or a featurizer's options) differed: its columns would shift.
+  model = tmp_path / 'model'
+  shutil.copytree(pretrained, model)
+  meta = json.loads((model / 'model' / 'meta.json').read_text())
+  meta['featurizer']['elements'] = meta['featurizer']['elements'][::-1]
+  (model / 'model' / 'meta.json').write_text(json.dumps(meta))
+  assert_user_error(
+    run('predict', f'--models={model}', '--formulas=Fe2O3', check=False),
+    f"{model}: the model reads features from 'composition' (width 86), but this code builds them otherwise "
+    '(different elements); predict with the version it was trained with',
+  )
+
+
 @pytest.mark.parametrize(
   'flags, fragments',
   [

@@ -26,15 +26,14 @@ PERIODIC_TABLE = frozenset(
   ).split()
 )
 
-_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|([0-9]+\.?[0-9]*|\.[0-9]+)|([(\[])|([)\]])|(\S))')  # [0-9]: not Fe٣
+# Amounts are [0-9], not \d, which would read Fe٣ (an Arabic-Indic three) as Fe3.
+_TOKEN = re.compile(r'\s*(?:([A-Z][a-z]*)|([0-9]+\.?[0-9]*|\.[0-9]+)|([(\[])|([)\]])|(\S))')
 _CLOSING = {'(': ')', '[': ']'}
-_ADDUCT = re.compile(
-  r'[·•*]'
-)  # CuSO4·5H2O (or • or *): a hydrate or adduct, each part after the first with its own count
+# CuSO4·5H2O (or • or *): a hydrate or adduct, each part after the first with its own count.
+_ADDUCT = re.compile(r'[·•*]')
 _COUNT = re.compile(r'\s*([0-9]+\.?[0-9]*|\.[0-9]+)?')
-_DOTTED_HYDRATE = re.compile(
-  r'[A-Za-z)\]]([1-9][0-9]*\.[0-9]+H2O)\b'
-)  # CuSO4.5H2O: O4.5, or 5 waters? (Li0.5H2O: fine)
+# CuSO4.5H2O: O4.5, or five waters? Refused. Li0.5H2O is not ambiguous (no hydrate of Li0).
+_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]]([1-9][0-9]*\.[0-9]+H2O)\b')
 
 
 class FormulaError(ValueError):
@@ -67,9 +66,10 @@ def parse_formula(formula: str) -> dict[str, float]:
   for part in others:
     count = _COUNT.match(part)
     value = _amount(formula, count.group(1)) if count.group(1) else 1.0
-    if not part[count.end() :].strip():
+    rest = part[count.end() :]
+    if not rest.strip():
       raise FormulaError(formula, 'a hydrate or adduct part holds no elements')
-    _merge(counts, {element: amount * value for element, amount in _parse_part(formula, part[count.end() :]).items()})
+    _merge(counts, {element: amount * value for element, amount in _parse_part(formula, rest).items()})
   if not all(0 < count < math.inf for count in counts.values()) or not math.isfinite(sum(counts.values())):
     raise FormulaError(formula, 'amounts too large or too small')  # products that overflow or underflow
   return counts

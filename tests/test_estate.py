@@ -288,13 +288,14 @@ def test_keys_group_identical_molecules():
 
 
 def test_invalid_inputs_reported_not_raised(capfd):
-  inputs = ['CCO', 'C1CC', 'not_a_smiles', '', 'c1ccccc1', 'CCO extra', None]
+  inputs = ['CCO', 'C1CC', 'not_a_smiles', '', 'c1ccccc1', 'CCO extra', None, '*C']
   features, keys, invalid = EStateFeaturizer().featurize(inputs)
-  assert [i for i, _ in invalid] == [1, 2, 3, 5, 6]
+  assert [i for i, _ in invalid] == [1, 2, 3, 5, 6, 7]
   reasons = dict(invalid)
   assert reasons[1] == reasons[2] == 'RDKit cannot parse SMILES'
   assert reasons[3] == 'empty SMILES' and reasons[5] == 'SMILES contains whitespace'
   assert reasons[6] == 'SMILES is not a string'
+  assert reasons[7] == "SMILES has a wildcard atom '*', not a molecule"
   assert not any(inputs[i] and inputs[i] in reason for i, reason in invalid)
   for i, _ in invalid:
     assert keys[i] == '' and not features[i].any()

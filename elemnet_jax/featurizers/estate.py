@@ -116,6 +116,9 @@ def _featurize_chunk(smiles: Sequence[str], parts: str, metals: bool, width: int
       if mol.GetNumAtoms() == 0:
         reasons[i] = 'SMILES has no atoms'
         continue
+      if any(atom.GetAtomicNum() == 0 for atom in mol.GetAtoms()):
+        reasons[i] = "SMILES has a wildcard atom '*', not a molecule"
+        continue
       try:
         rows[i] = estate_row(mol, parts, metals, *morgan)
         keys[i] = Chem.MolToSmiles(mol)

@@ -623,9 +623,11 @@ def predict_inputs(
     featurizer = featurizers.build(description)
   except (ValueError, TypeError) as error:
     raise UserError(f'{workdirs[0]}: {error}') from None
+  # Every property this code says defines the features must be as saved (an element list or a metal
+  # list may have changed since); a saved option it no longer counts among them (estate's workers) is not.
   built = featurizer.description()
-  if built != description:  # e.g. an element list or a metal list changed since
-    differing = sorted(key for key in {*built, *description} if built.get(key) != description.get(key))
+  differing = sorted(key for key in built if built[key] != description.get(key))
+  if differing:
     raise UserError(
       f'{workdirs[0]}: the model reads features from {transfer.describe(description)}, but this code builds '
       f'them otherwise (different {", ".join(differing)}); predict with the version it was trained with'

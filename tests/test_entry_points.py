@@ -125,6 +125,22 @@ def test_predict_refuses_a_model_whose_features_this_code_builds_differently(pre
     f"{model}: the model reads features from 'composition' (width 86), but this code builds them otherwise "
     '(different elements); predict with the version it was trained with',
   )
+  # An E-state model saved when its description still held `workers`, which never changes the features.
+  molecules = tmp_path / 'molecules'
+  run(
+    'pretrain',
+    f'--workdir={molecules}',
+    f'--config={TEST_CONFIG}',
+    '--config.dataset.name=porphyrin_mppd',
+    '--config.dataset.target=E_gap',
+    '--config.dataset.skip_invalid=True',
+    '--config.featurizer.name=estate',
+    '--config.train.max_epochs=1',
+  )
+  meta = json.loads((molecules / 'model' / 'meta.json').read_text())
+  meta['featurizer']['workers'] = 0
+  (molecules / 'model' / 'meta.json').write_text(json.dumps(meta))
+  assert run('predict', f'--models={molecules}', '--formulas=c1ccccc1').stdout.startswith('c1ccccc1\t')
 
 
 @pytest.mark.parametrize(

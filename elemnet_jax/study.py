@@ -272,11 +272,14 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   # until this one finishes (its own source model, when pretrained again, only until that is done).
   # A study resumes only from the source runs it started from, not from runs trained again since.
   sources = experiment.source_digests(source_dirs)
-  previous = (
-    experiment.read_run_json(results_path, 'the study did not start')
-    if results_path.exists() and not differences
-    else {}
-  )
+  previous, unreadable = {}, False
+  if results_path.exists() and not differences:
+    try:
+      previous = experiment.read_run_json(results_path, 'the study did not start')
+    except UserError as error:  # cut short by a full disk or by hand: its runs cannot be resumed
+      if not overwrite:
+        raise UserError(f'{error}; pass --overwrite to start the study over') from None
+      unreadable = True
   before = list(previous.get('sources', {}).values())  # by position: the workdir may be named another way now
   retrained = [name for (name, digest), old in zip(sources.items(), before) if digest != old]
   if retrained and not overwrite:
@@ -284,7 +287,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
       f'{workdir}: holds a study made from {retrained[0]} as it was before it was trained again; '
       'pass --overwrite to start the study over'
     )
-  if differences or retrained:
+  if differences or retrained or unreadable:
     aside = atomic.set_aside(workdir, STUDY_OUTPUTS, finished=_finished(results_path))
     logging.warning('%s: the study it replaces is kept in %s until this study finishes', workdir, aside)
     previous = {}

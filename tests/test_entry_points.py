@@ -640,6 +640,29 @@ def test_a_study_resumes_only_from_the_source_runs_it_started_from(pretrained, t
   assert json.loads((workdir / 'results.json').read_text())['sources'] == {str(source): digest}
 
 
+def test_a_study_whose_results_json_was_cut_short_starts_over_only_with_overwrite(pretrained, tmp_path):
+  flags = (
+    f'--workdir={tmp_path}',
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained}',
+    "--config.study.methods=('direct',)",
+    '--config.study.seeds=1',
+  )
+  run('transfer_study', *flags)
+  results = tmp_path / 'results.json'
+  cut = results.read_bytes()[:100]
+  results.write_bytes(cut)
+  assert_user_error(
+    run('transfer_study', *flags, check=False),
+    f'{results}: corrupted (',
+    'pass --overwrite to start the study over',
+  )
+  assert results.read_bytes() == cut
+  run('transfer_study', *flags, '--overwrite')
+  assert [row['method'] for row in json.loads(results.read_text())['runs']] == ['direct']
+  assert not (tmp_path / 'replaced').exists()
+
+
 def test_cross_validation_refuses_a_target_that_ships_its_own_split(pretrained, tmp_path):
   # Repeats are grouped within each published part, so folds drawn over the parts could put one
   # composition in training and test.

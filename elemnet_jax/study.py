@@ -58,6 +58,11 @@ def make_folds(
     rest = np.setdiff1d(order, test_index)
     rest = rest[np.random.default_rng(seed + 1 + f).permutation(len(rest))]
     n_val = max(1, round(val_fraction * n))
+    if n_val >= len(rest):
+      raise UserError(
+        f'study.val_fraction={val_fraction}: holds out {n_val} of all {n} examples for validation, '
+        f'leaving none of the {len(rest)} non-test rows of a fold to train on'
+      )
     result.append(Fold(f, examples.take(rest[n_val:]), examples.take(rest[:n_val]), examples.take(test_index)))
   return result
 
@@ -110,6 +115,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
   if study.seeds < 1:
     raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
+  if not 0 < study.val_fraction < 1:
+    raise UserError(
+      f'--config.study.val_fraction={study.val_fraction}: give the share of all examples held out for '
+      'validation under cross-validation, between 0 and 1 (exclusive)'
+    )
   if study.rotate_validation and study.seeds < 2:
     raise UserError(
       '--config.study.rotate_validation=True needs --config.study.seeds >= 2: '

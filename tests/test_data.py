@@ -4,7 +4,7 @@ import shutil
 import numpy as np
 import pytest
 
-from elemnet_jax import data, datasets, experiment
+from elemnet_jax import data, datasets, experiment, study
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
 from experiments.configs import default
@@ -183,3 +183,16 @@ def test_feature_scaling_round_trip():
   assert scaling.keep == (0, 2)
   np.testing.assert_allclose(scaling(x), [[-1, -1], [1, 1]])
   assert data.FeatureScaling.from_dict(scaling.to_dict()) == scaling
+
+
+def test_cross_validation_folds_test_every_composition_once_and_never_train_on_it():
+  examples, _ = _examples('ssub')
+  folds = study.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.1)
+  tested = [key for fold in folds for key in fold.test.keys]
+  assert sorted(tested) == sorted(examples.keys)  # each composition in exactly one test fold
+  for fold in folds:
+    train, val, test = (set(part.keys) for part in (fold.train, fold.val, fold.test))
+    assert not train & val and not train & test and not val & test
+    assert len(train) + len(val) + len(test) == len(examples) and len(val) == 164
+  with pytest.raises(UserError, match=r'val_fraction=0\.95: holds out 1561 of all 1643 .* none of the 1478 non-test'):
+    study.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.95)

@@ -198,8 +198,15 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
         )
     missing = [column for column in wanted if column not in header]
     if missing:
+      separators = [
+        name for sign, name in (('\t', 'tabs'), (';', 'semicolons')) if len(header) == 1 and sign in header[0]
+      ]
+      hint = (
+        f' (the header is one column holding {separators[0]}: the file must be comma-separated)' if separators else ''
+      )
       raise UserError(
         f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'
+        + hint
       )
     i, t = header.index(input_column), header.index(target_column)
     s = header.index(split_column) if split_column else None

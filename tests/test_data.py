@@ -124,6 +124,10 @@ def test_missing_column_lists_the_columns(tmp_path):
   path.write_text('composition,energy\nFe2O3,-1.0\n')
   with pytest.raises(UserError, match=r"missing column\(s\) 'formula'; columns present: 'composition', 'energy'"):
     datasets.load_table(str(path), 'energy')
+  for separator, name in (('\t', 'tabs'), (';', 'semicolons')):  # exported by a spreadsheet in another locale
+    path.write_text(f'formula{separator}energy\nFe2O3{separator}-1.0\n')
+    with pytest.raises(UserError, match=f'one column holding {name}: the file must be comma-separated'):
+      datasets.load_table(str(path), 'energy')
 
 
 def test_empty_or_repeated_column_names_are_refused(tmp_path):

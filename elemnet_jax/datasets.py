@@ -198,12 +198,9 @@ def _read_csv(path, input_column, target_column, split, split_column) -> RawTabl
         )
     missing = [column for column in wanted if column not in header]
     if missing:
-      separators = [
-        name for sign, name in (('\t', 'tabs'), (';', 'semicolons')) if len(header) == 1 and sign in header[0]
-      ]
-      hint = (
-        f' (the header is one column holding {separators[0]}: the file must be comma-separated)' if separators else ''
-      )
+      only = header[0] if len(header) == 1 else ''  # a tab- or semicolon-separated file reads as one column
+      separator = next((name for sign, name in (('\t', 'tabs'), (';', 'semicolons')) if sign in only), None)
+      hint = f' (the header is one column holding {separator}: the file must be comma-separated)' if separator else ''
       raise UserError(
         f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'
         + hint

@@ -49,6 +49,7 @@ ADDED_FIELDS = {
   'morgan_radius': 2,
   'head_widths': [64, 32],
   'rotate_validation': False,
+  'retrain_with_validation': False,
   'exclude_from': '',
   'frozen_layers': [],
   'resplit': False,

@@ -130,6 +130,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
       '--config.study.rotate_validation=True rotates the seeds of scratch, finetune and head; '
       f'--config.study.methods={tuple(study.methods)} has none of them'
     )
+  if study.retrain_with_validation and not {'scratch', 'finetune', 'head', 'featurizer'} & set(study.methods):
+    raise UserError(
+      '--config.study.retrain_with_validation=True retrains scratch, finetune, head and featurizer; '
+      f'--config.study.methods={tuple(study.methods)} has none of them'
+    )
   for where, train_config in (
     ('source.train', source.train),
     ('target.train', target.train),
@@ -420,26 +425,60 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           rules=rules,
           reinit_head=target.transfer.reinit_head and method == 'finetune',
         )
+        name = f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}'
+        options = experiment.fit_options(train_config, scaling)
         _, best, progress = train.fit(
           built_model,
           optimizer,
           states,
           (_member_rows(pool_in, train_rows), _member_rows(pool_y, train_rows)),
           (val_in, _member_rows(pool_y, member_val)),
-          experiment.fit_options(train_config, scaling),
+          options,
           frozen=frozen_set,
-          name=f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}',
+          name=name,
         )
-        seconds = (time.perf_counter() - tic) / len(seeds)
         passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
-        predictions = experiment.evaluate(built_model, best, test_in, scaling, passes)
         ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
         if rotated == 1:
           val_mean = experiment.evaluate(built_model, best, val_in, scaling, passes).mean(axis=0)
           ensemble_val_mae = round(float(np.abs(val_mean - fold.val.y).mean()), 6)
+        trained_rows = train_rows
+        if study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
+          trained_rows = np.concatenate([member_val, train_rows], axis=1)
+          _, optimizer, states, _ = experiment.build(
+            net_config,
+            train_config,
+            pool_in.shape[-1],
+            trained_rows.shape[1],
+            seeds,
+            init_params=init,
+            rules=rules,
+            reinit_head=target.transfer.reinit_head and method == 'finetune',
+          )
+          best = train.fit_epochs(
+            built_model,
+            optimizer,
+            states,
+            (_member_rows(pool_in, trained_rows), _member_rows(pool_y, trained_rows)),
+            progress.best_epoch,
+            options,
+            frozen=frozen_set,
+            name=f'{name}/retrain',
+          )
+        seconds = (time.perf_counter() - tic) / len(seeds)
+        predictions = experiment.evaluate(built_model, best, test_in, scaling, passes)
+        size_trained = trained_rows.shape[1]
         ensemble = {
           **_row(
-            method, depth, fraction, size, fold.index, -1, fold.test.y, predictions.mean(axis=0), seconds * len(seeds)
+            method,
+            depth,
+            fraction,
+            size_trained,
+            fold.index,
+            -1,
+            fold.test.y,
+            predictions.mean(axis=0),
+            seconds * len(seeds),
           ),
           'ensemble': True,
           'val_mae': ensemble_val_mae,  # the ensemble's own validation MAE
@@ -450,10 +489,11 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         record(
           [
             {
-              **_row(method, depth, fraction, size, fold.index, seed, fold.test.y, p, seconds),
+              **_row(method, depth, fraction, size_trained, fold.index, seed, fold.test.y, p, seconds),
               'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
+              'epochs': epochs,  # the best epoch on validation: what early stopping kept (and retraining ran)
             }
-            for seed, p, val in zip(seeds, predictions, progress.best_val)
+            for seed, p, val, epochs in zip(seeds, predictions, progress.best_val, progress.best_epoch)
           ]
           + ([ensemble] if len(seeds) > 1 else [])
         )
@@ -463,13 +503,22 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         weights, intercept, alpha = ridge.ridge_select(
           (features['train'][index], fold.train.y[index]), (features['val'], fold.val.y)
         )
-        prediction, val_prediction = (features[name] @ weights + intercept for name in ('test', 'val'))
+        val_prediction = features['val'] @ weights + intercept  # alpha's criterion, before any refit
+        ridge_size = len(index)
+        if study.retrain_with_validation:  # the chosen alpha, fitted again with the validation rows
+          weights, intercept = ridge.ridge_fit(
+            np.concatenate([features['val'], features['train'][index]]),
+            np.concatenate([fold.val.y, fold.train.y[index]]),
+            alpha,
+          )
+          ridge_size += len(fold.val)
+        prediction = features['test'] @ weights + intercept
         logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
         row = _row(
           'featurizer',
           study.featurizer_layer,
           fraction,
-          size,
+          ridge_size,
           fold.index,
           0,
           fold.test.y,
@@ -592,6 +641,12 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
       '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '
       "block of the fold's training rows and trains on the rest and the validation rows"
       if study.rotate_validation
+      else ''
+    )
+    + (
+      '; retrained: each model trained again from the same start on its training and validation rows '
+      '(n counts both) for the epochs early stopping chose, ridge with the alpha validation chose'
+      if study.get('retrain_with_validation', False)
       else ''
     )
     + f'). Source: {leakage["source_dataset"]} '

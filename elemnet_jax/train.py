@@ -306,41 +306,18 @@ class FitOptions:
   ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
 
 
-def fit(
-  model: ElemNet,
-  optimizer,
-  states: TrainState,
-  train: tuple[np.ndarray, np.ndarray],
-  val: tuple[np.ndarray, np.ndarray],
-  options: FitOptions,
-  *,
-  frozen: frozenset = frozenset(),
-  mesh: Mesh | None = None,
-  best_params: Params | None = None,
-  progress: Progress | None = None,
-  save: Callable[[TrainState, Params, Progress], None] | None = None,
-  name: str = 'fit',
-) -> tuple[TrainState, Params, Progress]:
-  """Trains K members (leading axis of `states`) with early stopping on validation MAE.
+def _epoch_runner(model, optimizer, states, train, options, frozen, mesh):
+  """(run_epoch, states, x_train, y_train): one call trains every member one epoch; data and states placed.
 
-  `train` and `val` are (x [N, F], y [N]) shared by every member, or each member's own data with a
-  leading member axis, (x [K, N, F], y [K, N]), all members' sets of one size: members that hold
-  out different validation rows (`study.rotate_validation`).
-  Returns the final states, the best-on-validation parameters of each member, and the progress.
-  `save(states, best_params, progress)` is called after every epoch (it decides how often to
-  write); passing back what it saved as `states`, `best_params`, `progress` resumes the run.
+  `train` is (x [N, F], y [N]) shared by the members or (x [K, N, F], y [K, N]) each member's own.
   """
   x_train, y_train = (jnp.asarray(a) for a in train)
-  x_val, y_val = val
   members = jax.tree.leaves(states.step)[0].shape[0]
   own_data = x_train.ndim == 3  # each member trains on its own rows
-  for what, x, y in (('train', x_train, y_train), ('val', x_val, y_val)):
-    own = x.ndim == 3
-    if own != own_data or (own and (x.shape[0] != members or tuple(y.shape) != tuple(x.shape[:2]))):
-      raise ValueError(f'{what} data {x.shape}, {y.shape} for {members} members: give all members their own or none')
+  if own_data and (x_train.shape[0] != members or tuple(y_train.shape) != tuple(x_train.shape[:2])):
+    raise ValueError(f'train data {x_train.shape}, {y_train.shape} for {members} members')
   if own_data and members == 1:
-    (x_train, x_val), (y_train, y_val) = (x_train[0], x_val[0]), (y_train[0], y_val[0])
-    own_data = False
+    x_train, y_train, own_data = x_train[0], y_train[0], False
   if (options.ema_decay > 0) != (states.average is not None):
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   train_step = make_train_step(model, optimizer, options.loss, frozen, options.ema_decay)
@@ -374,12 +351,56 @@ def fit(
       return states, jnp.stack(losses, axis=1)
   else:
     raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
-  predict = make_predict(model, dropout_passes=options.eval_dropout_passes)
-  select = jax.jit(
-    lambda better, new, old: jax.tree.map(
-      lambda n, o: jnp.where(better.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old
+  return run_epoch, states, x_train, y_train
+
+
+@jax.jit
+def _select_members(chosen_K, new: Params, old: Params) -> Params:
+  """Member k of `new` where chosen_K[k], else of `old`."""
+  return jax.tree.map(lambda n, o: jnp.where(chosen_K.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
+
+
+def _check_finite(losses_KxS: np.ndarray, name: str, epoch: int, start_step: int) -> None:
+  if not np.isfinite(losses_KxS).all():
+    member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
+    raise TrainingDiverged(
+      f'{name}: training diverged: non-finite loss at epoch {epoch}, step {start_step + step + 1} '
+      f'(member {member}); lower the learning rate or check the targets'
     )
-  )
+
+
+def fit(
+  model: ElemNet,
+  optimizer,
+  states: TrainState,
+  train: tuple[np.ndarray, np.ndarray],
+  val: tuple[np.ndarray, np.ndarray],
+  options: FitOptions,
+  *,
+  frozen: frozenset = frozenset(),
+  mesh: Mesh | None = None,
+  best_params: Params | None = None,
+  progress: Progress | None = None,
+  save: Callable[[TrainState, Params, Progress], None] | None = None,
+  name: str = 'fit',
+) -> tuple[TrainState, Params, Progress]:
+  """Trains K members (leading axis of `states`) with early stopping on validation MAE.
+
+  `train` and `val` are (x [N, F], y [N]) shared by every member, or each member's own data with a
+  leading member axis, (x [K, N, F], y [K, N]), all members' sets of one size: members that hold
+  out different validation rows (`study.rotate_validation`).
+  Returns the final states, the best-on-validation parameters of each member, and the progress.
+  `save(states, best_params, progress)` is called after every epoch (it decides how often to
+  write); passing back what it saved as `states`, `best_params`, `progress` resumes the run.
+  """
+  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
+  members, own_data = jax.tree.leaves(states.step)[0].shape[0], x_train.ndim == 3
+  x_val, y_val = val
+  if x_val.ndim == 3 and members == 1:
+    x_val, y_val = x_val[0], y_val[0]
+  if (x_val.ndim == 3) != own_data or (own_data and (x_val.shape[0] != members or y_val.shape != x_val.shape[:2])):
+    raise ValueError(f'val data {x_val.shape}, {y_val.shape} for {members} members: give all members their own or none')
+  predict = make_predict(model, dropout_passes=options.eval_dropout_passes)
 
   progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)
   if best_params is None:
@@ -394,12 +415,7 @@ def fit(
     tic = time.perf_counter()
     states, losses_KxS = run_epoch(states, x_train, y_train)
     losses_KxS = np.asarray(losses_KxS)
-    if not np.isfinite(losses_KxS).all():
-      member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
-      raise TrainingDiverged(
-        f'{name}: training diverged: non-finite loss at epoch {epoch}, step {start_step + step + 1} '
-        f'(member {member}); lower the learning rate or check the targets'
-      )
+    _check_finite(losses_KxS, name, epoch, start_step)
     val_pred = predict_in_batches(predict, evaluation_params(states), x_val, options.eval_batch_size)
     val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
     seconds = time.perf_counter() - tic
@@ -408,7 +424,7 @@ def fit(
     active = np.array([epoch - 1 - b < options.patience for b in progress.best_epoch])
     better = active & np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
     if better.any():
-      best_params = select(jnp.asarray(better), evaluation_params(states), best_params)
+      best_params = _select_members(jnp.asarray(better), evaluation_params(states), best_params)
     progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]
     progress.best_epoch = [epoch if b else old for b, old in zip(better, progress.best_epoch)]
     progress.history.append(
@@ -440,6 +456,48 @@ def fit(
     if save is not None:
       save(states, best_params, progress)
   return states, best_params, progress
+
+
+def fit_epochs(
+  model: ElemNet,
+  optimizer,
+  states: TrainState,
+  train: tuple[np.ndarray, np.ndarray],
+  epochs: list[int],
+  options: FitOptions,
+  *,
+  frozen: frozenset = frozenset(),
+  mesh: Mesh | None = None,
+  name: str = 'retrain',
+) -> Params:
+  """Trains K members for a set number of epochs each, with no validation: member k for `epochs[k]`.
+
+  Returns each member's evaluation parameters (its moving average, if kept) after its own epochs,
+  as `fit` returns them at the best epoch: early stopping's choice of epochs, applied to a run on
+  more rows (the training rows and the validation rows that chose it). `train` as for `fit`.
+  """
+  members = jax.tree.leaves(states.step)[0].shape[0]
+  if len(epochs) != members or min(epochs) < 0:
+    raise ValueError(f'epochs {epochs} for {members} members: give each a count >= 0')
+  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
+  epochs_K = np.asarray(epochs)
+  params = jax.tree.map(jnp.copy, evaluation_params(states))  # 0 epochs: the starting weights
+  for epoch in range(1, int(epochs_K.max(initial=0)) + 1):
+    start_step = int(np.asarray(states.step).reshape(-1)[0])
+    states, losses_KxS = run_epoch(states, x_train, y_train)
+    losses_KxS = np.asarray(losses_KxS)
+    _check_finite(losses_KxS, name, epoch, start_step)
+    if (epochs_K == epoch).any():
+      params = _select_members(jnp.asarray(epochs_K == epoch), evaluation_params(states), params)
+    if epoch % options.log_every == 0 or epoch == epochs_K.max():
+      logging.info(
+        '%s epoch %d/%d  train_loss %.4f',
+        name,
+        epoch,
+        epochs_K.max(),
+        losses_KxS.mean() * options.log_scale ** (1 if options.loss == 'mae' else 2),
+      )
+  return params
 
 
 def _duration(seconds: float) -> str:

@@ -371,6 +371,39 @@ def test_rotated_validation_gives_later_seeds_their_own_held_out_rows(pretrained
     assert split[method, fraction, -1]['val_mae'] > 0
 
 
+def test_retraining_with_validation_rows_keeps_the_chosen_epochs_and_adds_the_rows(pretrained, tmp_path):
+  # Retraining runs each model again on its training and validation rows for the epochs its early
+  # stopping chose: validation MAE and epochs are the first run's, the training set grows by the
+  # validation rows, and the test predictions change because the models saw more data.
+  flags = (
+    f'--config={TEST_CONFIG}:study',
+    f'--config.study.pretrained={pretrained}',
+    "--config.study.methods=('finetune','featurizer')",
+    '--config.study.freeze_layers=(0,)',
+    '--config.study.train_fractions=(0.5, 1.0)',
+  )
+  run('transfer_study', f'--workdir={tmp_path / "split"}', *flags)
+  done = run(
+    'transfer_study', f'--workdir={tmp_path / "retrained"}', *flags, '--config.study.retrain_with_validation=True'
+  )
+  assert 'retrained: each model trained again' in done.stdout
+  split, retrained = (
+    {
+      (r['method'], r['train_fraction'], r['seed']): r
+      for r in json.loads((tmp_path / name / 'results.json').read_text())['runs']
+    }
+    for name in ('split', 'retrained')
+  )
+  assert split.keys() == retrained.keys()
+  added = {retrained[key]['train_size'] - split[key]['train_size'] for key in split}
+  assert len(added) == 1 and added.pop() > 0  # the same validation rows, added to every size and method
+  for key in split:
+    assert retrained[key]['val_mae'] == pytest.approx(split[key]['val_mae'], rel=1e-5)
+    assert retrained[key].get('epochs') == split[key].get('epochs')
+    assert retrained[key]['mae'] != split[key]['mae']
+  assert all(split['finetune', fraction, seed]['epochs'] >= 1 for fraction in (0.5, 1.0) for seed in (0, 1))
+
+
 def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):
   # A learning-curve point trains on its subset's labels only, so the labels of the fold's other
   # training rows must not reach it, not even through the refitted target statistics; and the

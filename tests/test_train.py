@@ -179,6 +179,25 @@ def test_moving_average_trails_the_weights_and_is_what_validation_scores(ssub):
   assert val_mae(best) == pytest.approx(progress.best_val[0], rel=1e-5)
 
 
+@pytest.mark.parametrize('ema_decay', [0.0, 0.9])
+def test_retraining_for_the_chosen_epochs_gives_each_member_its_early_stopped_weights(ssub, ema_decay):
+  # The study's retraining runs each member again for the epochs its early stopping chose; on the
+  # same rows from the same start it must land on the weights (or moving average) early stopping kept.
+  kwargs = dict(epochs=12, learning_rate=2e-2, patience=2, ema_decay=ema_decay)
+  model, (_, best, progress) = _fit(ssub, [0, 1, 2], **kwargs)
+  assert len(set(progress.best_epoch)) > 1, progress.best_epoch  # members stop at different epochs
+  optimizer = train.make_optimizer(2e-2)
+  states = train.stack_members(
+    [train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in [0, 1, 2]]
+  )
+  options = train.FitOptions(batch_size=50, ema_decay=ema_decay)
+  again = train.fit_epochs(model, optimizer, states, ssub['train'], progress.best_epoch, options)
+  for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(best)):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # bit for bit on CPU; GPU reductions may differ
+  with pytest.raises(ValueError, match='give each a count >= 0'):
+    train.fit_epochs(model, optimizer, states, ssub['train'], [3, 3], options)
+
+
 def test_non_finite_loss_stops_with_epoch_and_step(ssub):
   with pytest.raises(train.TrainingDiverged, match=r'non-finite loss at epoch 1, step \d+'):
     _fit(ssub, [0], epochs=2, learning_rate=1e35)

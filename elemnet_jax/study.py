@@ -390,7 +390,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           f'study.min_train_size={study.min_train_size}'
         )
       if target.transfer.target_scaling == 'refit':  # statistics of the rows this size trains on, not the pool's
-        # (member 0's rows; rotated members train on other rows of the same pool and share them)
+        # (member 0's rows; rotated members train on other rows of the same pool and share them; retraining
+        # adds the validation rows but keeps these statistics, as the head network keeps its feature scaling)
         scaling = experiment.fit_target_scaling(pool_targets[train_rows[0]], target, meta)
         pool_y = scaling.apply(pool_targets)
       runs = []
@@ -491,9 +492,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
             {
               **_row(method, depth, fraction, size_trained, fold.index, seed, fold.test.y, p, seconds),
               'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
-              'epochs': epochs,  # the best epoch on validation: what early stopping kept (and retraining ran)
+              'best_epoch': epoch,  # what early stopping kept (and retraining ran for)
             }
-            for seed, p, val, epochs in zip(seeds, predictions, progress.best_val, progress.best_epoch)
+            for seed, p, val, epoch in zip(seeds, predictions, progress.best_val, progress.best_epoch)
           ]
           + ([ensemble] if len(seeds) > 1 else [])
         )

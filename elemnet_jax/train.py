@@ -315,7 +315,7 @@ def _epoch_runner(model, optimizer, states, train, options, frozen, mesh):
   members = jax.tree.leaves(states.step)[0].shape[0]
   own_data = x_train.ndim == 3  # each member trains on its own rows
   if own_data and (x_train.shape[0] != members or tuple(y_train.shape) != tuple(x_train.shape[:2])):
-    raise ValueError(f'train data {x_train.shape}, {y_train.shape} for {members} members')
+    raise ValueError(f'train data {x_train.shape}, {y_train.shape} for {members} members: give all their own or none')
   if own_data and members == 1:
     x_train, y_train, own_data = x_train[0], y_train[0], False
   if (options.ema_decay > 0) != (states.average is not None):
@@ -393,13 +393,15 @@ def fit(
   `save(states, best_params, progress)` is called after every epoch (it decides how often to
   write); passing back what it saved as `states`, `best_params`, `progress` resumes the run.
   """
-  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
-  members, own_data = jax.tree.leaves(states.step)[0].shape[0], x_train.ndim == 3
   x_val, y_val = val
-  if x_val.ndim == 3 and members == 1:
+  members = jax.tree.leaves(states.step)[0].shape[0]
+  own_val = x_val.ndim == 3
+  if own_val != (np.ndim(train[0]) == 3) or (own_val and (x_val.shape[0] != members or y_val.shape != x_val.shape[:2])):
+    raise ValueError(f'val data {x_val.shape}, {y_val.shape} for {members} members: give all their own or none')
+  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
+  own_data = x_train.ndim == 3  # after one member's own rows lost their member axis
+  if own_val and not own_data:
     x_val, y_val = x_val[0], y_val[0]
-  if (x_val.ndim == 3) != own_data or (own_data and (x_val.shape[0] != members or y_val.shape != x_val.shape[:2])):
-    raise ValueError(f'val data {x_val.shape}, {y_val.shape} for {members} members: give all members their own or none')
   predict = make_predict(model, dropout_passes=options.eval_dropout_passes)
 
   progress = progress or Progress(best_val=[math.inf] * members, best_epoch=[0] * members)

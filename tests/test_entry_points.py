@@ -399,9 +399,9 @@ def test_retraining_with_validation_rows_keeps_the_chosen_epochs_and_adds_the_ro
   assert len(added) == 1 and added.pop() > 0  # the same validation rows, added to every size and method
   for key in split:
     assert retrained[key]['val_mae'] == pytest.approx(split[key]['val_mae'], rel=1e-5)
-    assert retrained[key].get('epochs') == split[key].get('epochs')
+    assert retrained[key].get('best_epoch') == split[key].get('best_epoch')
     assert retrained[key]['mae'] != split[key]['mae']
-  assert all(split['finetune', fraction, seed]['epochs'] >= 1 for fraction in (0.5, 1.0) for seed in (0, 1))
+  assert all(split['finetune', fraction, seed]['best_epoch'] >= 1 for fraction in (0.5, 1.0) for seed in (0, 1))
 
 
 def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -416,16 +417,17 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
           rules = transfer.layer_rules(depth, model_config) if method == 'finetune' else None
           train_config = target.train if method == 'finetune' else study.scratch_train
         val_in = _member_rows(pool_in, member_val)
-        built_model, optimizer, states, frozen_set = experiment.build(
+        build = functools.partial(  # the members' start, for n training rows (retraining builds it again)
+          experiment.build,
           net_config,
           train_config,
           pool_in.shape[-1],
-          size,
-          seeds,
+          seeds=seeds,
           init_params=init,
           rules=rules,
           reinit_head=target.transfer.reinit_head and method == 'finetune',
         )
+        built_model, optimizer, states, frozen_set = build(size)
         name = f'{method}{depth if depth >= 0 else ""}/n={size}/fold{fold.index}'
         options = experiment.fit_options(train_config, scaling)
         _, best, progress = train.fit(
@@ -446,16 +448,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         trained_rows = train_rows
         if study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
           trained_rows = np.concatenate([member_val, train_rows], axis=1)
-          _, optimizer, states, _ = experiment.build(
-            net_config,
-            train_config,
-            pool_in.shape[-1],
-            trained_rows.shape[1],
-            seeds,
-            init_params=init,
-            rules=rules,
-            reinit_head=target.transfer.reinit_head and method == 'finetune',
-          )
+          _, optimizer, states, _ = build(trained_rows.shape[1])
           best = train.fit_epochs(
             built_model,
             optimizer,

@@ -482,21 +482,21 @@ def fit_epochs(
   if len(epochs) != members or min(epochs) < 0:
     raise ValueError(f'epochs {epochs} for {members} members: give each a count >= 0')
   run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
-  epochs_K = np.asarray(epochs)
+  epochs_K, last = np.asarray(epochs), max(epochs, default=0)
   params = jax.tree.map(jnp.copy, evaluation_params(states))  # 0 epochs: the starting weights
-  for epoch in range(1, int(epochs_K.max(initial=0)) + 1):
+  for epoch in range(1, last + 1):
     start_step = int(np.asarray(states.step).reshape(-1)[0])
     states, losses_KxS = run_epoch(states, x_train, y_train)
     losses_KxS = np.asarray(losses_KxS)
     _check_finite(losses_KxS, name, epoch, start_step)
     if (epochs_K == epoch).any():
       params = _select_members(jnp.asarray(epochs_K == epoch), evaluation_params(states), params)
-    if epoch % options.log_every == 0 or epoch == epochs_K.max():
+    if epoch % options.log_every == 0 or epoch == last:
       logging.info(
         '%s epoch %d/%d  train_loss %.4f',
         name,
         epoch,
-        epochs_K.max(),
+        last,
         losses_KxS.mean() * options.log_scale ** (1 if options.loss == 'mae' else 2),
       )
   return params

@@ -1,7 +1,8 @@
 """Training throughput: samples/s, step time and achieved FLOP/s against a measured matmul peak.
 
 Modes, each timed per batch size on synthetic data of N = batch_size * steps rows:
-  step: a Python loop of jitted `train_step` calls over pre-sliced minibatches on the device.
+  step: `fit`'s per-step path (`FitOptions(mode='step')`): a Python loop of one compiled call per
+    minibatch, each gathering its shuffled rows from the data on the device.
   epoch: one jitted `lax.scan` over the epoch (`make_train_epoch`); step time = epoch time / steps.
   ensemble: K members trained together (`jax.vmap` of the epoch over a stacked state), and
     `sequential`: the same K members trained one after another with the `epoch` function.
@@ -40,7 +41,15 @@ from absl import logging
 from elemnet_jax import atomic
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
-from elemnet_jax.train import init_state, make_optimizer, make_train_epoch, make_train_step, stack_members
+from elemnet_jax.train import (
+  FitOptions,
+  epoch_runner,
+  init_state,
+  make_optimizer,
+  make_train_epoch,
+  make_train_step,
+  stack_members,
+)
 
 MODES = ('step', 'epoch', 'ensemble')
 OQMD_TRAIN_ROWS = 239_121
@@ -199,22 +208,15 @@ class _Bench:
     return self.xla_flops[batch_size]
 
   def step(self, batch_size: int, x, y) -> list[float]:
-    o = self.options
-    batches = [
-      (x[i * batch_size : (i + 1) * batch_size], y[i * batch_size : (i + 1) * batch_size]) for i in range(o.steps)
-    ]
-    mask = jnp.ones(batch_size, bool)
-    jax.block_until_ready((batches, mask))
-    step = jax.jit(self.train_step, donate_argnums=0)
-    state = self.state()
+    options = FitOptions(batch_size=batch_size, mode='step')
+    run_epoch, states, x, y = epoch_runner(self.model, self.optimizer, stack_members([self.state()]), (x, y), options)
 
     def run():
-      nonlocal state
-      for x_b, y_b in batches:
-        state, _ = step(state, x_b, y_b, mask)
-      return state
+      nonlocal states
+      states, losses = run_epoch(states, x, y)
+      return states, losses
 
-    return time_calls(run, o.repeats, o.warmup)
+    return time_calls(run, self.options.repeats, self.options.warmup)
 
   def epoch(self, batch_size: int, x, y) -> list[float]:
     epoch_fn, state = self.epoch_fn(batch_size), self.state()

@@ -306,7 +306,7 @@ class FitOptions:
   ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
 
 
-def _epoch_runner(model, optimizer, states, train, options, frozen, mesh):
+def epoch_runner(model, optimizer, states, train, options, frozen=frozenset(), mesh=None):
   """(run_epoch, states, x_train, y_train): one call trains every member one epoch; data and states placed.
 
   `train` is (x [N, F], y [N]) shared by the members or (x [K, N, F], y [K, N]) each member's own.
@@ -337,18 +337,33 @@ def _epoch_runner(model, optimizer, states, train, options, frozen, mesh):
       data_axis = 0 if own_data else None
       run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis)), donate_argnums=0)
   elif options.mode == 'step':
-    step = jax.jit(jax.vmap(train_step), donate_argnums=0)
     order = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2))
-    gather = jax.jit(jax.vmap(lambda a, i: a[i]) if own_data else lambda a, i: a[i])
 
-    def run_epoch(states, x, y):  # each member reshuffles on its own, then one vmapped step
+    def step_s(state, x, y, index_SxB, mask_SxB, s):  # step s of the epoch's order: gather, then train
+      index_B = index_SxB[s]
+      return train_step(state, x[index_B], y[index_B], mask_SxB[s])
+
+    # One member steps without its member axis, as in epoch mode: no batched matmuls, and the axis is
+    # dropped and restored once per epoch (inside every step call, that costs a copy of the state).
+    stacked = members > 1
+    data_axis = 0 if own_data else None
+    step = jax.jit(
+      jax.vmap(step_s, in_axes=(0, data_axis, data_axis, 0, 0, None)) if stacked else step_s, donate_argnums=0
+    )
+    squeeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[0], tree))
+    unsqueeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[None], tree))
+
+    def run_epoch(states, x, y):  # each member reshuffles on its own, then one compiled call per step
       rng, index_KxSxB, mask_KxSxB = order(states.rng, x.shape[-2], options.batch_size)
-      states, losses = states.replace(rng=rng), []
+      states, order_arrays = states.replace(rng=rng), (index_KxSxB, mask_KxSxB)
+      if not stacked:
+        states, order_arrays = squeeze((states, order_arrays))
+      losses = []
       for s in range(index_KxSxB.shape[1]):
-        index_KxB = index_KxSxB[:, s]
-        states, metrics = step(states, gather(x, index_KxB), gather(y, index_KxB), mask_KxSxB[:, s])
+        states, metrics = step(states, x, y, *order_arrays, np.int32(s))
         losses.append(metrics['loss'])
-      return states, jnp.stack(losses, axis=1)
+      result = states, jnp.stack(losses, axis=-1)
+      return result if stacked else unsqueeze(result)
   else:
     raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
   return run_epoch, states, x_train, y_train
@@ -398,7 +413,7 @@ def fit(
   own_val = x_val.ndim == 3
   if own_val != (np.ndim(train[0]) == 3) or (own_val and (x_val.shape[0] != members or y_val.shape != x_val.shape[:2])):
     raise ValueError(f'val data {x_val.shape}, {y_val.shape} for {members} members: give all their own or none')
-  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
+  run_epoch, states, x_train, y_train = epoch_runner(model, optimizer, states, train, options, frozen, mesh)
   own_data = x_train.ndim == 3  # after one member's own rows lost their member axis
   if own_val and not own_data:
     x_val, y_val = x_val[0], y_val[0]
@@ -481,7 +496,7 @@ def fit_epochs(
   members = jax.tree.leaves(states.step)[0].shape[0]
   if len(epochs) != members or min(epochs) < 0:
     raise ValueError(f'epochs {epochs} for {members} members: give each a count >= 0')
-  run_epoch, states, x_train, y_train = _epoch_runner(model, optimizer, states, train, options, frozen, mesh)
+  run_epoch, states, x_train, y_train = epoch_runner(model, optimizer, states, train, options, frozen, mesh)
   epochs_K, last = np.asarray(epochs), max(epochs, default=0)
   params = jax.tree.map(jnp.copy, evaluation_params(states))  # 0 epochs: the starting weights
   for epoch in range(1, last + 1):

@@ -9,6 +9,8 @@ Modes, each timed per batch size on synthetic data of N = batch_size * steps row
     Both give one row each; a step counts all K members and samples/s counts K * N per epoch.
   full_epoch: with `full_epoch_rows > 0`, one epoch over that many rows (239,121 = the OQMD
     training split) in epoch mode; compiled ahead of time, so no warm-up epoch is run.
+The modes of one batch size take turns (`time_interleaved`), so their ratios hold under a load
+that changes while the benchmark runs.
 
 FLOPs per sample are analytic (training = 3 x forward, forward = 2 x sum of in x out over the
 dense layers); XLA's count for one compiled step, which also counts the optimizer's elementwise
@@ -115,16 +117,27 @@ def synthetic_data(rows: int, features: int, seed: int) -> tuple[jax.Array, jax.
   return jax.device_put(x), jax.device_put(y)
 
 
+def time_interleaved(runs: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+  """Seconds of `repeats` calls of each run (each waited for), after `warmup` untimed calls of each.
+
+  The runs take turns, one call each per repeat, so a change of load on a shared machine falls on
+  all of them alike rather than on whichever was timed at the time.
+  """
+  for run in runs.values():
+    for _ in range(warmup):
+      jax.block_until_ready(run())
+  seconds = {name: [] for name in runs}
+  for _ in range(repeats):
+    for name, run in runs.items():
+      tic = time.perf_counter()
+      jax.block_until_ready(run())
+      seconds[name].append(time.perf_counter() - tic)
+  return seconds
+
+
 def time_calls(run: Callable[[], object], repeats: int, warmup: int) -> list[float]:
   """Seconds of `repeats` calls of `run` (each waited for), after `warmup` untimed calls."""
-  for _ in range(warmup):
-    jax.block_until_ready(run())
-  seconds = []
-  for _ in range(repeats):
-    tic = time.perf_counter()
-    jax.block_until_ready(run())
-    seconds.append(time.perf_counter() - tic)
-  return seconds
+  return time_interleaved({'run': run}, repeats, warmup)['run']
 
 
 def matmul_peak(size: int = 0, repeats: int = 5, warmup: int = 1) -> dict:
@@ -175,7 +188,7 @@ def xla_flops(jitted, *args) -> float | None:
 
 
 class _Bench:
-  """Builds states, data and compiled functions of one run; each method times one row."""
+  """Builds states, data and compiled functions of one run; each mode method returns the call to time."""
 
   def __init__(self, options: BenchmarkOptions, config: ElemNetConfig):
     self.options = options
@@ -207,7 +220,7 @@ class _Bench:
       self.xla_flops[batch_size] = None if flops is None else flops / batch_size
     return self.xla_flops[batch_size]
 
-  def step(self, batch_size: int, x, y) -> list[float]:
+  def step(self, batch_size: int, x, y) -> Callable[[], object]:
     options = FitOptions(batch_size=batch_size, mode='step')
     run_epoch, states, x, y = epoch_runner(self.model, self.optimizer, stack_members([self.state()]), (x, y), options)
 
@@ -216,9 +229,9 @@ class _Bench:
       states, losses = run_epoch(states, x, y)
       return states, losses
 
-    return time_calls(run, self.options.repeats, self.options.warmup)
+    return run
 
-  def epoch(self, batch_size: int, x, y) -> list[float]:
+  def epoch(self, batch_size: int, x, y) -> Callable[[], object]:
     epoch_fn, state = self.epoch_fn(batch_size), self.state()
 
     def run():
@@ -226,23 +239,22 @@ class _Bench:
       state, losses = epoch_fn(state, x, y)
       return state, losses
 
-    return time_calls(run, self.options.repeats, self.options.warmup)
+    return run
 
-  def ensemble(self, batch_size: int, x, y) -> list[float]:
-    o = self.options
+  def ensemble(self, batch_size: int, x, y) -> Callable[[], object]:
     run_epoch = jax.jit(
       jax.vmap(make_train_epoch(self.train_step, batch_size), in_axes=(0, None, None)), donate_argnums=0
     )
-    states = stack_members([self.state(k) for k in range(o.members)])
+    states = stack_members([self.state(k) for k in range(self.options.members)])
 
     def run():
       nonlocal states
       states, losses = run_epoch(states, x, y)
       return states, losses
 
-    return time_calls(run, o.repeats, o.warmup)
+    return run
 
-  def sequential(self, batch_size: int, x, y) -> list[float]:
+  def sequential(self, batch_size: int, x, y) -> Callable[[], object]:
     epoch_fn, states = self.epoch_fn(batch_size), [self.state(k) for k in range(self.options.members)]
 
     def run():
@@ -250,7 +262,7 @@ class _Bench:
         states[k], _ = epoch_fn(state, x, y)
       return states
 
-    return time_calls(run, self.options.repeats, self.options.warmup)
+    return run
 
   def full_epoch(self, batch_size: int, x, y) -> tuple[list[float], float]:
     """Seconds of the timed epochs, and of the ahead-of-time compilation."""
@@ -346,16 +358,15 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
     n = batch_size * options.steps
     x, y = synthetic_data(n, options.features, options.seed)
     xla = bench.xla_flops_per_sample(batch_size)
-    if 'step' in options.modes:
-      add('step', batch_size, 1, n, bench.step(batch_size, x, y), xla)
-    if 'epoch' in options.modes:
-      add('epoch', batch_size, 1, n, bench.epoch(batch_size, x, y), xla)
+    runs = {mode: getattr(bench, mode)(batch_size, x, y) for mode in ('step', 'epoch') if mode in options.modes}
     if 'ensemble' in options.modes:
       if options.ensemble_max_batch and batch_size > options.ensemble_max_batch:
         logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size, options.ensemble_max_batch)
       else:
-        add('ensemble', batch_size, options.members, n, bench.ensemble(batch_size, x, y), xla)
-        add('sequential', batch_size, options.members, n, bench.sequential(batch_size, x, y), xla)
+        runs.update({mode: getattr(bench, mode)(batch_size, x, y) for mode in ('ensemble', 'sequential')})
+    for mode, seconds in time_interleaved(runs, options.repeats, options.warmup).items():
+      add(mode, batch_size, options.members if mode in ('ensemble', 'sequential') else 1, n, seconds, xla)
+    del runs
     del x, y
   if options.full_epoch_rows:
     x, y = synthetic_data(options.full_epoch_rows, options.features, options.seed)

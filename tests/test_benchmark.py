@@ -62,3 +62,10 @@ def test_benchmark_rows_and_report(tmp_path):
   assert json.loads(json_path.read_text())['rows'][0]['mode'] == 'step'
   table = md_path.read_text()
   assert md_path.name == 'bench.md' and '| ensemble | 2 | 8 |' in table and 'sequential runs' in table
+
+
+def test_modes_take_turns_so_a_change_of_load_falls_on_all_of_them():
+  calls = []
+  seconds = benchmark.time_interleaved({m: lambda m=m: calls.append(m) for m in ('step', 'epoch')}, repeats=2, warmup=1)
+  assert calls == ['step', 'epoch'] + ['step', 'epoch'] * 2  # warm-ups, then one timed call of each per repeat
+  assert {m: len(s) for m, s in seconds.items()} == {'step': 2, 'epoch': 2}

@@ -66,7 +66,9 @@ def test_fractions(formula, expected):
     ('fe2o3', "unexpected character 'f'"),
     ('Fe2O3!', "unexpected character '!'"),
     ('Fe\u0663', "unexpected character '\u0663'"),  # an Arabic-Indic digit, not 3
-    ('CuSO4.5H2O', "'4.5H2O' reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"),
+    ('CuSO4.5H2O', "'4.5H2O' reads as an amount or as a hydrate or adduct; write one with '·' (CuSO4·5H2O)"),
+    ('K4[Fe(CN)6].3H2O', "'.3H2O' reads as an amount or as a hydrate"),  # not 0.3 of the group
+    ('CaCl2.6NH3', "'2.6NH3' reads as an amount or as a hydrate"),  # not Cl2.6
     ('CuSO4·', 'a hydrate or adduct part holds no elements'),
     ('CuSO4·0H2O', 'amount 0 is not positive'),
     (f'(Fe{"9" * 200}){"9" * 200}', 'amounts too large or too small'),

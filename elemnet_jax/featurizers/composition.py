@@ -32,8 +32,10 @@ _CLOSING = {'(': ')', '[': ']'}
 # CuSO4·5H2O (or • or *): a hydrate or adduct, each part after the first with its own count.
 _ADDUCT = re.compile(r'[·•*]')
 _COUNT = re.compile(r'\s*([0-9]+\.?[0-9]*|\.[0-9]+)?')
-# CuSO4.5H2O: O4.5, or five waters? Refused. Li0.5H2O is not ambiguous (no hydrate of Li0).
-_DOTTED_HYDRATE = re.compile(r'[A-Za-z)\]]([1-9][0-9]*\.[0-9]+H2O)\b')
+# CuSO4.5H2O: O4.5, or five waters? K4[Fe(CN)6].3H2O: 0.3 of the group, or three waters? CaCl2.6NH3:
+# Cl2.6, or six ammonias? Refused. Li0.5H2O is not ambiguous (no hydrate of Li0). Only water and
+# ammonia are recognised as the molecule after the point.
+_DOTTED_HYDRATE = re.compile(r'(?:(?<=[A-Za-z)\]])[1-9][0-9]*|(?<=[)\]]))\.[0-9]+(?:H2O|NH3)\b')
 
 
 class FormulaError(ValueError):
@@ -50,7 +52,7 @@ def parse_formula(formula: str) -> dict[str, float]:
   Raises:
     FormulaError (a ValueError): naming the formula and the reason (empty, unknown symbol, element
       outside ElemNet's 86, zero, negative or too large amount, unbalanced parentheses, stray
-      character, a hydrate written with a decimal point).
+      character, a hydrate or ammonia adduct written with a decimal point).
   """
   if not isinstance(formula, str):
     raise FormulaError(formula, 'not a string')
@@ -59,7 +61,8 @@ def parse_formula(formula: str) -> dict[str, float]:
   dotted = _DOTTED_HYDRATE.search(formula)
   if dotted:
     raise FormulaError(
-      formula, f"{dotted.group(1)!r} reads as an amount or as a hydrate; write a hydrate with '·' (CuSO4·5H2O)"
+      formula,
+      f"{dotted.group(0)!r} reads as an amount or as a hydrate or adduct; write one with '·' (CuSO4·5H2O)",
     )
   first, *others = _ADDUCT.split(formula)
   counts = _parse_part(formula, first)

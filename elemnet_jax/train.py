@@ -218,6 +218,13 @@ def data_mesh(devices: int | None = None) -> Mesh:
   return jax.make_mesh((devices or jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def shard_batch(batch, mesh: Mesh | None):
+  """Inside a jitted step: the minibatch arrays split over the mesh's 'data' axis (as they are without a mesh)."""
+  if mesh is None:
+    return batch
+  return jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P('data')))
+
+
 def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   """`train_epoch(state, x_NxF, y_N) -> (state, losses [S])`: one compiled call per epoch.
 
@@ -225,17 +232,12 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   minibatch is sharded over the 'data' axis while the state stays replicated.
   """
 
-  def constrain(batch):
-    if mesh is None:
-      return batch
-    return jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P('data')))
-
   def train_epoch(state, x_NxF, y_N):
     rng, index_SxB, mask_SxB = epoch_order(state.rng, x_NxF.shape[0], batch_size)
 
     def body(state, batch):
       index_B, mask_B = batch
-      state, metrics = train_step(state, constrain(x_NxF[index_B]), constrain(y_N[index_B]), constrain(mask_B))
+      state, metrics = train_step(state, *shard_batch((x_NxF[index_B], y_N[index_B], mask_B), mesh))
       return state, metrics['loss']
 
     return jax.lax.scan(body, state.replace(rng=rng), (index_SxB, mask_SxB))
@@ -341,7 +343,7 @@ def epoch_runner(model, optimizer, states, train, options, frozen=frozenset(), m
 
     def step_s(state, x, y, index_SxB, mask_SxB, s):  # step s of the epoch's order: gather, then train
       index_B = index_SxB[s]
-      return train_step(state, x[index_B], y[index_B], mask_SxB[s])
+      return train_step(state, *shard_batch((x[index_B], y[index_B], mask_SxB[s]), mesh))
 
     # One member steps without its member axis, as in epoch mode: no batched matmuls, and the axis is
     # dropped and restored once per epoch (inside every step call, that costs a copy of the state).

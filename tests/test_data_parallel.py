@@ -10,6 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 SCRIPT = textwrap.dedent("""
+  import dataclasses
   import json
   import jax
   import numpy as np
@@ -25,14 +26,22 @@ SCRIPT = textwrap.dedent("""
   optimizer = train.make_optimizer(1e-3)
   options = train.FitOptions(batch_size=64, max_epochs=3, patience=3)
   result = {}
-  for name, mesh, members in (('single', None, 1), ('sharded', train.data_mesh(4), 1),
-                              ('sharded_ensemble', train.data_mesh(4), 2)):
+  for name, mesh, members, mode in (('single', None, 1, 'epoch'), ('sharded', train.data_mesh(4), 1, 'epoch'),
+                                    ('sharded_ensemble', train.data_mesh(4), 2, 'epoch'),
+                                    ('sharded_step', train.data_mesh(4), 1, 'step')):
     states = train.stack_members([train.init_state(model, optimizer, 86, s) for s in range(members)])
     states, _, progress = train.fit(model, optimizer, states, (parts['train'].x, parts['train'].y),
-                                    (parts['val'].x, parts['val'].y), options, mesh=mesh)
+                                    (parts['val'].x, parts['val'].y), dataclasses.replace(options, mode=mode),
+                                    mesh=mesh)
     shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(states.params)} if mesh else set()
     result[name] = {'history': progress.history, 'devices': len(jax.tree.leaves(states.params)[0].devices()),
                     'specs': sorted(shardings)}
+  # Each device computes the gradient of its quarter of the batch: the compiled epoch sums them.
+  for name, mesh in (('single', None), ('sharded', train.data_mesh(4))):
+    states = train.stack_members([train.init_state(model, optimizer, 86, 0)])
+    run_epoch, states, x, y = train.epoch_runner(model, optimizer, states, (parts['train'].x, parts['train'].y),
+                                                 options, mesh=mesh)
+    result[name]['all_reduce'] = 'all-reduce' in run_epoch.lower(states, x, y).compile().as_text()
   print(json.dumps(result))
 """)
 
@@ -47,6 +56,8 @@ def test_data_parallel_matches_single_device():
   for a, b in zip(single['history'], sharded['history']):
     assert abs(a['train_loss'][0] - b['train_loss'][0]) <= 1e-4 * abs(a['train_loss'][0])
     assert abs(a['val_mae'][0] - b['val_mae'][0]) <= 1e-4 * abs(a['val_mae'][0])
-  # The first member of a sharded, vmapped ensemble is the same seed-0 run.
-  for a, b in zip(single['history'], result['sharded_ensemble']['history']):
-    assert abs(a['val_mae'][0] - b['val_mae'][0]) <= 1e-4 * abs(a['val_mae'][0])
+  assert sharded['all_reduce'] and not single['all_reduce']  # the batch, not only the state, is on 4 devices
+  # The first member of a sharded, vmapped ensemble is the same seed-0 run, and so is the sharded per-step loop.
+  for other in ('sharded_ensemble', 'sharded_step'):
+    for a, b in zip(single['history'], result[other]['history']):
+      assert abs(a['val_mae'][0] - b['val_mae'][0]) <= 1e-4 * abs(a['val_mae'][0])

@@ -225,6 +225,20 @@ def shard_batch(batch, mesh: Mesh | None):
   return jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, P('data')))
 
 
+def make_indexed_step(train_step, mesh: Mesh | None = None):
+  """`step(state, x_NxF, y_N, index_SxB, mask_SxB, s)`: step s of an epoch's order (`epoch_order`).
+
+  The per-step loop's unit of work: gathers the step's shuffled rows from the data on the device,
+  shards them over the mesh's 'data' axis (with a `mesh`) and trains one step.
+  """
+
+  def step(state, x_NxF, y_N, index_SxB, mask_SxB, s):
+    index_B = index_SxB[s]
+    return train_step(state, *shard_batch((x_NxF[index_B], y_N[index_B], mask_SxB[s]), mesh))
+
+  return step
+
+
 def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   """`train_epoch(state, x_NxF, y_N) -> (state, losses [S])`: one compiled call per epoch.
 
@@ -312,6 +326,9 @@ def epoch_runner(model, optimizer, states, train, options, frozen=frozenset(), m
   """(run_epoch, states, x_train, y_train): one call trains every member one epoch; data and states placed.
 
   `train` is (x [N, F], y [N]) shared by the members or (x [K, N, F], y [K, N]) each member's own.
+  `frozen`: parameter paths not trained (`frozen_paths`); `mesh`: shard each minibatch over its
+  'data' axis, the states and data replicated. In epoch mode `run_epoch` is one jitted call; in step
+  mode it is a Python loop of jitted `make_indexed_step` calls.
   """
   x_train, y_train = (jnp.asarray(a) for a in train)
   members = jax.tree.leaves(states.step)[0].shape[0]
@@ -341,10 +358,7 @@ def epoch_runner(model, optimizer, states, train, options, frozen=frozenset(), m
   elif options.mode == 'step':
     order = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2))
 
-    def step_s(state, x, y, index_SxB, mask_SxB, s):  # step s of the epoch's order: gather, then train
-      index_B = index_SxB[s]
-      return train_step(state, *shard_batch((x[index_B], y[index_B], mask_SxB[s]), mesh))
-
+    step_s = make_indexed_step(train_step, mesh)
     # One member steps without its member axis, as in epoch mode: no batched matmuls, and the axis is
     # dropped and restored once per epoch (inside every step call, that costs a copy of the state).
     stacked = members > 1

@@ -16,7 +16,9 @@ from elemnet_jax.errors import UserError
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32', '1024'], 'Batch sizes to time.')
 _MODES = flags.DEFINE_list('modes', list(benchmark.MODES), f'Modes to time, some of {", ".join(benchmark.MODES)}.')
 _STEPS = flags.DEFINE_integer('steps', 50, 'Minibatches per timed epoch (N = batch size * steps rows).')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed calls after warm-up; the median is reported.')
+_REPEATS = flags.DEFINE_integer(
+  'repeats', 5, 'Timed calls per row after warm-up, the median reported (the peaks: the fastest of at least 20).'
+)
 _WARMUP = flags.DEFINE_integer('warmup', 1, 'Untimed calls before timing (the first one compiles).')
 _MEMBERS = flags.DEFINE_integer('members', 8, 'Ensemble size K of the ensemble and sequential rows.')
 _ENSEMBLE_MAX_BATCH = flags.DEFINE_integer(

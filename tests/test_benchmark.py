@@ -53,7 +53,7 @@ def test_benchmark_rows_and_report(tmp_path):
     assert row['parameter_bytes_per_second'] == pytest.approx(per_step / row['step_seconds'])
   assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
   assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
-  assert report['matmul_peak']['flops_per_second'] > 0
+  assert report['matmul_peak']['flops_per_second'] > 0 and report['matmul_peak']['calls'] == benchmark.PEAK_CALLS
   assert report['memory_bandwidth']['bytes_per_second'] > 0 and report['model']['params'] == params
   assert set(report['derived']['epoch_over_step']) == {'8'}
   assert set(report['derived']['ensemble_over_sequential']) == {'8'}

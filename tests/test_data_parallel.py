@@ -36,12 +36,18 @@ SCRIPT = textwrap.dedent("""
     shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(states.params)} if mesh else set()
     result[name] = {'history': progress.history, 'devices': len(jax.tree.leaves(states.params)[0].devices()),
                     'specs': sorted(shardings)}
-  # Each device computes the gradient of its quarter of the batch: the compiled epoch sums them.
+  # Each device computes the gradient of its quarter of the batch: the compiled epoch, and the
+  # per-step loop's compiled step, sum them.
   for name, mesh in (('single', None), ('sharded', train.data_mesh(4))):
     states = train.stack_members([train.init_state(model, optimizer, 86, 0)])
     run_epoch, states, x, y = train.epoch_runner(model, optimizer, states, (parts['train'].x, parts['train'].y),
                                                  options, mesh=mesh)
     result[name]['all_reduce'] = 'all-reduce' in run_epoch.lower(states, x, y).compile().as_text()
+    step = jax.jit(train.make_indexed_step(train.make_train_step(model, optimizer), mesh))
+    state = jax.tree.map(lambda a: a[0], states)
+    _, index, mask = train.epoch_order(state.rng, x.shape[0], options.batch_size)
+    compiled = step.lower(state, x, y, index, mask, np.int32(0)).compile()
+    result[name]['step_all_reduce'] = 'all-reduce' in compiled.as_text()
   print(json.dumps(result))
 """)
 
@@ -57,6 +63,7 @@ def test_data_parallel_matches_single_device():
     assert abs(a['train_loss'][0] - b['train_loss'][0]) <= 1e-4 * abs(a['train_loss'][0])
     assert abs(a['val_mae'][0] - b['val_mae'][0]) <= 1e-4 * abs(a['val_mae'][0])
   assert sharded['all_reduce'] and not single['all_reduce']  # the batch, not only the state, is on 4 devices
+  assert sharded['step_all_reduce'] and not single['step_all_reduce']
   # The first member of a sharded, vmapped ensemble is the same seed-0 run, and so is the sharded per-step loop.
   for other in ('sharded_ensemble', 'sharded_step'):
     for a, b in zip(single['history'], result[other]['history']):

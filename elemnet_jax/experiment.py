@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -416,16 +417,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     init_params = source_members(source_params, len(seeds))
   else:
     model_config, init_params, rules = model_config_from(config), None, None
-  model, optimizer, states, frozen_set = build(
+  start = functools.partial(  # the members' start, for n training rows (retraining builds it again)
+    build,
     model_config,
     config.train,
     width,
-    len(parts['train']),
-    seeds,
+    seeds=seeds,
     init_params=init_params,
     rules=rules,
     reinit_head=config.transfer.get('reinit_head', False),
   )
+  model, optimizer, states, frozen_set = start(len(parts['train']))
   _start_workdir(workdir, config, resume, sources)  # every input is valid: only now touch the workdir
   data.write_splits(workdir / 'split.csv', parts)
 
@@ -456,10 +458,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   manager.close()
   logging.info('training took %.1fs', time.perf_counter() - tic)
 
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, config.train.eval_dropout_passes)
+  # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
   val_predictions = evaluate(
     model, best_params, inputs.x['val'], inputs.target_scaling, config.train.eval_dropout_passes
   )
+  if config.train.get('retrain_with_validation', False):
+    best_params = retrain_with_validation(start, inputs, config.train, progress.best_epoch, mesh, workdir.name)
+  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, config.train.eval_dropout_passes)
   test = parts['test']
   metrics = {
     'test': regression_metrics(test.y, predictions.mean(axis=0)),
@@ -467,6 +472,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'test_members': [regression_metrics(test.y, p) for p in predictions],
     'best_epoch': progress.best_epoch,
     'epochs': progress.epoch,
+    'retrained_with_validation': bool(config.train.get('retrain_with_validation', False)),
     'members': len(seeds),
     'parameters': count_params(jax.tree.map(lambda a: a[0], best_params)),
     'split_sizes': {name: len(part) for name, part in parts.items()},
@@ -499,6 +505,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     metrics['test']['n'],
   )
   return metrics
+
+
+def retrain_with_validation(start, inputs: Inputs, train_config, epochs: list[int], mesh, name: str):
+  """Member k trained again from its start on the training and validation rows for `epochs[k]` epochs.
+
+  `start(n)` builds the members as the early-stopped run began (seeds, source weights, shuffle
+  seeds), its schedule counting n rows; feature and target scaling stay the training rows'. Returns
+  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
+  """
+  rows = (np.concatenate([inputs.x['train'], inputs.x['val']]), np.concatenate([inputs.y['train'], inputs.y['val']]))
+  model, optimizer, states, frozen_set = start(len(rows[1]))
+  logging.info('retraining on %d training + validation rows for epochs %s', len(rows[1]), epochs)
+  tic = time.perf_counter()
+  params = train.fit_epochs(
+    model,
+    optimizer,
+    states,
+    rows,
+    epochs,
+    fit_options(train_config, inputs.target_scaling),
+    frozen=frozen_set,
+    mesh=mesh,
+    name=f'{name}/retrain',
+  )
+  logging.info('retraining took %.1fs', time.perf_counter() - tic)
+  return params
 
 
 def write_predictions(

@@ -142,6 +142,12 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
     ('study.scratch_train', study.scratch_train),
   ):
     experiment.check_train_config(train_config, where)
+  for where, train_config in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
+    if train_config.get('retrain_with_validation', False):
+      raise UserError(
+        f'--config.{where}.retrain_with_validation=True: a study retrains its networks and ridge with '
+        '--config.study.retrain_with_validation=True'
+      )
   experiment.check_dataset(target.dataset, 'target.dataset')
   experiment.check_seed(config.seed, count=study.seeds)
   experiment.check_transfer_config(target.transfer, 'target.transfer')

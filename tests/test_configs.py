@@ -68,6 +68,12 @@ def test_study_config_check_names_the_bad_field():
   config.study.update(rotate_validation=False, retrain_with_validation=True, methods=('direct',))
   with pytest.raises(UserError, match=r'retrains scratch, finetune, head and featurizer; .*has none of them'):
     study.check_study_config(config)
+  config = _load('paper', ())
+  config.target.train.retrain_with_validation = True  # the single-run switch, which the study does not read
+  with pytest.raises(
+    UserError, match=r'target\.train\.retrain_with_validation=True: a study retrains .* with --config\.study\.retrain'
+  ):
+    study.check_study_config(config)
   for share in (0.0, 1.0):  # 0 held out one row regardless; 1 left no training rows
     config = _load('paper', ())
     config.study.val_fraction = share

@@ -404,6 +404,23 @@ def test_retraining_with_validation_rows_keeps_the_chosen_epochs_and_adds_the_ro
   assert all(split['finetune', fraction, seed]['best_epoch'] >= 1 for fraction in (0.5, 1.0) for seed in (0, 1))
 
 
+def test_a_fine_tune_retrained_with_its_validation_rows_saves_the_retrained_members(pretrained, tmp_path):
+  # The early-stopped run chooses each member's epochs and keeps its validation score; the saved
+  # model and its test metrics are the members trained again on training + validation rows.
+  flags = (f'--pretrained={pretrained}', f'--config={TEST_CONFIG}', '--config.train.ensemble=2')
+  run('finetune', f'--workdir={tmp_path / "split"}', *flags)
+  run('finetune', f'--workdir={tmp_path / "retrained"}', *flags, '--config.train.retrain_with_validation=True')
+  split, retrained = (json.loads((tmp_path / name / 'metrics.json').read_text()) for name in ('split', 'retrained'))
+  assert retrained['retrained_with_validation'] and not split['retrained_with_validation']
+  assert retrained['val'] == split['val'] and retrained['best_epoch'] == split['best_epoch']
+  assert retrained['split_sizes'] == split['split_sizes']
+  assert retrained['test']['mae'] != split['test']['mae']
+  predicted = [
+    run('predict', f'--models={tmp_path / name}', '--formulas=Fe2O3').stdout for name in ('split', 'retrained')
+  ]
+  assert predicted[0] != predicted[1]
+
+
 def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):
   # A learning-curve point trains on its subset's labels only, so the labels of the fold's other
   # training rows must not reach it, not even through the refitted target statistics; and the

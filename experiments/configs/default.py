@@ -64,6 +64,7 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint_every=1,  # epochs between resumable checkpoints
       log_every=1,
       data_parallel=False,  # shard each batch over all local devices (jax.sharding)
+      retrain_with_validation=False,  # then train again on training + validation rows for the epochs chosen
     )
   )
   config.transfer = ml_collections.ConfigDict(

@@ -317,11 +317,12 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
   atomic.write_text(saved, config.to_json(indent=2))
   excluded = [metrics['data'].get('excluded') for metrics in source_metrics]
   removed = all(found and target.dataset.name in found['from'] for found in excluded)  # not another dataset
-  source_keys = set()  # a composition in any run's training split counts as seen
-  for source_split in (source_dir / 'split.csv' for source_dir in source_dirs):
-    if source_split.exists():
-      with open(source_split, newline='') as stream:
-        source_keys |= {row['key'] for row in csv.DictReader(stream) if row['split'] == 'train'}
+  source_keys = set()  # a composition any run trained on counts as seen (its validation rows too, if retrained)
+  for source_dir, metrics in zip(source_dirs, source_metrics):
+    trained_on = {'train', 'val'} if metrics.get('retrained_with_validation') else {'train'}
+    if (source_dir / 'split.csv').exists():
+      with open(source_dir / 'split.csv', newline='') as stream:
+        source_keys |= {row['key'] for row in csv.DictReader(stream) if row['split'] in trained_on}
   leakage = {
     'target_in_source_train': sum(key in source_keys for key in examples.keys),
     'source': source_name,

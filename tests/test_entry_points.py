@@ -421,6 +421,22 @@ def test_a_fine_tune_retrained_with_its_validation_rows_saves_the_retrained_memb
   assert predicted[0] != predicted[1]
 
 
+def test_a_source_retrained_with_its_validation_rows_counts_them_as_seen(pretrained, tmp_path):
+  # The leakage count names the target compositions the source model trained on: a retrained
+  # source also trained on its validation rows.
+  retrained = pretrain_legacy(tmp_path / 'retrained', '--config.train.retrain_with_validation=True')
+  seen = {}
+  for name, source in (('plain', pretrained), ('retrained', retrained)):
+    flags = (
+      f'--config={TEST_CONFIG}:study',
+      f'--config.study.pretrained={source}',
+      "--config.study.methods=('direct',)",
+    )
+    run('transfer_study', f'--workdir={tmp_path / name}', *flags)
+    seen[name] = json.loads((tmp_path / name / 'results.json').read_text())['leakage']['target_in_source_train']
+  assert seen['retrained'] > seen['plain'] > 0
+
+
 def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):
   # A learning-curve point trains on its subset's labels only, so the labels of the fold's other
   # training rows must not reach it, not even through the refitted target statistics; and the

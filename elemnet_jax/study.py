@@ -654,7 +654,7 @@ def write_report(workdir: Path, rows: list[dict], leakage: dict, parity: dict, s
     f'({_members(leakage.get("source_members", 1))}{_source_test(leakage)}); target inputs '
     + ('REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in')
     + f' the source data ({leakage["excluded_count"]} removed; '
-    f'{leakage["target_in_source_train"]} of the target inputs are in the source training split).'
+    f'{leakage["target_in_source_train"]} of the target inputs are among the rows the source trained on).'
   )
   scratch = summary.get(('scratch', -1), {})
   transfer_keys = [m for m in methods if m[0] in ('finetune', 'featurizer', 'head')]

@@ -462,8 +462,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   val_predictions = evaluate(
     model, best_params, inputs.x['val'], inputs.target_scaling, config.train.eval_dropout_passes
   )
-  if config.train.get('retrain_with_validation', False):
-    best_params = retrain_with_validation(start, inputs, config.train, progress.best_epoch, mesh, workdir.name)
+  retrain = bool(config.train.get('retrain_with_validation', False))
+  if retrain:  # feature and target scaling stay the training rows'
+    rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
+    options = fit_options(config.train, inputs.target_scaling)
+    best_params = retrain_with_validation(start, rows, progress.best_epoch, options, mesh, workdir.name)
   predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, config.train.eval_dropout_passes)
   test = parts['test']
   metrics = {
@@ -472,7 +475,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     'test_members': [regression_metrics(test.y, p) for p in predictions],
     'best_epoch': progress.best_epoch,
     'epochs': progress.epoch,
-    'retrained_with_validation': bool(config.train.get('retrain_with_validation', False)),
+    'retrained_with_validation': retrain,
     'members': len(seeds),
     'parameters': count_params(jax.tree.map(lambda a: a[0], best_params)),
     'split_sizes': {name: len(part) for name, part in parts.items()},
@@ -507,27 +510,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   return metrics
 
 
-def retrain_with_validation(start, inputs: Inputs, train_config, epochs: list[int], mesh, name: str):
-  """Member k trained again from its start on the training and validation rows for `epochs[k]` epochs.
+def retrain_with_validation(start, rows: tuple[np.ndarray, np.ndarray], epochs: list[int], options, mesh=None, name=''):
+  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
 
   `start(n)` builds the members as the early-stopped run began (seeds, source weights, shuffle
-  seeds), its schedule counting n rows; feature and target scaling stay the training rows'. Returns
-  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
+  seeds), its schedule counting n rows; `rows` as `train.fit` takes them (shared or each member's
+  own). Returns the members' evaluation parameters (their moving averages, if kept) after their
+  own epochs. The study and the single runs both retrain through here.
   """
-  rows = (np.concatenate([inputs.x['train'], inputs.x['val']]), np.concatenate([inputs.y['train'], inputs.y['val']]))
-  model, optimizer, states, frozen_set = start(len(rows[1]))
-  logging.info('retraining on %d training + validation rows for epochs %s', len(rows[1]), epochs)
+  model, optimizer, states, frozen_set = start(rows[1].shape[-1])
+  logging.info('retraining on %d training + validation rows for epochs %s', rows[1].shape[-1], epochs)
   tic = time.perf_counter()
   params = train.fit_epochs(
-    model,
-    optimizer,
-    states,
-    rows,
-    epochs,
-    fit_options(train_config, inputs.target_scaling),
-    frozen=frozen_set,
-    mesh=mesh,
-    name=f'{name}/retrain',
+    model, optimizer, states, rows, epochs, options, frozen=frozen_set, mesh=mesh, name=f'{name}/retrain'
   )
   logging.info('retraining took %.1fs', time.perf_counter() - tic)
   return params

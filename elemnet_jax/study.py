@@ -455,17 +455,8 @@ def run_study(config: ml_collections.ConfigDict, workdir: str | Path, overwrite:
         trained_rows = train_rows
         if study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
           trained_rows = np.concatenate([member_val, train_rows], axis=1)
-          _, optimizer, states, _ = build(trained_rows.shape[1])
-          best = train.fit_epochs(
-            built_model,
-            optimizer,
-            states,
-            (_member_rows(pool_in, trained_rows), _member_rows(pool_y, trained_rows)),
-            progress.best_epoch,
-            options,
-            frozen=frozen_set,
-            name=f'{name}/retrain',
-          )
+          retrain_data = (_member_rows(pool_in, trained_rows), _member_rows(pool_y, trained_rows))
+          best = experiment.retrain_with_validation(build, retrain_data, progress.best_epoch, options, name=name)
         seconds = (time.perf_counter() - tic) / len(seeds)
         predictions = experiment.evaluate(built_model, best, test_in, scaling, passes)
         size_trained = trained_rows.shape[1]

@@ -391,6 +391,11 @@ def _select_members(chosen_K, new: Params, old: Params) -> Params:
   return jax.tree.map(lambda n, o: jnp.where(chosen_K.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
+def _loss_in_target_units(losses_KxS: np.ndarray, options: FitOptions) -> float:
+  """The mean training loss for the log: in target units for mae, squared target units for mse and huber."""
+  return float(losses_KxS.mean()) * options.log_scale ** (1 if options.loss == 'mae' else 2)
+
+
 def _check_finite(losses_KxS: np.ndarray, name: str, epoch: int, start_step: int) -> None:
   if not np.isfinite(losses_KxS).all():
     member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
@@ -478,7 +483,7 @@ def fit(
         name,
         epoch,
         options.max_epochs,
-        losses_KxS.mean() * options.log_scale ** (1 if options.loss == 'mae' else 2),  # mse, huber: squared units
+        _loss_in_target_units(losses_KxS, options),
         val_mae.mean() * options.log_scale,
         np.mean(progress.best_val) * options.log_scale,
         int(np.median(progress.best_epoch)),
@@ -528,7 +533,7 @@ def fit_epochs(
         name,
         epoch,
         last,
-        losses_KxS.mean() * options.log_scale ** (1 if options.loss == 'mae' else 2),
+        _loss_in_target_units(losses_KxS, options),
       )
   return params
 

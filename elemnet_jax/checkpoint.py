@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.train import Progress
+from elemnet_jax.fit import Progress
+from elemnet_jax.model import ElemNet, ElemNetConfig
 
 MODEL_DIR = 'model'
 META_FILE = 'meta.json'
@@ -145,3 +147,22 @@ def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
       f'{path}: model parameters cannot be restored ({_reason(error)}); the checkpoint is missing or corrupted'
     ) from None
   return jax.tree.map(np.asarray, params)
+
+
+MODEL_META = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'members')  # what save_model writes
+
+
+def stacked_abstract_params(model_config: ElemNetConfig, width: int, members: int):
+  """Shapes and dtypes of the parameters of `members` stacked models (an orbax restore target)."""
+  model = ElemNet(model_config)
+  abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
+
+
+def load_trained(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
+  """(model, parameters [K, ...], meta) of a finished run."""
+  meta = read_meta(workdir, MODEL_META)
+  model_config = ElemNetConfig.from_dict(meta['model'])
+  model = ElemNet(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
+  width = len(meta['feature_scaling']['keep'])
+  return model, load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta

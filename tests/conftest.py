@@ -1,5 +1,8 @@
-"""Tests read the real datasets: from $ELEMNET_JAX_DATA, else ../shared/data beside the repo."""
+"""Shared fixtures. Tests read the real datasets through the project's own fetch path: from
+$ELEMNET_JAX_DATA (CI points it at ../shared/data when that exists), else the cache, the public
+address or a published package. A test whose dataset cannot be had that way skips, saying why."""
 
+import functools
 import os
 from pathlib import Path
 
@@ -11,6 +14,111 @@ if not os.environ.get('ELEMNET_JAX_DATA') and _SHARED.exists():
   os.environ['ELEMNET_JAX_DATA'] = str(_SHARED)
 
 
+@functools.cache
+def _unavailable(name: str) -> str:
+  from elemnet_jax import datasets
+  from elemnet_jax.errors import UserError
+
+  try:
+    datasets.load_table(name)
+  except UserError as error:
+    return str(error)
+  return ''
+
+
+def require_dataset(name: str) -> None:
+  """Skips the calling test when the registered dataset `name` cannot be obtained here."""
+  reason = _unavailable(name)
+  if reason:
+    pytest.skip(f'{name} cannot be obtained here: {reason[:300]}')
+
+
+# Ring systems and substituents from which the molecules fixture is built (every SMILES RDKit parses).
+_CORES = ('c1ccccc1', 'c1ccncc1', 'C1CCCCC1', 'c1ccc2ccccc2c1', 'c1ccoc1', 'c1ccsc1', 'C1CCNCC1', 'c1cn[nH]c1')
+_GROUPS = ('', 'C', 'CC', 'O', 'N', 'Cl', 'F', 'Br', 'C#N', 'OC', 'C(F)(F)F', 'N(C)C', 'S', 'C=O', 'C(=O)O')
+
+
+def molecule_rows() -> list[tuple[str, float]]:
+  """400 molecules with a property RDKit computes (Crippen logP), some with a metal fragment."""
+  from rdkit import Chem, rdBase
+  from rdkit.Chem import Crippen
+
+  seen, rows, quiet = set(), [], rdBase.BlockLogs()  # the combinations RDKit refuses are skipped
+  for i, core in enumerate(_CORES):
+    for j, left in enumerate(_GROUPS):
+      for k, right in enumerate(_GROUPS[:: 1 + (i + j) % 3]):
+        smiles = left + core + right + ('.[Zn]' if (i + j + k) % 11 == 0 else '')
+        mol = Chem.MolFromSmiles(smiles)
+        if mol is None or Chem.MolToSmiles(mol) in seen:
+          continue
+        seen.add(Chem.MolToSmiles(mol))
+        rows.append((smiles, round(Crippen.MolLogP(mol), 4)))
+  del quiet
+  return rows[:400]
+
+
+@pytest.fixture(scope='session')
+def molecules_csv(tmp_path_factory) -> Path:
+  """A CSV `smiles,logp` of real molecules and one row RDKit cannot parse (row 3)."""
+  rows = molecule_rows()
+  rows.insert(1, ('C1CC(', 1.0))
+  path = tmp_path_factory.mktemp('molecules') / 'molecules.csv'
+  path.write_text('smiles,logp\n' + ''.join(f'{s},{v}\n' for s, v in rows))
+  return path
+
+
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
-  return Path(os.environ['ELEMNET_JAX_DATA'])
+  return Path(os.environ.get('ELEMNET_JAX_DATA', '.'))
+
+
+def config_with(name: str = 'test', fields: dict | None = None):
+  """A named config with dotted fields set: config_with('test', {'train.max_epochs': 2})."""
+  from elemnet_jax import configs
+
+  config = configs.get_config(name)
+  for dotted, value in (fields or {}).items():
+    *path, last = dotted.split('.')
+    section = config
+    for key in path:
+      section = section[key]
+    section[last] = value
+  return config
+
+
+def pretrain_legacy(path: Path, fields: dict | None = None) -> Path:
+  """A tiny model pretrained on qmpy_legacy in `path` (in this process)."""
+  from elemnet_jax import run
+
+  fields = {'dataset.name': 'qmpy_legacy', 'train.batch_size': 256, **(fields or {})}
+  overwrite = fields.pop('overwrite', False)
+  run.train_and_evaluate(config_with('test', fields), path, overwrite=overwrite)
+  return path
+
+
+def user_error(call, *fragments) -> str:
+  """Runs `call()`, which must raise a one-line UserError holding every fragment; returns the message."""
+  from elemnet_jax.errors import UserError
+
+  with pytest.raises(UserError) as caught:
+    call()
+  message = str(caught.value)
+  assert '\n' not in message, message
+  for fragment in fragments:
+    assert fragment in message, message
+  return message
+
+
+@pytest.fixture(scope='session')
+def pretrained(tmp_path_factory) -> Path:
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pretrain')
+
+
+@pytest.fixture(scope='session')
+def pretrained_pair(tmp_path_factory) -> Path:
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'pair', {'train.ensemble': 2})
+
+
+@pytest.fixture(scope='session')
+def pretrained_seed1(tmp_path_factory) -> Path:
+  return pretrain_legacy(tmp_path_factory.mktemp('runs') / 'seed1', {'seed': 1})

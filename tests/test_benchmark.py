@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from elemnet_jax import benchmark
+from elemnet_jax import benchmark, benchmark_report
 from elemnet_jax.model import ElemNetConfig
 
 KEYS = {
@@ -49,7 +49,7 @@ def test_benchmark_rows_and_report(tmp_path):
     assert row['flops_per_sample'] == 6 * (86 * 16 + 16 * 8 + 8 * 1)
     # every member streams its parameters, gradient and Adam moments once per step
     params = 86 * 16 + 16 + 16 * 8 + 8 + 8 + 1
-    per_step = benchmark.PARAMETER_PASSES * 4 * params * row['members']
+    per_step = benchmark_report.PARAMETER_PASSES * 4 * params * row['members']
     assert row['parameter_bytes_per_second'] == pytest.approx(per_step / row['step_seconds'])
   assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
   assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
@@ -58,7 +58,7 @@ def test_benchmark_rows_and_report(tmp_path):
   assert set(report['derived']['epoch_over_step']) == {'8'}
   assert set(report['derived']['ensemble_over_sequential']) == {'8'}
 
-  json_path, md_path = benchmark.write_report(report, tmp_path / 'bench.json')
+  json_path, md_path = benchmark_report.write_report(report, tmp_path / 'bench.json')
   assert json.loads(json_path.read_text())['rows'][0]['mode'] == 'step'
   table = md_path.read_text()
   assert md_path.name == 'bench.md' and '| ensemble | 2 | 8 |' in table and 'sequential runs' in table

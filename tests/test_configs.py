@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from elemnet_jax import experiment, study, transfer
+from elemnet_jax import checks, study_plan, transfer, workdir
 from elemnet_jax.errors import UserError
 
 TRAIN_CONFIGS = [('default', ()), ('oqmd', ()), ('finetune', ()), ('test', ())]
@@ -18,23 +18,23 @@ STUDY_CONFIGS = [
 
 
 def _load(name, args):
-  return importlib.import_module(f'experiments.configs.{name}').get_config(*args)
+  return importlib.import_module(f'elemnet_jax.configs.{name}').get_config(*args)
 
 
 @pytest.mark.parametrize(('name', 'args'), TRAIN_CONFIGS)
 def test_train_configs_pass_their_checks(name, args):
   config = _load(name, args)
-  experiment.check_train_config(config.train)
-  experiment.check_dataset(config.dataset)
-  experiment.check_seed(config.seed, count=config.train.ensemble)
-  transfer.layer_rules(config.transfer.freeze_layers, experiment.model_config_from(config))
+  checks.check_train_config(config.train)
+  checks.check_dataset(config.dataset)
+  checks.check_seed(config.seed, count=config.train.ensemble)
+  transfer.layer_rules(config.transfer.freeze_layers, checks.model_config_from(config))
 
 
 @pytest.mark.parametrize(('name', 'args'), STUDY_CONFIGS)
 def test_study_configs_pass_their_checks(name, args):
   config = _load(name, args)
-  study.check_study_config(config)
-  study.check_study_depths(config.study, experiment.model_config_from(config.source))
+  study_plan.check_study_config(config)
+  study_plan.check_study_depths(config.study, checks.model_config_from(config.source))
   # the scratch baseline is a separate copy: changing the fine-tuning rate must not change it
   config.target.train.learning_rate = 123.0
   assert config.study.scratch_train.learning_rate != 123.0
@@ -44,41 +44,41 @@ def test_study_config_check_names_the_bad_field():
   config = _load('paper', ())
   config.study.scratch_train.loss = 'l1'
   with pytest.raises(UserError, match=r"--config\.study\.scratch_train\.loss='l1'"):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config = _load('paper', ())
   config.target.transfer.target_scaling = 'standard'  # a train.target_scaling value in the wrong place
   with pytest.raises(UserError, match=r"--config\.target\.transfer\.target_scaling='standard': use source or refit"):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config = _load('paper', ())
   for widths in ((64, 0), (64, 'wide'), (True,), ()):
     config.study.head_widths = widths
     with pytest.raises(UserError, match=r'--config\.study\.head_widths=.*positive integer'):
-      study.check_study_config(config)
+      study_plan.check_study_config(config)
   config = _load('paper', ())
   config.study.freeze_layers = (0, 4, 0)  # a repeated depth would count its runs twice in one cell
   with pytest.raises(UserError, match=r'--config\.study\.freeze_layers=\(0, 4, 0\): name each value once'):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config = _load('paper', ())
   config.study.update(rotate_validation=True, seeds=1)  # one seed would keep the split: a no-op
   with pytest.raises(UserError, match=r'rotate_validation=True needs --config\.study\.seeds >= 2'):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config.study.update(seeds=3, methods=('featurizer', 'direct'))  # nothing there trains seeds
   with pytest.raises(UserError, match=r'rotates the seeds of scratch, finetune and head; .*has none of them'):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config.study.update(rotate_validation=False, retrain_with_validation=True, methods=('direct',))
   with pytest.raises(UserError, match=r'retrains scratch, finetune, head and featurizer; .*has none of them'):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   config = _load('paper', ())
   config.target.train.retrain_with_validation = True  # the single-run switch, which the study does not read
   with pytest.raises(
     UserError, match=r'target\.train\.retrain_with_validation=True: a study retrains .* with --config\.study\.retrain'
   ):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
   for share in (0.0, 1.0):  # 0 held out one row regardless; 1 left no training rows
     config = _load('paper', ())
     config.study.val_fraction = share
     with pytest.raises(UserError, match=rf'--config\.study\.val_fraction={share}: give the share of all examples'):
-      study.check_study_config(config)
+      study_plan.check_study_config(config)
 
 
 def test_split_and_seed_settings_are_checked_before_anything_runs():
@@ -90,40 +90,40 @@ def test_split_and_seed_settings_are_checked_before_anything_runs():
     bad = config.copy_and_resolve_references()
     bad.dataset[field] = value
     with pytest.raises(UserError, match=message):
-      experiment.check_dataset(bad.dataset)
-  experiment.check_seed(2**32 - 3, count=3)
+      checks.check_dataset(bad.dataset)
+  checks.check_seed(2**32 - 3, count=3)
   with pytest.raises(UserError, match=r'--config\.seed=4294967294: use an integer from 0 to 4294967293'):
-    experiment.check_seed(2**32 - 2, count=3)  # seed 2**32 would wrap onto seed 0
+    checks.check_seed(2**32 - 2, count=3)  # seed 2**32 would wrap onto seed 0
   config = _load('paper', ())
   config.target.dataset.split_seed = -5
   with pytest.raises(UserError, match=r'--config\.target\.dataset\.split_seed=-5'):
-    study.check_study_config(config)
+    study_plan.check_study_config(config)
 
 
 def test_weight_decay_and_moving_average_settings_are_checked():
   config = _load('finetune', ())
   config.train.weight_decay = 0.1  # ignored by plain Adam: refused rather than silently dropped
   with pytest.raises(UserError, match=r'--config\.train\.weight_decay=0\.1 has no effect .*adam.*use adamw'):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
   config.train.weight_decay = -0.1
   with pytest.raises(UserError, match=r'--config\.train\.weight_decay=-0\.1: must be 0 or positive'):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
   config.train.weight_decay = 0.0
   config.train.decay_toward = 'start'  # L2-SP without AdamW or without a decay would do nothing
   with pytest.raises(UserError, match=r"decay_toward='start' needs .*optimizer=adamw and a positive .*weight_decay"):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
   config.train.optimizer = 'adamw'
   with pytest.raises(UserError, match=r"decay_toward='start' needs .*\(now 'adamw', 0\.0\)"):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
   config.train.weight_decay = 0.1
   config.train.decay_toward = 'pretrained'
   with pytest.raises(UserError, match=r"--config\.train\.decay_toward='pretrained': use one of zero, start"):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
   config.train.decay_toward = 'start'
-  experiment.check_train_config(config.train)
+  checks.check_train_config(config.train)
   config.train.ema_decay = 1.0  # an average that never moves from the starting weights
   with pytest.raises(UserError, match=r'--config\.train\.ema_decay=1\.0: use 0 \(off\) or a value in \(0, 1\)'):
-    experiment.check_train_config(config.train)
+    checks.check_train_config(config.train)
 
 
 def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
@@ -137,9 +137,9 @@ def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
   del saved['source']['dataset']['resplit'], saved['target']['dataset']['resplit']
   path = tmp_path / 'config.json'
   path.write_text(json.dumps(saved))
-  assert experiment.config_differences(path, config) == []
+  assert workdir.config_differences(path, config) == []
   config.target.train.ema_decay = 0.99
   config.study.seeds = 5
-  assert experiment.config_differences(path, config) == ['study.seeds', 'target.train.ema_decay']
+  assert workdir.config_differences(path, config) == ['study.seeds', 'target.train.ema_decay']
   path.write_text('{"truncated": ')
-  assert experiment.config_differences(path, config) == ['config.json unreadable']
+  assert workdir.config_differences(path, config) == ['config.json unreadable']

@@ -4,10 +4,10 @@ import shutil
 import numpy as np
 import pytest
 
-from elemnet_jax import data, datasets, experiment, study
+from elemnet_jax import data, datasets, fetch, run, study_plan
+from elemnet_jax.configs import default
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
-from experiments.configs import default
 
 
 def _examples(name, **kwargs):
@@ -40,7 +40,7 @@ def test_resplit_draws_its_own_split_from_the_whole_dataset():
   # how a source model is pretrained on (nearly) all of OQMD, as the papers did.
   config = default.get_config()
   config.dataset.update(resplit=True, split=(0.98, 0.01, 0.01), split_seed=0)
-  examples, _, _, _ = experiment.load_examples(config.dataset, config.featurizer)
+  examples, _, _, _ = run.load_examples(config.dataset, config.featurizer)
   assert examples.split is None and len(examples) == 341_700 - 86
   labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
   assert {name: int((labels == name).sum()) for name in data.SPLITS} == {'train': 334_782, 'val': 3416, 'test': 3416}
@@ -52,7 +52,7 @@ def test_leakage_control_removes_every_composition_of_the_other_dataset():
   # still the other dataset's compositions, and 20 of them occur in qmpy_legacy.
   config = default.get_config()
   config.dataset.update(name='qmpy_legacy', exclude_from='kim2017')
-  examples, featurizer, notes, _ = experiment.load_examples(config.dataset, config.featurizer)
+  examples, featurizer, notes, _ = run.load_examples(config.dataset, config.featurizer)
   table, _ = datasets.load_table('kim2017')
   assert not set(featurizer.featurize(table.inputs)[1]) & set(examples.keys)
   assert notes['excluded'] == {'from': ['kim2017'], 'count': 631}
@@ -81,36 +81,36 @@ def test_repeated_compositions_are_grouped_by_mean(tmp_path):
 
 
 def test_checksum_mismatch_is_refused(tmp_path):
-  source = datasets.fetch(datasets.DATASETS['ssub'].files[0])
+  source = fetch.fetch(datasets.DATASETS['ssub'].files[0])
   copy = tmp_path / 'qmpy_thermodata' / 'ssub.dat.gz'
   copy.parent.mkdir()
   with open(source, 'rb') as stream:
     content = stream.read()
   with gzip.open(copy, 'wb') as stream:  # a gzipped copy is accepted when its bytes match
     stream.write(content)
-  assert datasets.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path) == copy
+  assert fetch.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path) == copy
   with gzip.open(copy, 'wb') as stream:
     stream.write(content.replace(b'-3.14', b'-3.15', 1))
   with pytest.raises(UserError, match='checksum mismatch'):
-    datasets.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path)
+    fetch.fetch(datasets.DATASETS['ssub'].files[0], data_dir=tmp_path)
 
 
 def test_unreachable_source_says_what_was_tried(tmp_path):
-  file = datasets.RemoteFile('nowhere/file.csv', '0' * 64, 'http://127.0.0.1:9/file.csv')
+  file = fetch.RemoteFile('nowhere/file.csv', '0' * 64, 'http://127.0.0.1:9/file.csv')
   with pytest.raises(UserError) as error:
-    datasets.fetch(file, data_dir=tmp_path, cache_dir=tmp_path / 'cache')
+    fetch.fetch(file, data_dir=tmp_path, cache_dir=tmp_path / 'cache')
   message = str(error.value)
   assert 'nowhere/file.csv' in message and 'public address http://127.0.0.1:9/file.csv' in message
 
 
 def test_fallback_to_the_published_package(tmp_path, monkeypatch):
   """With no data directory and no reachable address, the file comes out of the qmpy wheel."""
-  monkeypatch.delenv(datasets.DATA_ENV, raising=False)
+  monkeypatch.delenv(fetch.DATA_ENV, raising=False)
   spec = datasets.DATASETS['qmpy_legacy'].files[0]
-  offline = datasets.RemoteFile(spec.path, spec.sha256, 'http://127.0.0.1:9/legacy.dat', spec.package, spec.member)
-  path = datasets.fetch(offline, cache_dir=tmp_path)
+  offline = fetch.RemoteFile(spec.path, spec.sha256, 'http://127.0.0.1:9/legacy.dat', spec.package, spec.member)
+  path = fetch.fetch(offline, cache_dir=tmp_path)
   assert path == tmp_path / 'qmpy_thermodata' / 'legacy.dat'
-  assert datasets._sha256_of(path) == spec.sha256
+  assert fetch._sha256_of(path) == spec.sha256
   shutil.rmtree(tmp_path / 'qmpy_thermodata')
 
 
@@ -191,7 +191,7 @@ def test_feature_scaling_round_trip():
 
 def test_cross_validation_folds_test_every_composition_once_and_never_train_on_it():
   examples, _ = _examples('ssub')
-  folds = study.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.1)
+  folds = study_plan.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.1)
   tested = [key for fold in folds for key in fold.test.keys]
   assert sorted(tested) == sorted(examples.keys)  # each composition in exactly one test fold
   for fold in folds:
@@ -199,4 +199,4 @@ def test_cross_validation_folds_test_every_composition_once_and_never_train_on_i
     assert not train & val and not train & test and not val & test
     assert len(train) + len(val) + len(test) == len(examples) and len(val) == 164
   with pytest.raises(UserError, match=r'val_fraction=0\.95: holds out 1561 of all 1643 .* none of the 1478 non-test'):
-    study.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.95)
+    study_plan.make_folds(examples, 10, (0.8, 0.1, 0.1), 0, 0.95)

@@ -7,8 +7,9 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 
 from elemnet_jax import featurizers
-from elemnet_jax.experiment import predict_inputs, train_and_evaluate
-from experiments.configs import test as test_configs
+from elemnet_jax.configs import test as test_configs
+from elemnet_jax.predict import predict_inputs
+from elemnet_jax.run import train_and_evaluate
 
 
 class MorganFeaturizer:  # as in README.md, "Adding a featurizer"
@@ -46,5 +47,5 @@ def test_a_new_featurizer_trains_saves_and_predicts(tmp_path):
   assert meta['featurizer'] == {'name': 'morgan', 'width': 256, 'radius': 2, 'bits': 256}
   width = len(meta['feature_scaling']['keep'])
   assert 0 < width < 256  # constant bits dropped on the training split, saved with the model
-  kept, predictions = predict_inputs([str(tmp_path)], ['c1ccc2cc3ccccc3cc2c1', 'not smiles'], skip_invalid=True)
-  assert kept == ['c1ccc2cc3ccccc3cc2c1'] and predictions.shape == (1, 1)
+  predicted = predict_inputs([str(tmp_path)], ['c1ccc2cc3ccccc3cc2c1', 'not smiles'])
+  assert np.isfinite(predicted.mean[0]) and predicted.errors == ['', 'RDKit cannot parse SMILES']

@@ -5,10 +5,11 @@ import optax
 import pytest
 from flax import traverse_util
 
-from elemnet_jax import data, experiment, study, train, transfer
+from elemnet_jax import checks, data, run, study_plan, train, transfer
+from elemnet_jax import optimizer as optimizers
+from elemnet_jax.configs import finetune
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
-from experiments.configs import finetune
 
 CONFIG = ElemNetConfig(widths=(32, 32, 16, 8), dropout_after=(1, 3), dropout_rates=(0.5, 0.5))
 
@@ -58,12 +59,13 @@ def test_freeze_depth_outside_the_model(depth):
 def test_fine_tuning_updates_only_unfrozen_leaves_and_keeps_no_frozen_moments():
   depth = 2
   params = _params()
-  labels = transfer.label_params(params, transfer.layer_rules(depth, CONFIG))
-  model = ElemNet(CONFIG, frozen_layers=transfer.frozen_positions(labels))
+  freezing = transfer.Freezing.from_rules(transfer.layer_rules(depth, CONFIG), params)
+  labels = freezing.labels
+  model = ElemNet(CONFIG, frozen_layers=freezing.positions)
   assert model.frozen_layers == (1, 2)
-  optimizer = train.make_optimizer(1e-2, labels=labels, body_lr_scale=0.5)
+  optimizer = optimizers.make_optimizer(1e-2, labels=labels, body_lr_scale=0.5)
   state = train.init_state(model, optimizer, 10, seed=0, params=params, moving_average=True)
-  step = jax.jit(train.make_train_step(model, optimizer, 'mae', train.frozen_paths(labels), ema_decay=0.8))
+  step = jax.jit(train.make_train_step(model, optimizer, 'mae', freezing.paths, ema_decay=0.8))
   rng = np.random.default_rng(0)
   for _ in range(5):
     x = jnp.asarray(rng.random((16, 10), np.float32))
@@ -88,7 +90,7 @@ def test_body_learning_rate_scale_slows_the_body():
   params = _params()
   labels = transfer.label_params(params, transfer.layer_rules(0, CONFIG))
   grads = jax.tree.map(jnp.ones_like, params)
-  optimizer = train.make_optimizer(1e-2, labels=labels, body_lr_scale=0.1)
+  optimizer = optimizers.make_optimizer(1e-2, labels=labels, body_lr_scale=0.1)
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   flat = traverse_util.flatten_dict(updates)
   head = float(np.abs(flat[('params', 'dense_4', 'bias')]).max())
@@ -99,7 +101,7 @@ def test_body_learning_rate_scale_slows_the_body():
 @pytest.mark.parametrize('warmup_steps', [0, 3])
 def test_cosine_schedule_warms_up_only_when_asked(warmup_steps):
   params = {'w': jnp.zeros(3)}
-  optimizer = train.make_optimizer(0.1, schedule='cosine', warmup_steps=warmup_steps, total_steps=10)
+  optimizer = optimizers.make_optimizer(0.1, schedule='cosine', warmup_steps=warmup_steps, total_steps=10)
   updates, _ = optimizer.update({'w': jnp.ones(3)}, optimizer.init(params), params)
   first = float(-updates['w'][0])  # Adam's first step is the rate times 1 (up to its epsilon)
   assert first == (pytest.approx(0.1, rel=1e-4) if warmup_steps == 0 else 0.0)
@@ -112,7 +114,7 @@ def test_weight_decay_pulls_toward_zero_or_toward_the_pretrained_weights(decay_t
   pretrained = _params()
   moved = jax.tree.map(lambda a: a + 0.5, pretrained)
   labels = transfer.label_params(pretrained, transfer.layer_rules(2, CONFIG))
-  optimizer = train.make_optimizer(1e-2, name='adamw', weight_decay=0.3, decay_toward=decay_toward, labels=labels)
+  optimizer = optimizers.make_optimizer(1e-2, name='adamw', weight_decay=0.3, decay_toward=decay_toward, labels=labels)
   state = optimizer.init(pretrained)
   updates, _ = optimizer.update(jax.tree.map(jnp.zeros_like, moved), state, moved)
   flat_updates, flat_moved = traverse_util.flatten_dict(updates), traverse_util.flatten_dict(moved)
@@ -157,10 +159,10 @@ def test_refitted_target_statistics_standardise_the_target_whatever_train_target
   }
   config = finetune.get_config()
   assert config.train.target_scaling == 'none'
-  scaling = experiment.make_inputs(parts, {}, config, meta).target_scaling
+  scaling = run.make_inputs(parts, {}, config, meta).target_scaling
   assert (scaling.shift, scaling.scale) == (-0.3, 0.2)
   config.transfer.target_scaling = 'refit'
-  scaling = experiment.make_inputs(parts, {}, config, meta).target_scaling
+  scaling = run.make_inputs(parts, {}, config, meta).target_scaling
   assert scaling.shift == pytest.approx(parts['train'].y.mean()) and scaling.scale == pytest.approx(
     parts['train'].y.std()
   )
@@ -171,15 +173,16 @@ def test_each_fine_tuned_member_starts_from_its_own_source_member():
   # from source members 0, 1, 0 (k mod K), so an ensemble's members differ in their pretraining.
   sources = [ElemNet(CONFIG).init(jax.random.PRNGKey(seed), jnp.zeros((1, 10))) for seed in (7, 8)]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *sources)
-  members = experiment.source_members(stacked, 3)
-  _, _, states, _ = experiment.build(CONFIG, finetune.get_config().train, 10, 64, [0, 1, 2], init_params=members)
+  members = transfer.source_members(stacked, 3)
+  train_config = checks.TrainConfig.from_config(finetune.get_config().train)
+  states = run.build(CONFIG, train_config, 10, 64, [0, 1, 2], init_params=members).states
   for k, source in enumerate([0, 1, 0]):
     started = jax.tree.map(lambda a, k=k: a[k], states.params)
     assert all(jax.tree.leaves(jax.tree.map(np.array_equal, started, sources[source])))
-  one = experiment.source_members(jax.tree.map(lambda a: a[:1], stacked), 2)  # one source starts every member
+  one = transfer.source_members(jax.tree.map(lambda a: a[:1], stacked), 2)  # one source starts every member
   assert all(jax.tree.leaves(jax.tree.map(np.array_equal, one[1], sources[0])))
   with pytest.raises(ValueError, match='2 initial parameter trees for 3 members'):
-    experiment.build(CONFIG, finetune.get_config().train, 10, 64, [0, 1, 2], init_params=members[:2])
+    run.build(CONFIG, train_config, 10, 64, [0, 1, 2], init_params=members[:2])
 
 
 def test_head_features_are_scaled_by_the_training_rows_alone():
@@ -189,7 +192,7 @@ def test_head_features_are_scaled_by_the_training_rows_alone():
   pool = np.column_stack([rng.normal(3.0, 2.0, 50), np.zeros(50)])
   pool[:5] += 100.0  # validation rows, far off: they must not move the statistics
   index = np.arange(6, 50, 2)
-  scaled = study.standardise_features({'pool': pool, 'test': np.ones((4, 2))}, index)
+  scaled = study_plan.standardise_features({'pool': pool, 'test': np.ones((4, 2))}, index)
   np.testing.assert_allclose(scaled['pool'][index].mean(axis=0), 0.0, atol=1e-6)
   np.testing.assert_allclose(scaled['pool'][index, 0].std(), 1.0, rtol=1e-5)
   assert np.all(np.isfinite(scaled['test'])) and np.all(scaled['pool'][index, 1] == 0.0)
@@ -200,7 +203,7 @@ def test_head_features_are_scaled_by_the_training_rows_alone():
 @pytest.mark.parametrize('members', [1, 3, 12])
 def test_rotated_validation_blocks_are_random_and_member_0_keeps_the_split(members):
   n_train, n_val = 50, 7  # pool: 7 validation rows, then 50 training rows (as the file orders them)
-  train_rows, val_rows = study.validation_rotation(n_train, n_val, members, np.random.default_rng(0))
+  train_rows, val_rows = study_plan.validation_rotation(n_train, n_val, members, np.random.default_rng(0))
   assert train_rows.shape == (members, n_train) and val_rows.shape == (members, n_val)
   np.testing.assert_array_equal(val_rows[0], np.arange(n_val))  # the fold's own validation rows
   np.testing.assert_array_equal(train_rows[0], np.arange(n_val, n_val + n_train))  # in their order

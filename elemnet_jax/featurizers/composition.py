@@ -168,6 +168,9 @@ class CompositionFeaturizer:
   def description(self) -> dict:
     return {'name': self.name, 'width': self.width, 'elements': list(ELEMENTS)}
 
+  def column_names(self) -> list[str]:
+    return list(ELEMENTS)
+
   def featurize(self, inputs: Sequence[str]) -> tuple[np.ndarray, list[str], list[tuple[int, str]]]:
     """Returns (fractions [n, 86], grouping keys, [(index, reason)] of invalid inputs).
 

@@ -1,10 +1,10 @@
-"""Tiny configurations for tests: a narrow ElemNet and a few epochs on small real datasets.
+"""Tiny configurations for the tests: a narrow ElemNet and a few epochs on small real datasets.
 
---config=experiments/configs/test.py        pretraining on SSUB
---config=experiments/configs/test.py:study  a transfer study qmpy_legacy -> SSUB
+--config=test        training on SSUB
+--config=test:study  a transfer study qmpy_legacy -> SSUB
 """
 
-from experiments.configs import default, paper
+from elemnet_jax.configs import default, paper
 
 
 def _tiny(config):

@@ -1,31 +1,22 @@
-"""Porphyrin dyes: pretrain on PBDD (12,096 DFT molecules), transfer to MpPD (377, other functional).
+"""Porphyrin dyes: pretrain on PBDD (12,096 DFT molecules), transfer to MpPD (377, another functional).
 
-  python -m experiments.transfer_study --workdir=workdirs/porphyrin_tl --config=experiments/configs/porphyrin_tl.py
-  # HOMO instead of the gap: --config=experiments/configs/porphyrin_tl.py:HOMO
-  # cross-property within PBDD (pretrain on E_gap, learn LUMO from about 590 molecules):
-  python -m experiments.transfer_study --workdir=workdirs/porphyrin_cross \
-      --config=experiments/configs/porphyrin_tl.py:cross
+  elemnet-jax study --config=porphyrin_tl --workdir=workdirs/porphyrin_tl
+  elemnet-jax study --config=porphyrin_tl:HOMO --workdir=workdirs/porphyrin_homo   # or :LUMO
+  elemnet-jax study --config=porphyrin_tl:cross --workdir=workdirs/porphyrin_cross  # PBDD E_gap -> PBDD LUMO
 
-SMILES are featurized by RDKit's E-state index (79 atom-type counts and 79 sums) plus metal-centre
-counts and the number of fragments, plus Morgan substructure counts (radius 2, 512 columns; chosen
-on validation in the fourth session, README "E-state plus Morgan counts"; E-state alone, as the
-earlier studies ran: --config.source.featurizer.morgan_bits=0). Columns are standardised (fitted
-on the source training split, saved with the checkpoint and reused when fine-tuning; columns
-constant there keep scale 1, so a metal that only the target has still reaches the network).
-Targets are standardised with the source statistics. MpPD holds one SMILES RDKit cannot parse: it
-is skipped and counted (skip_invalid=True). Identical SMILES (rotated-anchor conformers in PBDD)
-are grouped by canonical SMILES, their targets averaged, before splitting.
+SMILES become RDKit E-state counts and sums, metal-centre counts, the number of fragments and 512
+Morgan counts (radius 2); columns are standardised on the source training split and reused when
+fine-tuning, none dropped, so a metal only the target has still reaches the network. Targets are
+standardised. Identical SMILES are grouped before splitting; MpPD's unparsable SMILES is skipped.
 """
 
 import ml_collections
 
-from experiments.configs import paper
+from elemnet_jax.configs import paper
 
 
 def _molecules(config, dataset: str, target: str):
   config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles', skip_invalid=True)
-  # Morgan counts on top of E-state: PBDD validation MAE 0.0168 against 0.0247 for E-state alone,
-  # MpPD E_gap validation 0.0585 against 0.0649 fine-tuned (README, porphyrins).
   config.featurizer = ml_collections.ConfigDict(
     dict(name='estate', parts='both', metals=True, morgan_bits=512, morgan_radius=2)
   )
@@ -49,10 +40,6 @@ def get_config(kind: str = 'E_gap'):
     batch_size=64, learning_rate=1e-3, schedule='cosine', warmup_epochs=2, max_epochs=150, patience=150
   )
   _molecules(config.target, *target)
-  # Chosen on the MpPD validation split (fine-tuning all layers, 3 seeds, best validation MAE, eV):
-  # Adam 1e-4 0.093, 3e-4 0.077, 1e-3 0.069, 3e-3 0.065, 1e-2 0.177; at 1e-3 a fresh output layer
-  # 0.065, target statistics refitted 0.070, body at a tenth of the rate 0.090. From scratch:
-  # 1e-3 0.066 (with refitted target statistics), 3e-3 0.063 (README, "Choosing the fine-tuning recipe").
   config.target.train.update(batch_size=32, learning_rate=1e-3, max_epochs=400, patience=60)
   config.target.transfer.reinit_head = True
   config.study.update(

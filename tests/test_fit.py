@@ -4,10 +4,12 @@ import jax
 import numpy as np
 import pytest
 
-from elemnet_jax import checkpoint, data, datasets, study, train
+from elemnet_jax import checkpoint, data, datasets, study_plan, train
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
+from elemnet_jax.fit import FitOptions, fit, fit_epochs
 from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.optimizer import make_optimizer
 
 CONFIG = ElemNetConfig(widths=(64, 64, 32), dropout_after=(2,), dropout_rates=(0.1,), use_dropout=True)
 
@@ -33,12 +35,12 @@ def _fit(
   **kwargs,
 ):
   model = ElemNet(CONFIG)
-  optimizer = train.make_optimizer(learning_rate, **dict(optimizer_options))
+  optimizer = make_optimizer(learning_rate, **dict(optimizer_options))
   states = train.stack_members([train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in seeds])
-  options = train.FitOptions(
+  options = FitOptions(
     batch_size=batch_size, max_epochs=epochs, patience=patience or epochs, mode=mode, ema_decay=ema_decay
   )
-  return model, train.fit(model, optimizer, states, ssub['train'], ssub['val'], options, **kwargs)
+  return model, fit(train.Members(model, optimizer, states), ssub['train'], ssub['val'], options, **kwargs)
 
 
 def test_short_training_lowers_validation_mae(ssub):
@@ -73,7 +75,7 @@ def test_vmapped_ensemble_members_equal_single_runs(ssub):
 def test_members_with_their_own_data_equal_single_runs_on_that_data(ssub, mode):
   # Rotated validation: member k trains and stops on its own rows; together they must behave as if alone.
   x, y = np.concatenate([ssub['val'][0], ssub['train'][0]]), np.concatenate([ssub['val'][1], ssub['train'][1]])
-  train_rows, val_rows = study.validation_rotation(
+  train_rows, val_rows = study_plan.validation_rotation(
     len(ssub['train'][1]), len(ssub['val'][1]), 2, np.random.default_rng(0)
   )
   own = {'train': (x[train_rows], y[train_rows]), 'val': (x[val_rows], y[val_rows])}
@@ -138,22 +140,25 @@ def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tm
   _, (_, full_best, full) = _fit(ssub, [0], epochs=4, **kwargs)
   manager = checkpoint.TrainingCheckpoints(tmp_path / 'checkpoints', every=1)
   _fit(ssub, [0], epochs=2, save=manager.save, **kwargs)  # "interrupted" after epoch 2
-  model, optimizer = ElemNet(CONFIG), train.make_optimizer(1e-3, **dict(optimizer_options))
+  model, optimizer = ElemNet(CONFIG), make_optimizer(1e-3, **dict(optimizer_options))
   fresh = train.stack_members([train.init_state(model, optimizer, 86, 0, None, ema_decay > 0)])
   states, best, progress = manager.restore(fresh, fresh.params)
   assert progress.epoch == 2
   progress = dataclasses.replace(progress, stopped=False)
-  options = train.FitOptions(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay)
-  _, resumed_best, resumed = train.fit(
-    model, optimizer, states, ssub['train'], ssub['val'], options, best_params=best, progress=progress
-  )
-  assert resumed.history == full.history
+  options = FitOptions(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay)
+  members = train.Members(model, optimizer, states)
+  _, resumed_best, resumed = fit(members, ssub['train'], ssub['val'], options, resume=(best, progress))
+
+  def untimed(history):  # everything but the seconds each epoch took
+    return [{k: v for k, v in entry.items() if k != 'seconds'} for entry in history]
+
+  assert untimed(resumed.history) == untimed(full.history)
   for a, b in zip(jax.tree.leaves(resumed_best), jax.tree.leaves(full_best)):
     np.testing.assert_array_equal(a, b)
 
 
 def test_moving_average_trails_the_weights_and_is_what_validation_scores(ssub):
-  model, optimizer = ElemNet(CONFIG), train.make_optimizer(1e-3)
+  model, optimizer = ElemNet(CONFIG), make_optimizer(1e-3)
   state = train.init_state(model, optimizer, 86, 0, moving_average=True)
   step = jax.jit(train.make_train_step(model, optimizer, 'mae', ema_decay=0.9))
   x, y = ssub['train'][0][:32], ssub['train'][1][:32]
@@ -186,16 +191,16 @@ def test_retraining_for_the_chosen_epochs_gives_each_member_its_early_stopped_we
   kwargs = dict(epochs=12, learning_rate=2e-2, patience=2, ema_decay=ema_decay)
   model, (_, best, progress) = _fit(ssub, [0, 1, 2], **kwargs)
   assert len(set(progress.best_epoch)) > 1, progress.best_epoch  # members stop at different epochs
-  optimizer = train.make_optimizer(2e-2)
+  optimizer = make_optimizer(2e-2)
   states = train.stack_members(
     [train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in [0, 1, 2]]
   )
-  options = train.FitOptions(batch_size=50, ema_decay=ema_decay)
-  again = train.fit_epochs(model, optimizer, states, ssub['train'], progress.best_epoch, options)
+  options = FitOptions(batch_size=50, ema_decay=ema_decay)
+  again = fit_epochs(train.Members(model, optimizer, states), ssub['train'], progress.best_epoch, options)
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(best)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # bit for bit on CPU; GPU reductions may differ
   with pytest.raises(ValueError, match='give each a count >= 0'):
-    train.fit_epochs(model, optimizer, states, ssub['train'], [3, 3], options)
+    fit_epochs(train.Members(model, optimizer, states), ssub['train'], [3, 3], options)
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(ssub):

@@ -1,0 +1,188 @@
+"""The flags of each `elemnet-jax` command and the one library call it makes; only the chosen command's are defined."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+from absl import flags
+
+from elemnet_jax.errors import UserError
+
+FLAGS = flags.FLAGS
+
+
+def _config():
+  """The parsed config; with --print_config, printed and the program ends."""
+  config = FLAGS.config
+  if FLAGS.print_config:
+    print(config)
+    sys.exit(0)
+  return config
+
+
+def _data_dir(config, *sections) -> None:
+  if FLAGS.data_dir:
+    for section in (config,) + sections:
+      section.data_dir = FLAGS.data_dir
+
+
+def _run_flags() -> list[str]:
+  flags.DEFINE_string('workdir', None, 'Output folder (resumed if interrupted).', required=True)
+  flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
+  flags.DEFINE_bool('overwrite', False, 'Replace what --workdir holds.')
+  return ['workdir', 'data_dir', 'overwrite']
+
+
+def train() -> Callable:
+  from elemnet_jax.run import train_and_evaluate
+
+  def main(argv):
+    config = _config()
+    _data_dir(config)
+    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+
+  return main
+
+
+def finetune() -> Callable:
+  flags.DEFINE_string(
+    'pretrained', None, 'Workdir of a finished run; several, comma-separated, form one ensemble.', required=True
+  )
+  from elemnet_jax.run import train_and_evaluate
+
+  def main(argv):
+    config = _config()
+    config.transfer.pretrained = FLAGS.pretrained
+    _data_dir(config)
+    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+
+  return main
+
+
+def study() -> Callable:
+  from elemnet_jax.study import run_study
+
+  def main(argv):
+    config = _config()
+    _data_dir(config, config.source, config.target)
+    run_study(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+
+  return main
+
+
+def _input_flags() -> list[str]:
+  flags.DEFINE_list('models', None, 'Workdirs of finished runs (comma separated).', required=True)
+  flags.DEFINE_string('input', None, 'CSV file with the inputs (its other columns are carried through).')
+  flags.DEFINE_string('column', 'formula', 'Input column of --input (e.g. formula or smiles).')
+  flags.DEFINE_list('formulas', None, 'Inputs (formulas or SMILES) given on the command line instead of --input.')
+  flags.DEFINE_bool('overwrite', False, 'Replace an existing --output file.')
+  return ['models', 'input', 'column', 'formulas', 'overwrite']
+
+
+def predict() -> Callable:
+  flags.DEFINE_string('output', None, 'Output CSV (default: standard output).')
+  flags.DEFINE_bool('fail_on_invalid', False, 'Stop with an error listing invalid inputs instead of reporting them.')
+  from elemnet_jax.predict import predict_file
+
+  def main(argv):
+    predict_file(
+      FLAGS.models,
+      input_csv=FLAGS.input,
+      column=FLAGS.column,
+      inputs=FLAGS.formulas,
+      output=FLAGS.output,
+      fail_on_invalid=FLAGS.fail_on_invalid,
+      overwrite=FLAGS.overwrite,
+    )
+
+  return main
+
+
+def fingerprint() -> Callable:
+  flags.DEFINE_string('output', None, 'Output file: .npy (an array) or .csv (input, h1..hW, error).', required=True)
+  flags.DEFINE_integer('layer', 0, 'Hidden layer (1-based) whose activations to export; 0: the last.')
+  flags.DEFINE_integer('member', 0, 'Ensemble member whose activations to export.')
+  from pathlib import Path
+
+  from elemnet_jax import predict, readers
+
+  def main(argv):
+    if (FLAGS.input is None) == (FLAGS.formulas is None):
+      raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')
+    if Path(FLAGS.output).exists() and not FLAGS.overwrite:
+      raise UserError(f'{FLAGS.output}: already exists; pass --overwrite to replace it')
+    if FLAGS.input is not None and not Path(FLAGS.input).exists():
+      raise UserError(f'{FLAGS.input}: no such file')
+    texts = FLAGS.formulas or readers.read_csv(Path(FLAGS.input), FLAGS.column, FLAGS.column).inputs
+    features, errors = predict.fingerprint(FLAGS.models, texts, FLAGS.layer, FLAGS.member)
+    predict.write_fingerprint(FLAGS.output, texts, features, errors)
+    print(f'wrote {features.shape[0]} x {features.shape[1]} activations to {FLAGS.output}')
+
+  return main
+
+
+def benchmark() -> Callable:
+  from elemnet_jax import benchmark, benchmark_report
+
+  batch_sizes = flags.DEFINE_list('batch_sizes', ['32', '1024'], 'Batch sizes to time.')
+  flags.DEFINE_list('modes', list(benchmark.MODES), f'Modes to time, some of {", ".join(benchmark.MODES)}.')
+  flags.DEFINE_integer('steps', 50, 'Minibatches per timed epoch (N = batch size * steps rows).')
+  flags.DEFINE_integer('repeats', 5, 'Timed calls per row after warm-up, the median reported.')
+  flags.DEFINE_integer('warmup', 1, 'Untimed calls before timing (the first one compiles).')
+  flags.DEFINE_integer('members', 8, 'Ensemble size K of the ensemble and sequential rows.')
+  flags.DEFINE_integer('ensemble_max_batch', 256, 'Time ensemble mode only at batch sizes up to this (0: all).')
+  flags.DEFINE_integer(
+    'full_epoch_rows',
+    0,
+    f'One epoch over this many rows too (0: off; {benchmark_report.OQMD_TRAIN_ROWS}: OQMD).',
+  )
+  full_sizes = flags.DEFINE_list('full_epoch_batch_sizes', ['32', '1024'], 'Batch sizes of the full epoch.')
+  flags.DEFINE_integer('full_epoch_repeats', 1, 'Timed full epochs per batch size.')
+  flags.DEFINE_integer('matmul_size', 0, 'Side of the peak matmul (0: 2048 on CPU, else 8192).')
+  flags.DEFINE_integer('bandwidth_mib', 0, 'MiB of the bandwidth measurement (0: 256 on CPU, else 2048).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial parameters.')
+  flags.DEFINE_string('output', 'workdirs/benchmark.json', 'JSON report path ("": print only).')
+
+  def ints(flag) -> tuple[int, ...]:
+    try:
+      return tuple(int(value) for value in flag.value)
+    except ValueError:
+      raise UserError(f'--{flag.name} must be comma-separated integers, not {",".join(flag.value)}') from None
+
+  def main(argv):
+    names = ('steps', 'repeats', 'warmup', 'members', 'ensemble_max_batch', 'full_epoch_rows', 'full_epoch_repeats')
+    options = benchmark.BenchmarkOptions(
+      batch_sizes=ints(batch_sizes),
+      modes=tuple(FLAGS.modes),
+      full_epoch_batch_sizes=ints(full_sizes),
+      matmul_size=FLAGS.matmul_size,
+      bandwidth_mib=FLAGS.bandwidth_mib,
+      seed=FLAGS.seed,
+      **{name: FLAGS[name].value for name in names},
+    )
+    report = benchmark.run_benchmark(options)
+    print(benchmark_report.format_report(report), end='')
+    if FLAGS.output:
+      json_path, md_path = benchmark_report.write_report(report, FLAGS.output)
+      print(f'wrote {json_path} and {md_path}')
+
+  return main
+
+
+_BENCHMARK_FLAGS = ['batch_sizes', 'modes', 'steps', 'repeats', 'warmup', 'members', 'ensemble_max_batch']
+_BENCHMARK_FLAGS += ['full_epoch_rows', 'full_epoch_batch_sizes', 'full_epoch_repeats', 'matmul_size']
+_BENCHMARK_FLAGS += ['bandwidth_mib', 'seed', 'output']
+
+
+def define(command: str) -> tuple[Callable, list[str]]:
+  """Defines `command`'s flags; (its main, the flag names it shows in --help)."""
+  if command in ('train', 'finetune', 'study'):
+    names = _run_flags() + (['pretrained'] if command == 'finetune' else [])
+    return {'train': train, 'finetune': finetune, 'study': study}[command](), names
+  if command in ('predict', 'fingerprint'):
+    names = _input_flags()
+    body = predict() if command == 'predict' else fingerprint()
+    extra = ['output', 'fail_on_invalid'] if command == 'predict' else ['output', 'layer', 'member']
+    return body, names + extra
+  return benchmark(), list(_BENCHMARK_FLAGS)

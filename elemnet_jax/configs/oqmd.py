@@ -1,0 +1,16 @@
+"""Pretraining on OQMD: batch 256, 1 warm-up epoch, then cosine decay from Adam 1e-3 over 51 epochs.
+
+  elemnet-jax train --config=oqmd --workdir=workdirs/oqmd
+
+No dropout. The whole schedule runs; early stopping keeps the best-on-validation parameters.
+"""
+
+from elemnet_jax.configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.train.update(
+    batch_size=256, learning_rate=1e-3, schedule='cosine', warmup_epochs=1.0, max_epochs=51, patience=51
+  )
+  return config

@@ -1,0 +1,233 @@
+"""Predictions of finished runs for raw inputs (formulas or SMILES): every input row kept, in order."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+from absl import logging
+
+from elemnet_jax import checkpoint, data, featurizers, readers, train, transfer, workdir
+from elemnet_jax.errors import UserError, format_rows, listing
+from elemnet_jax.model import ElemNet
+
+
+def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:
+  """Predictions of every member in target units, [K, N]."""
+  predict = train.make_predict(model, dropout_passes=dropout_passes)
+  scaled = train.predict_in_batches(predict, params, x)
+  return scaled * target_scaling.scale + target_scaling.shift
+
+
+def property_label(meta: dict, what: str = '') -> str:
+  """A column header for a model's predictions: 'formation enthalpy (eV/atom)', 'E_gap std (eV)'."""
+  target = meta.get('target') or {}
+  name = target.get('quantity') or (meta.get('dataset') or {}).get('target') or 'prediction'
+  unit = target.get('unit')
+  return f'{name}{" " + what if what else ""}' + (f' ({unit})' if unit else '')
+
+
+def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets=None) -> None:
+  """CSV of input, (target), prediction (member mean) and, with several members, their std."""
+  with workdir.open_for_writing(path) as stream:
+    writer = csv.writer(stream)
+    members = predictions_KxN.shape[0]
+    writer.writerow(
+      ['input'] + (['target'] if targets is not None else []) + ['prediction'] + (['std'] if members > 1 else [])
+    )
+    for i, text in enumerate(inputs):
+      row = [text] + ([f'{targets[i]:.6g}'] if targets is not None else [])
+      row.append(f'{predictions_KxN[:, i].mean():.6g}')
+      if members > 1:
+        row.append(f'{predictions_KxN[:, i].std():.6g}')
+      writer.writerow(row)
+
+
+@dataclasses.dataclass
+class Predictions:
+  """One entry per input, in order: member mean and std (NaN where invalid), the reason it is invalid, a warning."""
+
+  inputs: list[str]
+  mean: np.ndarray  # [N]
+  std: np.ndarray  # [N]
+  members: int
+  errors: list[str]  # '' for a valid input
+  warnings: list[str]  # '' unless the input lies outside the training data (e.g. an element never seen)
+  meta: dict
+
+
+def _load_models(workdirs: list[str]) -> list[tuple[ElemNet, Any, dict]]:
+  workdirs = transfer.source_workdirs(','.join(workdirs), '--models')  # none, or one named twice: refused
+  loaded = [checkpoint.load_trained(name) for name in workdirs]
+  description = loaded[0][2]['featurizer']
+  for name, (_, _, meta) in zip(workdirs[1:], loaded[1:]):
+    if meta['featurizer'] != description:
+      raise UserError(f'{name}: uses another featurizer than {workdirs[0]}; predict with one kind')
+  return loaded
+
+
+def _featurizer_of(name: str, description: dict):
+  """The featurizer a saved model reads with; refused when this code builds its features otherwise."""
+  try:
+    featurizer = featurizers.build(description)
+  except (ValueError, TypeError) as error:
+    raise UserError(f'{name}: {error}') from None
+  # A property the code counts as defining the features must be as saved; an option that never
+  # changes them (estate's workers) need not.
+  built = featurizer.description()
+  differing = sorted(key for key in built if built[key] != description.get(key))
+  if differing:
+    raise UserError(
+      f'{name}: the model reads features from {transfer.describe(description)}, but this code builds '
+      f'them otherwise (different {", ".join(differing)}); predict with the version it was trained with'
+    )
+  return featurizer
+
+
+def _domain_warnings(featurizer, x: np.ndarray, metas: list[dict]) -> list[str]:
+  """Per input: the feature columns it uses that no model saw in its training data ('' if none)."""
+  seen = [set(meta['seen_columns']) for meta in metas if 'seen_columns' in meta]
+  if not seen:
+    return [''] * len(x)
+  known = set.intersection(*seen)
+  names = getattr(featurizer, 'column_names', lambda: [f'column {i}' for i in range(x.shape[1])])()
+  warnings = []
+  for row in x:
+    unseen = [names[j] for j in np.flatnonzero(row) if j not in known]
+    warnings.append(f'outside the training data: {", ".join(unseen)} never seen in training' if unseen else '')
+  return warnings
+
+
+def predict_inputs(workdirs: list[str], inputs: list[str]) -> Predictions:
+  """Every member of every model on `inputs`; featurized once (every model must use the same featurizer)."""
+  loaded = _load_models(workdirs)
+  featurizer = _featurizer_of(workdirs[0], loaded[0][2]['featurizer'])
+  x, _, invalid = featurizer.featurize(inputs)
+  errors = [''] * len(inputs)
+  for i, reason in invalid:
+    errors[i] = reason
+  kept = np.array([i for i, error in enumerate(errors) if not error], np.int64)
+  mean, std = np.full(len(inputs), np.nan), np.full(len(inputs), np.nan)
+  members = sum(meta['members'] for _, _, meta in loaded)
+  if len(kept):
+    predictions = np.concatenate(
+      [
+        evaluate(
+          model,
+          params,
+          data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+          data.TargetScaling(**meta['target_scaling']),
+          meta.get('eval_dropout_passes', 0),
+        )
+        for model, params, meta in loaded
+      ]
+    )
+    mean[kept], std[kept] = predictions.mean(axis=0), predictions.std(axis=0)
+  warnings = _domain_warnings(featurizer, x, [meta for _, _, meta in loaded])
+  warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
+  return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2])
+
+
+def _read_inputs(input_csv: str | None, column: str, inputs: list[str] | None):
+  """(inputs, 1-based row numbers, header and cells of the input CSV or None, where they came from)."""
+  if (input_csv is None) == (inputs is None):
+    raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')
+  if input_csv is None:
+    return list(inputs), list(range(1, len(inputs) + 1)), None, 'command line'
+  if not Path(input_csv).exists():
+    raise UserError(f'{input_csv}: no such file')
+  table = readers.read_csv(Path(input_csv), column, column, keep_cells=True)
+  return table.inputs, table.rows, (table.header, table.cells), input_csv
+
+
+def predict_file(
+  models: list[str],
+  *,
+  input_csv: str | None = None,
+  column: str = 'formula',
+  inputs: list[str] | None = None,
+  output: str | None = None,
+  fail_on_invalid: bool = False,
+  overwrite: bool = False,
+) -> Predictions:
+  """Predicts every input row and writes a CSV (to `output`, else standard output).
+
+  Columns: the input CSV's own (or `input`), then the prediction and std with the property and its
+  unit in their headers, then `error` (why an input has no prediction) and `warning`.
+  """
+  if output and Path(output).exists() and not overwrite:
+    raise UserError(f'{output}: already exists; pass --overwrite to replace it')
+  texts, rows, table, where = _read_inputs(input_csv, column, inputs)
+  if not texts:
+    raise UserError(f'{where}: no inputs to predict')
+  result = predict_inputs(models, texts)
+  invalid = [(rows[i], texts[i], error) for i, error in enumerate(result.errors) if error]
+  if invalid and fail_on_invalid:
+    raise UserError(format_rows(invalid, 'input', where, 'fix them, or drop --fail_on_invalid to list their errors'))
+  header, cells = table if table else (['input'], [[text] for text in texts])
+  header = header + [property_label(result.meta), property_label(result.meta, 'std'), 'error', 'warning']
+  lines = [
+    cell + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}', error, warning]
+    for cell, m, s, error, warning in zip(cells, result.mean, result.std, result.errors, result.warnings)
+  ]
+  if invalid:
+    logging.warning('%d of %d inputs have no prediction (see the error column)', len(invalid), len(texts))
+  outside = [f'{texts[i]}' for i, warning in enumerate(result.warnings) if warning]
+  if outside:
+    logging.warning(
+      '%d inputs lie outside the training data (see the warning column): %s',
+      len(outside),
+      listing(outside, 5),
+    )
+  if output:
+    with workdir.open_for_writing(output) as stream:
+      csv.writer(stream).writerows([header] + lines)
+    logging.info('wrote %d predictions to %s', len(texts), output)
+  else:
+    csv.writer(sys.stdout, lineterminator='\n').writerows([header] + lines)
+  return result
+
+
+def fingerprint(models: list[str], inputs: list[str], layer: int = 0, member: int = 0) -> tuple[np.ndarray, list[str]]:
+  """Activations after hidden layer `layer` (1-based; 0: the last) of one member, [N, width]; NaN rows where invalid.
+
+  Returns the features and the reason each input is invalid ('' where valid).
+  """
+  model, params, meta = _load_models(models[:1])[0]
+  hidden = layer or len(model.config.widths)
+  if not 1 <= hidden <= len(model.config.widths):
+    raise UserError(f'--layer={layer}: the hidden layers of {models[0]} are 1..{len(model.config.widths)}')
+  if not 0 <= member < meta['members']:
+    raise UserError(f'--member={member}: {models[0]} has members 0..{meta["members"] - 1}')
+  featurizer = _featurizer_of(models[0], meta['featurizer'])
+  x, _, invalid = featurizer.featurize(inputs)
+  errors = [''] * len(inputs)
+  for i, reason in invalid:
+    errors[i] = reason
+  kept = np.array([i for i, error in enumerate(errors) if not error], np.int64)
+  features = np.full((len(inputs), model.config.widths[hidden - 1]), np.nan, np.float32)
+  if len(kept):
+    one = jax.tree.map(lambda a: a[member : member + 1], params)  # keeps a member axis of one
+    scaled = data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept])
+    features[kept] = train.predict_in_batches(train.make_predict(model, hidden_layer=hidden), one, scaled)[0]
+  return features, errors
+
+
+def write_fingerprint(path: str | os.PathLike, inputs: list[str], features: np.ndarray, errors: list[str]) -> None:
+  """`.npy`: the [N, width] array (NaN rows where invalid); else a CSV of input, h1..hW, error."""
+  path = Path(path)
+  if path.suffix == '.npy':
+    with workdir.open_for_writing(path, 'wb') as stream:
+      np.save(stream, features)
+    return
+  with workdir.open_for_writing(path) as stream:
+    writer = csv.writer(stream)
+    writer.writerow(['input'] + [f'h{j + 1}' for j in range(features.shape[1])] + ['error'])
+    for text, row, error in zip(inputs, features, errors):
+      writer.writerow([text] + ([''] * len(row) if error else [f'{v:.6g}' for v in row]) + [error])

@@ -1,0 +1,401 @@
+"""One training run end to end: data -> features -> fit -> test metrics, predictions, the saved model.
+
+Pretraining and fine-tuning (`config.transfer.pretrained` names finished runs) both run here;
+`train_and_evaluate` is what the `train` and `finetune` commands call.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+from elemnet_jax import checkpoint, checks, data, datasets, featurizers, transfer, workdir
+from elemnet_jax.checks import TrainConfig
+from elemnet_jax.errors import UserError
+from elemnet_jax.fit import FitOptions, Progress, fit, fit_epochs
+from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.optimizer import learning_rate_schedule, make_optimizer
+from elemnet_jax.predict import evaluate, write_predictions
+from elemnet_jax.train import Members, data_mesh, init_state, stack_members
+
+# The record (metrics.json) and the config last: a run being set aside reads as finished until the end.
+LAYOUT = workdir.Layout(
+  kind='run',
+  config='config.json',
+  progress='checkpoints',
+  record='metrics.json',
+  outputs=(
+    'predictions_test.csv',
+    'split.csv',
+    'history.csv',
+    'log.txt',
+    'checkpoints',
+    checkpoint.MODEL_DIR,
+    'metrics.json',
+    'config.json',
+  ),
+)
+
+
+@dataclasses.dataclass
+class Inputs:
+  """Featurized, scaled data of one run, split into train/val/test."""
+
+  parts: dict[str, data.Examples]  # unscaled features and targets, for reporting
+  x: dict[str, np.ndarray]  # scaled features per split
+  y: dict[str, np.ndarray]  # scaled targets per split
+  featurizer: dict  # description
+  feature_scaling: data.FeatureScaling
+  target_scaling: data.TargetScaling
+  notes: dict
+
+
+def load_examples(dataset, featurizer_config, data_dir: str | None = None):
+  """Reads, validates, featurizes and groups a dataset; returns (examples, featurizer, notes, spec)."""
+  table, spec = datasets.load_table(
+    dataset.name,
+    dataset.get('target') or None,
+    data_dir=data_dir or None,
+    input_column=dataset.get('input_column', 'formula'),
+    input_kind=dataset.get('input_kind', 'formula'),
+    unit=dataset.get('unit', ''),
+  )
+  if dataset.get('resplit') and table.split is not None:  # one pool, grouped across the published split
+    table = dataclasses.replace(table, split=None)
+  try:
+    featurizer = featurizers.build(featurizer_config.to_dict())
+  except (ValueError, TypeError) as error:
+    raise UserError(f'--config.featurizer: {error}') from None
+  notes: dict = {'dataset': dataset.name}
+  tic = time.perf_counter()
+  examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False), notes=notes)
+  logging.info(
+    '%s: %d rows -> %d examples, featurized in %.1fs (%s)',
+    dataset.name,
+    len(table.inputs),
+    len(examples),
+    time.perf_counter() - tic,
+    notes,
+  )
+  exclude_from = [name for name in dataset.get('exclude_from', '').split(',') if name]
+  if exclude_from:
+    examples = _exclude(examples, exclude_from, featurizer, notes, dataset, data_dir)
+  return examples, featurizer, notes, spec
+
+
+def _exclude(examples, names: list[str], featurizer, notes: dict, dataset, data_dir) -> data.Examples:
+  """Leakage control: `examples` without the inputs that the datasets `names` hold (whatever their targets)."""
+  excluded, input_column = set(), dataset.get('input_column', 'formula')
+  for name in names:  # a registered dataset, or a CSV file whose `input_column` names the inputs
+    other_table, other_spec = datasets.load_table(
+      name, data_dir=data_dir or None, input_column=input_column, input_kind=featurizer.input_kind, inputs_only=True
+    )
+    if other_spec.input_kind != featurizer.input_kind:
+      raise UserError(
+        f'exclude_from={name}: it holds {other_spec.input_kind} inputs, this dataset {featurizer.input_kind} inputs'
+      )
+    excluded |= set(featurizer.featurize(other_table.inputs)[1]) - {''}  # an invalid input's key is ''
+  keep = np.array([key not in excluded for key in examples.keys])
+  notes['excluded'] = {'from': names, 'count': int((~keep).sum())}
+  logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(), names)
+  return examples.take(np.flatnonzero(keep))
+
+
+def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
+  """The units the model learns targets in.
+
+  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
+  with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
+  """
+  if source_meta is None:
+    return data.TargetScaling.fit(y_train, config.train.target_scaling)
+  if config.transfer.get('target_scaling', 'source') == 'refit':
+    return data.TargetScaling.fit(y_train, 'standard')
+  return data.TargetScaling(**source_meta['target_scaling'])
+
+
+def make_inputs(parts, featurizer_description: dict, config, source_meta=None, notes=None) -> Inputs:
+  """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
+  if source_meta is not None:
+    feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
+    checks.check_transfer_config(config.transfer)
+  else:
+    feature_scaling = data.FeatureScaling.fit(
+      parts['train'].x, config.features.drop_constant, config.features.standardize
+    )
+  target_scaling = fit_target_scaling(parts['train'].y, config, source_meta)
+  x = {name: feature_scaling(part.x) for name, part in parts.items()}
+  y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
+  return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
+
+
+def fit_options(train: TrainConfig, target_scaling: data.TargetScaling | None, n_train: int) -> FitOptions:
+  steps = train.steps_per_epoch(n_train)
+  rate = learning_rate_schedule(
+    train.learning_rate, train.schedule, int(train.warmup_epochs * steps), train.max_epochs * steps
+  )
+  return FitOptions(
+    batch_size=train.batch_size,
+    max_epochs=train.max_epochs,
+    patience=train.patience,
+    loss=train.loss,
+    log_every=train.log_every,
+    mode=train.mode,
+    eval_dropout_passes=train.eval_dropout_passes,
+    log_scale=target_scaling.scale if target_scaling else 1.0,
+    ema_decay=train.ema_decay,
+    learning_rate=rate if callable(rate) else (lambda step, rate=rate: rate),
+  )
+
+
+def build(
+  model_config: ElemNetConfig,
+  train: TrainConfig,
+  width: int,
+  n_train: int,
+  seeds: list[int],
+  *,
+  init_params: list | None = None,
+  rules=None,
+  reinit_head: bool = False,
+) -> Members:
+  """An ensemble of `len(seeds)` members ready to train on `n_train` rows (the schedule's length).
+
+  `init_params`: None (fresh initialisation) or one parameter tree per member, as
+  `transfer.source_members` gives them; `rules` freeze parts (`transfer.freeze_rules`).
+  """
+  steps = train.steps_per_epoch(n_train)
+  probe = ElemNet(model_config)
+  shapes = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
+  freezing = transfer.Freezing.from_rules(rules, shapes) if rules is not None else transfer.Freezing()
+  model = ElemNet(model_config, frozen_layers=freezing.positions)
+  optimizer = make_optimizer(
+    train.learning_rate,
+    name=train.optimizer,
+    schedule=train.schedule,
+    warmup_steps=int(train.warmup_epochs * steps),
+    total_steps=train.max_epochs * steps,
+    weight_decay=train.weight_decay,
+    decay_toward=train.decay_toward,
+    labels=freezing.labels,
+    body_lr_scale=train.body_lr_scale,
+  )
+  if init_params is not None and len(init_params) != len(seeds):
+    raise ValueError(f'{len(init_params)} initial parameter trees for {len(seeds)} members')
+  states = []
+  for k, seed in enumerate(seeds):
+    params = None if init_params is None else init_params[k]
+    if params is not None and reinit_head:
+      params = transfer.reinit_head(params, model, width, seed + 10_000)
+    states.append(init_state(model, optimizer, width, seed, params, train.ema_decay > 0))
+  return Members(model, optimizer, stack_members(states), freezing.paths)
+
+
+def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
+  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
+
+  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
+  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
+  """
+  n = rows[1].shape[-1]
+  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
+  tic = time.perf_counter()
+  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
+  logging.info('retraining took %.1fs', time.perf_counter() - tic)
+  return params
+
+
+@dataclasses.dataclass
+class Run:
+  """A run whose inputs are all checked and loaded, ready to train."""
+
+  config: ml_collections.ConfigDict  # as recorded in config.json (a fine-tune's model: the source's)
+  train: TrainConfig
+  workdir: workdir.Workdir
+  sources: dict[str, str]  # source run -> digest of its metrics.json
+  source_meta: dict | None
+  inputs: Inputs
+  featurizer: Any
+  model_config: ElemNetConfig
+  start: Any  # n_train -> Members, as `build` makes them
+  seeds: list[int]
+
+
+def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> Run:
+  """Checks everything and loads the data; nothing is written."""
+  train = checks.TrainConfig.from_config(config.train)
+  checks.check_seed(config.seed, count=train.ensemble)
+  split = checks.check_dataset(config.dataset)
+  source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
+  source_meta = source_params = None
+  config = config.copy_and_resolve_references()
+  if source_dirs:  # every source run checked and loaded before any work
+    _, source_params, source_meta = transfer.load_sources(source_dirs)
+    config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
+  run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
+  sources = workdir.digests(source_dirs)
+  run_dir.check_sources(sources)
+  examples, featurizer, notes, spec = load_examples(config.dataset, config.featurizer, config.data_dir)
+  if source_meta is not None:
+    transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
+  labels = data.assign_splits(examples, split, config.dataset.split_seed)
+  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
+  inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
+  seeds = [config.seed + k for k in range(train.ensemble)]
+  if source_meta is not None:
+    model_config = ElemNetConfig.from_dict(source_meta['model'])
+    rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
+    init_params = transfer.source_members(source_params, len(seeds))
+  else:
+    model_config, init_params, rules = checks.model_config_from(config), None, None
+  start = functools.partial(
+    build,
+    model_config,
+    train,
+    inputs.feature_scaling.width,
+    seeds=seeds,
+    init_params=init_params,
+    rules=rules,
+    reinit_head=config.transfer.get('reinit_head', False),
+  )
+  return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
+
+
+def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]:
+  """Fits the members with early stopping, resuming from and saving resumable checkpoints."""
+  path = run.workdir.path
+  manager = checkpoint.TrainingCheckpoints(path / 'checkpoints', run.train.checkpoint_every)
+  resume = None
+  if run.workdir.resume and manager.latest_epoch() is not None:
+    states, best, progress = manager.restore(members.states, jax.tree.map(jnp.copy, members.states.params))
+    members, resume = dataclasses.replace(members, states=states), (best, progress)
+    logging.info('resuming %s from epoch %d', path, progress.epoch)
+
+  def save(states, best_params, progress):
+    manager.save(states, best_params, progress)
+    write_history(path / 'history.csv', progress)
+
+  inputs = run.inputs
+  tic = time.perf_counter()
+  states, best_params, progress = fit(
+    members,
+    (inputs.x['train'], inputs.y['train']),
+    (inputs.x['val'], inputs.y['val']),
+    fit_options(run.train, inputs.target_scaling, len(inputs.parts['train'])),
+    mesh=mesh,
+    resume=resume,
+    save=save,
+    name=path.name,
+  )
+  manager.save(states, best_params, progress, force=True)
+  manager.close()
+  write_history(path / 'history.csv', progress)
+  logging.info('training took %.1fs', time.perf_counter() - tic)
+  return best_params, progress
+
+
+def write_history(path: Path, progress: Progress) -> None:
+  """history.csv: one row per epoch; train loss and validation MAE per member, in target units."""
+  members = len(progress.best_epoch)
+  with workdir.open_for_writing(path) as stream:
+    writer = csv.writer(stream)
+    writer.writerow(
+      ['epoch']
+      + [f'train_loss_{k}' for k in range(members)]
+      + [f'val_mae_{k}' for k in range(members)]
+      + ['learning_rate', 'seconds']
+    )
+    for entry in progress.history:
+      writer.writerow(
+        [entry['epoch']]
+        + [f'{v:.6g}' for v in entry['train_loss'] + entry['val_mae']]
+        + ['' if entry.get('learning_rate') is None else f'{entry["learning_rate"]:.6g}', entry.get('seconds', '')]
+      )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> dict:
+  """Pretrains, or fine-tunes when `config.transfer.pretrained` names finished runs; returns the metrics.
+
+  Writes config.json, sources.json (when fine-tuning), split.csv, log.txt, history.csv,
+  checkpoints/ (resumable), model/, predictions_test.csv and metrics.json into `path`.
+  """
+  run = prepare(config, path, overwrite)
+  members = run.start(len(run.inputs.parts['train']))
+  run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
+  with workdir.log_to(run.workdir.path / 'log.txt'):
+    data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
+    mesh = data_mesh() if run.train.data_parallel else None
+    best_params, progress = train_members(run, members, mesh)
+    return finish(run, members.model, best_params, progress, mesh)
+
+
+def finish(run: Run, model: ElemNet, best_params, progress: Progress, mesh=None) -> dict:
+  """Scores the members on test (retrained first if asked), saves the model, predictions and metrics."""
+  inputs, train, path = run.inputs, run.train, run.workdir.path
+  parts = inputs.parts
+  # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
+  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
+  if train.retrain_with_validation:  # feature and target scaling stay the training rows'
+    rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
+    options = fit_options(train, inputs.target_scaling, len(parts['train']))
+    best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
+  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
+  test, source_dir = parts['test'], ','.join(run.sources)
+  metrics = {
+    'test': regression_metrics(test.y, predictions.mean(axis=0)),
+    'val': regression_metrics(parts['val'].y, val_predictions.mean(axis=0)),
+    'test_members': [regression_metrics(test.y, p) for p in predictions],
+    'best_epoch': progress.best_epoch,
+    'epochs': progress.epoch,
+    'retrained_with_validation': train.retrain_with_validation,
+    'members': len(run.seeds),
+    'parameters': count_params(jax.tree.map(lambda a: a[0], best_params)),
+    'split_sizes': {name: len(part) for name, part in parts.items()},
+    'data': inputs.notes,
+    'frozen_layers': list(model.frozen_layers),
+    'pretrained': source_dir or None,
+  }
+  checkpoint.save_model(path, best_params, model_meta(run, model))
+  write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
+  workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
+  run.workdir.finish()
+  logging.info(
+    'test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)',
+    metrics['test']['mae'],
+    metrics['test']['rmse'],
+    metrics['test']['r2'],
+    metrics['test']['n'],
+  )
+  return metrics
+
+
+def model_meta(run: Run, model: ElemNet) -> dict:
+  """What a later fine-tune or prediction needs to read the saved parameters."""
+  inputs, config = run.inputs, run.config
+  seen = np.flatnonzero(np.any(inputs.parts['train'].x != 0, axis=0))
+  return {
+    'model': run.model_config.to_dict(),
+    'featurizer': inputs.featurizer,
+    'feature_scaling': inputs.feature_scaling.to_dict(),
+    'target_scaling': inputs.target_scaling.to_dict(),
+    'members': len(run.seeds),
+    'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
+    'target': inputs.notes['target'],
+    'seen_columns': [int(j) for j in seen],  # raw feature columns that are non-zero in some training row
+    'eval_dropout_passes': run.train.eval_dropout_passes,
+    'frozen_layers': list(model.frozen_layers),
+  }

@@ -1,0 +1,126 @@
+"""A study's data: the source model (finished runs, or one pretrained in the study's workdir) and the target folds."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import ml_collections
+import numpy as np
+from absl import logging
+
+from elemnet_jax import data, run, transfer, workdir
+from elemnet_jax.errors import UserError
+from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.study_plan import check_study_depths, make_folds
+
+
+@dataclasses.dataclass
+class Source:
+  """The pretrained model a study transfers from: one or several finished runs as one ensemble."""
+
+  dirs: list[Path]
+  model: ElemNet
+  params: Any  # [K, ...]
+  meta: dict
+  metrics: list[dict]  # metrics.json of each run
+  test_mae: float  # of the ensemble on the source's test split
+
+  @property
+  def model_config(self) -> ElemNetConfig:
+    return ElemNetConfig.from_dict(self.meta['model'])
+
+
+def read_source(source_dirs: list[Path]) -> Source:
+  """Finished runs as one source; several share a test split, scored by their member-weighted mean."""
+  model, params, meta = transfer.load_sources(source_dirs)
+  metrics = [workdir.read_json(d / 'metrics.json', 'the run did not finish') for d in source_dirs]
+  if len(source_dirs) == 1:
+    return Source(source_dirs, model, params, meta, metrics, metrics[0]['test']['mae'])
+  predictions, weights = [], [m['members'] for m in metrics]
+  for source_dir in source_dirs:
+    with open(source_dir / 'predictions_test.csv', newline='') as stream:
+      rows = list(csv.DictReader(stream))
+    predictions.append([float(row['prediction']) for row in rows])
+  truth = np.array([float(row['target']) for row in rows])
+  mean = np.average(np.array(predictions), axis=0, weights=weights)
+  return Source(source_dirs, model, params, meta, metrics, regression_metrics(truth, mean)['mae'])
+
+
+def pretrain_source(config, path: Path, overwrite: bool) -> Source:
+  """The source the study pretrains itself in `path/pretrain`, reused when its config matches."""
+  source_dir = path / 'pretrain'
+  done = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
+  if not done or workdir.config_differences(source_dir / 'config.json', config.source):
+    logging.info('pretraining on %s in %s', config.source.dataset.name, source_dir)
+    run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
+  return read_source([source_dir])
+
+
+def named_sources(config) -> list[Path]:
+  """The finished runs `study.pretrained` names, each checked for the leakage control asked for."""
+  study, target = config.study, config.target
+  dirs = [Path(name) for name in transfer.source_workdirs(study.pretrained)]
+  for source_dir in dirs:
+    metrics = workdir.read_json(source_dir / 'metrics.json', 'the run did not finish')
+    if study.exclude_target_from_source and target.dataset.name not in metrics['data'].get('excluded', {}).get(
+      'from', []
+    ):
+      raise UserError(
+        f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
+        '--config.study.pretrained to pretrain here with exclude_target_from_source=True'
+      )
+  return dirs
+
+
+def leakage_record(source: Source, examples: data.Examples, target_name: str) -> dict:
+  """How much of the target the source saw: removed from its data, or among the rows it trained on."""
+  excluded = [metrics['data'].get('excluded') for metrics in source.metrics]
+  removed = all(found and target_name in found['from'] for found in excluded)  # not another dataset
+  seen = set()  # a composition any run trained on counts (its validation rows too, if retrained)
+  for source_dir, metrics in zip(source.dirs, source.metrics):
+    trained_on = {'train', 'val'} if metrics.get('retrained_with_validation') else {'train'}
+    if (source_dir / 'split.csv').exists():
+      with open(source_dir / 'split.csv', newline='') as stream:
+        seen |= {row['key'] for row in csv.DictReader(stream) if row['split'] in trained_on}
+  return {
+    'target_in_source_train': sum(key in seen for key in examples.keys),
+    'source': ','.join(map(str, source.dirs)),
+    'source_dataset': source.meta['dataset']['name'],
+    'source_test_mae': source.test_mae,
+    'source_test_n': source.metrics[0]['test']['n'],  # a resplit source has its own, smaller test split
+    'source_runs': len(source.dirs),
+    'target_excluded_from_source': removed,
+    'excluded_count': min(found['count'] for found in excluded) if removed else 0,
+    'source_members': source.meta['members'],
+  }
+
+
+def load_target(config, model_config: ElemNetConfig, featurizer_config: dict):
+  """The target examples, featurized as the source model's inputs are, and its folds."""
+  study, target = config.study, config.target
+  target.featurizer = ml_collections.ConfigDict(
+    {k: v for k, v in featurizer_config.items() if k not in ('width', 'elements')}
+  )
+  examples, featurizer, notes, spec = run.load_examples(
+    target.dataset, target.featurizer, config.data_dir or target.data_dir
+  )
+  notes['target'] = spec.describe_target(target.dataset.get('target') or spec.targets[0])
+  check_study_depths(study, model_config)
+  if study.folds and examples.split is not None:  # its repeats are grouped within each published part
+    raise UserError(
+      f'{target.dataset.name}: ships its own split, which cross-validation would ignore; add '
+      '--config.target.dataset.resplit=True to pool it first'
+    )
+  split, seed = tuple(target.dataset.split), target.dataset.split_seed
+  folds = make_folds(examples, study.folds, split, seed, study.val_fraction, target.dataset.name)
+  for fold in folds:
+    if study.rotate_validation and len(fold.val) > len(fold.train):
+      raise UserError(
+        f'--config.study.rotate_validation=True: fold {fold.index} has {len(fold.val)} validation but only '
+        f'{len(fold.train)} training rows, too few to hold out a validation block for each later seed'
+      )
+  return examples, featurizer, notes, folds

@@ -1,0 +1,203 @@
+"""What a transfer study runs: its methods (`Arm`), folds, nested training-set sizes and config checks."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from elemnet_jax import checks, data, transfer
+from elemnet_jax.errors import UserError
+from elemnet_jax.model import ElemNetConfig
+
+# featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
+METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+  """One method of the study with its setting: the unit its rows, tables and figures are named by."""
+
+  method: str
+  freeze_layers: int | None = None  # finetune: the first k dense layers frozen
+  layer: int | None = None  # featurizer and head: the hidden layer whose activations they read
+
+  @property
+  def label(self) -> str:
+    if self.method == 'finetune':
+      return f'fine-tune (freeze {self.freeze_layers})'
+    if self.method == 'featurizer':
+      return f'frozen featurizer (layer {self.layer}) + ridge'
+    if self.method == 'head':
+      return f'frozen featurizer (layer {self.layer}) + head network'
+    return {'scratch': 'scratch', 'direct': 'pretrained, applied directly'}[self.method]
+
+  @classmethod
+  def of(cls, row: dict) -> Arm:
+    return cls(row['method'], row.get('freeze_layers'), row.get('layer'))
+
+
+def network_arms(study: ml_collections.ConfigDict) -> list[Arm]:
+  """The arms that train a network, in the order they run: scratch, fine-tuning depths, head."""
+  arms = [Arm('scratch')] if 'scratch' in study.methods else []
+  if 'finetune' in study.methods:
+    arms += [Arm('finetune', freeze_layers=k) for k in study.freeze_layers]
+  if 'head' in study.methods:
+    arms.append(Arm('head', layer=study.featurizer_layer))
+  return arms
+
+
+@dataclasses.dataclass
+class Fold:
+  """One held-out test set and the training/validation data around it (unscaled)."""
+
+  index: int
+  train: data.Examples
+  val: data.Examples
+  test: data.Examples
+
+
+def make_folds(examples, folds: int, split, seed: int, val_fraction: float, dataset: str = 'dataset') -> list[Fold]:
+  """k-fold cross-validation (folds >= 2), or the one fixed split given by `split` (folds = 0)."""
+  rng = np.random.default_rng(seed)
+  n = len(examples)
+  if folds == 0:
+    labels = data.assign_splits(examples, split, seed)
+    parts = data.split_examples(examples, labels, dataset=dataset)
+    return [Fold(0, parts['train'], parts['val'], parts['test'])]
+  if folds < 0 or folds == 1 or folds > n:
+    raise UserError(f'study.folds={folds}: use 0 (a fixed split) or 2..{n}')
+  order = rng.permutation(n)
+  result = []
+  for f, test_index in enumerate(np.array_split(order, folds)):
+    rest = np.setdiff1d(order, test_index)
+    rest = rest[np.random.default_rng(seed + 1 + f).permutation(len(rest))]
+    n_val = max(1, round(val_fraction * n))
+    if n_val >= len(rest):
+      raise UserError(
+        f'study.val_fraction={val_fraction}: holds out {n_val} of all {n} examples for validation, '
+        f'leaving none of the {len(rest)} non-test rows of a fold to train on'
+      )
+    result.append(Fold(f, examples.take(rest[n_val:]), examples.take(rest[:n_val]), examples.take(test_index)))
+  return result
+
+
+def validation_rotation(n_train: int, n_val: int, members: int, rng: np.random.Generator):
+  """Each member's training and validation rows of a fold's pool: the fold's validation rows, then its training rows.
+
+  Returns index arrays [members, n_train] and [members, n_val] into that pool. Member 0 keeps the
+  fold's own split; member k >= 1 holds out the (k-1)-th block of n_val rows of a random order of
+  the training rows (wrapping around: blocks overlap only when (members - 1) x n_val exceeds
+  n_train) and trains on the rest of the pool in pool order. Together the members learn from
+  every non-test row.
+  """
+  pool = np.arange(n_val + n_train)
+  shuffled = n_val + rng.permutation(n_train)
+  blocks = shuffled[(np.arange(members - 1)[:, None] * n_val + np.arange(n_val)) % n_train]
+  val = np.concatenate([pool[None, :n_val], blocks])
+  train = np.stack([np.setdiff1d(pool, held_out) for held_out in val])
+  return train, val
+
+
+def member_rows(pool: np.ndarray, rows_MxN: np.ndarray) -> np.ndarray:
+  """Rows of a pool shared by the members ([P, ...]) or each member's own ([M, P, F]); no member axis for one."""
+  taken = pool[np.arange(len(rows_MxN))[:, None], rows_MxN] if pool.ndim == 3 else pool[rows_MxN]
+  return taken[0] if len(rows_MxN) == 1 else taken
+
+
+def subset_sizes(n_train: int, fractions) -> list[int]:
+  return [max(1, round(f * n_train)) for f in fractions]
+
+
+def training_order(n_train: int, split_seed: int, fold_index: int) -> np.ndarray:
+  """The order in which a fold's training rows enter the nested subsets: size n trains on the first n."""
+  return np.random.default_rng(split_seed + 100 + fold_index).permutation(n_train)
+
+
+def head_config(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> ElemNetConfig:
+  """The small network trained on frozen hidden activations: `study.head_widths`, no dropout."""
+  return ElemNetConfig(
+    widths=tuple(study.head_widths),
+    dropout_after=(),
+    dropout_rates=(),
+    use_dropout=False,
+    activation=model_config.activation,
+  )
+
+
+def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
+  """Every part scaled by the mean and std of features['pool'][train_index]; constant (dead) units stay 0."""
+  scaling = data.FeatureScaling.fit(features['pool'][train_index], drop_constant=False, standardize=True)
+  return {name: scaling(value) for name, value in features.items()}
+
+
+def check_study_config(config: ml_collections.ConfigDict) -> None:
+  """Raises UserError for a study config that cannot run; nothing is read or trained."""
+  study, source, target = config.study, config.source, config.target
+  if not study.methods:
+    raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
+  for method in study.methods:
+    if method not in METHODS:
+      raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
+  if study.seeds < 1:
+    raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
+  if not 0 < study.val_fraction < 1:
+    raise UserError(
+      f'--config.study.val_fraction={study.val_fraction}: give the share of all examples held out for '
+      'validation under cross-validation, between 0 and 1 (exclusive)'
+    )
+  _check_validation_options(study)
+  for where, section in (('source.train', source.train), ('target.train', target.train)):
+    checks.TrainConfig.from_config(section, where)
+  checks.TrainConfig.from_config(study.scratch_train, 'study.scratch_train')
+  for where, section in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
+    if section.get('retrain_with_validation', False):
+      raise UserError(
+        f'--config.{where}.retrain_with_validation=True: a study retrains its networks and ridge with '
+        '--config.study.retrain_with_validation=True'
+      )
+  checks.check_dataset(target.dataset, 'target.dataset')
+  checks.check_seed(config.seed, count=study.seeds)
+  checks.check_transfer_config(target.transfer, 'target.transfer')
+  for field in ('methods', 'freeze_layers', 'train_fractions'):  # a repeat would count its runs twice in a cell
+    values = tuple(study[field])
+    if len(set(values)) != len(values):
+      raise UserError(f'--config.study.{field}={values}: name each value once')
+  if not all(0 < f <= 1 for f in study.train_fractions):
+    raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
+  widths = study.get('head_widths')
+  if 'head' in study.methods and widths is None:
+    raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
+  if widths is not None and not (
+    widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
+  ):
+    raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
+
+
+def _check_validation_options(study: ml_collections.ConfigDict) -> None:
+  if study.rotate_validation and study.seeds < 2:
+    raise UserError(
+      '--config.study.rotate_validation=True needs --config.study.seeds >= 2: '
+      "the first seed keeps the split's own validation rows, so with one seed nothing rotates"
+    )
+  if study.rotate_validation and not {'scratch', 'finetune', 'head'} & set(study.methods):
+    raise UserError(
+      '--config.study.rotate_validation=True rotates the seeds of scratch, finetune and head; '
+      f'--config.study.methods={tuple(study.methods)} has none of them'
+    )
+  if study.retrain_with_validation and not {'scratch', 'finetune', 'head', 'featurizer'} & set(study.methods):
+    raise UserError(
+      '--config.study.retrain_with_validation=True retrains scratch, finetune, head and featurizer; '
+      f'--config.study.methods={tuple(study.methods)} has none of them'
+    )
+
+
+def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> None:
+  """Raises UserError unless the freeze depths and the featurizer layer exist in the source model."""
+  for depth in study.freeze_layers:
+    transfer.layer_rules(depth, model_config)
+  if not 1 <= study.featurizer_layer <= len(model_config.widths):
+    raise UserError(
+      f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
+    )

@@ -1,0 +1,198 @@
+"""A study's report: results.md (mean +- std per method and training-set size) and its two figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from elemnet_jax import workdir
+from elemnet_jax.study_plan import Arm
+
+
+def summarise(rows: list[dict], ensembles: bool = False) -> dict:
+  """Arm -> train_fraction -> (mean MAE, std MAE, runs, median train_size).
+
+  Single runs by default; with `ensembles`, the rows that score the mean prediction of the seeds.
+  """
+  table: dict = {}
+  for row in rows:
+    if row.get('ensemble', False) != ensembles:
+      continue
+    table.setdefault(Arm.of(row), {}).setdefault(row['train_fraction'], []).append((row['mae'], row['train_size']))
+  return {
+    arm: {
+      f: (
+        float(np.mean([m for m, _ in v])),
+        float(np.std([m for m, _ in v])),
+        len(v),
+        int(np.median([s for _, s in v])),
+      )
+      for f, v in cells.items()
+    }
+    for arm, cells in table.items()
+  }
+
+
+def _table(summary: dict, fractions, sizes) -> list[str]:
+  arms = [arm for arm in summary if arm.method != 'direct']
+  lines = ['| share of target train (n) | ' + ' | '.join(a.label for a in arms) + ' |', '|---' * (len(arms) + 1) + '|']
+  for f in fractions:
+    cells = []
+    best = min((summary[a][f][0] for a in arms if f in summary[a]), default=None)
+    for arm in arms:
+      if f not in summary[arm]:
+        cells.append('')
+        continue
+      mean, std, _, _ = summary[arm][f]
+      text = f'{mean:.4f} +- {std:.4f}'
+      cells.append(f'**{text}**' if mean == best else text)
+    lines.append(f'| {f:.0%} ({sizes[f]}) | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _members(count: int) -> str:
+  if count < 2:
+    return ''
+  return (
+    f'an ensemble of {count} pretrained members, the k-th seed fine-tuned from member k mod {count}, '
+    'the frozen featurizer reads member 0; '
+  )
+
+
+def _source_test(leakage: dict) -> str:
+  runs = leakage.get('source_runs', 1)
+  score = f'test MAE {leakage["source_test_mae"]:.4f} on {leakage["source_test_n"]:,} examples'
+  return score if runs < 2 else f'pretrained as {runs} separate runs, ensemble {score}'
+
+
+def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool) -> str:
+  ridge = ', ridge one per fold' if has_ridge else ''  # it has no seeds
+  text = (
+    f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds{ridge}; '
+    f'study.folds={study.folds}, study.seeds={study.seeds}'
+  )
+  if study.rotate_validation:
+    text += (
+      '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '
+      "block of the fold's training rows and trains on the rest and the validation rows"
+    )
+  if study.get('retrain_with_validation', False):
+    text += (
+      '; retrained: each model trained again from the same start on its training and validation rows '
+      '(n counts both) for the epochs early stopping chose, ridge with the alpha validation chose'
+    )
+  kept = 'REMOVED from' if leakage['target_excluded_from_source'] else 'KEPT in'
+  return (
+    text + f'). Source: {leakage["source_dataset"]} '
+    f'({_members(leakage.get("source_members", 1))}{_source_test(leakage)}); target inputs {kept} the source data '
+    f'({leakage["excluded_count"]} removed; {leakage["target_in_source_train"]} of the target inputs are among the '
+    'rows the source trained on).'
+  )
+
+
+def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, study, context: dict, echo=True) -> str:
+  """results.md, learning_curve.{png,svg} and parity.{png,svg}; returns the markdown.
+
+  `context`: the target's 'quantity' and 'unit', and the 'source' and 'target' dataset names.
+  """
+  summary = summarise(rows)
+  fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
+  arms = [arm for arm in summary if arm.method != 'direct']
+  sizes = {f: max(v[f][3] for v in summary.values() if f in v) for f in fractions}
+  unit = f' ({context["unit"]})' if context.get('unit') else ''
+  lines = [f'# {context["source"]} -> {context["target"]}: {context["quantity"]}, test MAE{unit}', '']
+  lines += _table(summary, fractions, sizes)
+  for arm, cells in summary.items():
+    if arm.method == 'direct':
+      mean, std, runs, _ = cells[0.0]
+      lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} ({runs} folds).')
+  runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
+  lines.append(_protocol(study, leakage, runs_per_cell, any(arm.method == 'featurizer' for arm in summary)))
+  scratch = summary.get(Arm('scratch'), {})
+  transfer_arms = [a for a in arms if a.method in ('finetune', 'featurizer', 'head')]
+  if scratch and transfer_arms:
+    shared = [f for f in fractions if f in scratch and any(f in summary[a] for a in transfer_arms)]
+    wins = all(min(summary[a][f][0] for a in transfer_arms if f in summary[a]) < scratch[f][0] for f in shared)
+    lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
+  ensembles = summarise(rows, ensembles=True)
+  if ensembles:
+    lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
+    lines += _table(ensembles, fractions, sizes)
+  text = '\n'.join(lines) + '\n'
+  workdir.write_text(path / 'results.md', text)
+  _plot_learning_curve(path, summary, fractions, sizes, context)
+  _plot_parity(path, parity, context)
+  if echo:
+    print(text)
+  return text
+
+
+def _pyplot():
+  import matplotlib
+
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  return plt
+
+
+def _axis(context: dict, what: str) -> str:
+  unit = f' ({context["unit"]})' if context.get('unit') else ''
+  return f'{what} {context["quantity"]}{unit}'
+
+
+def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: dict) -> None:
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(6, 4.2))
+  for arm, cells in summary.items():
+    if arm.method == 'direct':
+      axes.axhline(cells[0.0][0], color='grey', linestyle='--', label=arm.label)
+      continue
+    present = [f for f in fractions if f in cells]
+    axes.errorbar(
+      [sizes[f] for f in present],
+      [cells[f][0] for f in present],
+      yerr=[cells[f][1] for f in present],
+      marker='o',
+      capsize=3,
+      label=arm.label,
+    )
+  axes.set_xscale('log')
+  axes.set_xticks([sizes[f] for f in fractions], [f'{sizes[f]}\n({f:.0%})' for f in fractions])
+  axes.minorticks_off()
+  axes.set_xlabel(f'{context["target"]} training-set size')
+  axes.set_ylabel(_axis(context, 'test MAE of'))
+  axes.set_title(f'{context["source"]} -> {context["target"]}', fontsize=10)
+  axes.legend(fontsize=8)
+  axes.grid(alpha=0.3)
+  figure.tight_layout()
+  workdir.save_figure(figure, path / 'learning_curve.png')
+  plt.close(figure)
+
+
+def _plot_parity(path: Path, parity: dict, context: dict) -> None:
+  """Scratch against the transfer arm with the best validation MAE (never chosen on test)."""
+  target, predictions = parity.get('target'), parity.get('predictions', {})
+  candidates = [label for label in predictions if label != Arm('scratch').label]
+  if target is None or Arm('scratch').label not in predictions or not candidates:
+    return
+  target = np.asarray(target)
+  best = min(candidates, key=lambda label: parity['val_mae'][label])
+  plt = _pyplot()
+  figure, axes = plt.subplots(figsize=(4.8, 4.8))
+  for label, color in ((Arm('scratch').label, 'tab:red'), (best, 'tab:blue')):
+    values = np.asarray(predictions[label])
+    mae = np.abs(values - target).mean()
+    axes.scatter(target, values, s=9, alpha=0.6, color=color, label=f'{label} (MAE {mae:.3f})')
+  shown = np.concatenate([target] + [np.asarray(predictions[label]) for label in (Arm('scratch').label, best)])
+  low, high = float(shown.min()), float(shown.max())
+  axes.plot([low, high], [low, high], color='black', linewidth=0.8)
+  axes.set_aspect('equal')
+  axes.set_xlabel(_axis(context, 'target'))
+  axes.set_ylabel(_axis(context, 'predicted'))
+  axes.set_title(f'{context["target"]} test split, fold 0 ({context["source"]} source)', fontsize=10)
+  axes.legend(fontsize=8)
+  figure.tight_layout()
+  workdir.save_figure(figure, path / 'parity.png')
+  plt.close(figure)

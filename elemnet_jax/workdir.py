@@ -1,0 +1,266 @@
+"""Workdirs: one lifecycle for training runs and studies, and writes that a kill never half-does.
+
+A workdir is new, interrupted (its config and progress are there: it resumes when started again
+with the same config and sources) or finished (refused unless `overwrite`). The outputs of a run
+being replaced are set aside in ``replaced/`` until the replacement finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging as python_logging
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from absl import logging
+
+from elemnet_jax.errors import UserError
+
+# Fields a saved config or model meta may lack, with the value that reads the same as the field absent.
+OPTIONAL_FIELDS = {
+  'decay_toward': 'zero',
+  'ema_decay': 0.0,
+  'morgan_bits': 0,
+  'morgan_radius': 2,
+  'head_widths': [64, 32],
+  'rotate_validation': False,
+  'retrain_with_validation': False,
+  'exclude_from': '',
+  'frozen_layers': [],
+  'resplit': False,
+  'unit': '',
+}
+_ABSENT = object()
+
+
+def differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
+  """Dotted names of the fields in which two JSON trees differ (an absent optional field reads as its default)."""
+  if isinstance(saved, dict) and isinstance(current, dict):
+    return [
+      name
+      for key in sorted(saved.keys() | current.keys())
+      for name in differences(
+        saved.get(key, OPTIONAL_FIELDS.get(key, _ABSENT)),
+        current.get(key, OPTIONAL_FIELDS.get(key, _ABSENT)),
+        f'{prefix}{key}.',
+      )
+    ]
+  return [] if saved == current else [prefix.rstrip('.')]
+
+
+def config_differences(saved_path: Path, config) -> list[str]:
+  """Dotted names of the fields in which the config saved at `saved_path` differs from `config`."""
+  try:
+    saved = json.loads(Path(saved_path).read_text())
+  except (OSError, ValueError):
+    return [f'{Path(saved_path).name} unreadable']
+  return differences(saved, json.loads(config.to_json()))
+
+
+def read_json(path: Path, missing: str) -> dict:
+  """A JSON record (config.json, metrics.json); missing or corrupted: one line naming the file."""
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise UserError(f'{path}: missing; {missing}') from None
+  except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    raise UserError(f'{path}: corrupted ({error})') from None
+
+
+def digests(run_dirs: Sequence[str | os.PathLike]) -> dict[str, str]:
+  """Each finished run named -> the SHA-256 of its metrics.json, which training it again rewrites."""
+  for name in run_dirs:  # a run without its record did not finish: one line, not a traceback
+    read_json(Path(name) / 'metrics.json', 'the run did not finish')
+  return {str(name): hashlib.sha256((Path(name) / 'metrics.json').read_bytes()).hexdigest() for name in run_dirs}
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """What one kind of workdir holds."""
+
+  kind: str  # 'run' or 'study', for messages
+  config: str  # the file the config is recorded in
+  progress: str  # what an interrupted one resumes from
+  record: str  # JSON written last; finished unless it says "finished": false
+  outputs: tuple[str, ...]  # set aside when replaced; the config file last
+
+
+SOURCES = 'sources.json'
+
+
+class Workdir:
+  """The lifecycle of one workdir: `check_*` before any work, `start` once inputs are valid, `finish` at the end."""
+
+  def __init__(self, path: str | os.PathLike, layout: Layout, config, overwrite: bool = False):
+    self.path, self.layout, self.config, self.overwrite = Path(path), layout, config, overwrite
+    self.resume = False
+    if self.finished():
+      if not overwrite:
+        raise UserError(
+          f'{self.path}: holds a finished {layout.kind} ({layout.record}); choose another --workdir or pass '
+          '--overwrite to replace it'
+        )
+      return
+    saved = self.path / layout.config
+    if overwrite or not (saved.exists() and (self.path / layout.progress).exists()):
+      return
+    changed = config_differences(saved, config)
+    if changed:
+      raise UserError(
+        f'{self.path}: holds an interrupted {layout.kind} with a different config ({", ".join(changed)}); resume it '
+        'with the same flags, choose another --workdir, or pass --overwrite'
+      )
+    self.resume = True
+
+  def finished(self) -> bool:
+    try:
+      return bool(json.loads((self.path / self.layout.record).read_text()).get('finished', True))
+    except (OSError, ValueError, AttributeError):  # absent or cut short: not finished
+      return False
+
+  def check_sources(self, sources: dict[str, str]) -> None:
+    """An interrupted workdir resumes only from the source runs it started from, as they were then."""
+    record = self.path / SOURCES
+    if not self.resume or not record.exists():
+      return
+    started = list(read_json(record, 'the run did not finish').values())  # by position: names may differ
+    for name, digest, before in zip(sources, sources.values(), started):
+      if digest != before:
+        raise UserError(
+          f'{self.path}: holds an interrupted {self.layout.kind} started from {name} as it was before it was trained '
+          'again; pass --overwrite to start over from the run it holds now'
+        )
+
+  def start(self, sources: dict[str, str] | None = None) -> None:
+    """Sets earlier outputs aside unless resuming, then records the config (and the sources)."""
+    if not self.resume:
+      outputs = (SOURCES,) + self.layout.outputs
+      aside = set_aside(self.path, outputs, finished=self.finished())
+      if aside:
+        logging.warning(
+          '%s: the %s it replaces is kept in %s until this one finishes', self.path, self.layout.kind, aside
+        )
+    self.path.mkdir(parents=True, exist_ok=True)
+    write_text(self.path / self.layout.config, self.config.to_json(indent=2))
+    if sources and not self.resume:
+      write_text(self.path / SOURCES, json.dumps(sources, indent=1))
+
+  def finish(self) -> None:
+    discard_set_aside(self.path)
+
+
+_NOISY = ('/orbax/', '/etils/')
+
+
+class QuietLibraries(python_logging.Filter):
+  """Drops INFO chatter of orbax and friends; their warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
+
+
+@contextlib.contextmanager
+def log_to(path: Path) -> Iterator[None]:
+  """Appends the absl log (INFO and up) to `path` while the block runs."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  handler = python_logging.FileHandler(path)
+  handler.setFormatter(python_logging.Formatter('%(asctime)s %(levelname)s %(message)s', '%Y-%m-%d %H:%M:%S'))
+  handler.setLevel(python_logging.INFO)
+  handler.addFilter(QuietLibraries())
+  logger = python_logging.getLogger('absl')
+  level = logger.level
+  logger.addHandler(handler)
+  if logger.getEffectiveLevel() > python_logging.INFO:  # the file gets INFO whatever the console shows
+    logger.setLevel(python_logging.INFO)
+  try:
+    yield
+  finally:
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+    handler.close()
+
+
+@contextlib.contextmanager
+def open_for_writing(path: str | os.PathLike, mode: str = 'w') -> Iterator[IO]:
+  """Opens a sibling temporary file; renames it over `path` only when the block succeeds.
+
+  The temporary name is hidden and ours (`.out.csv.elemnet_jax.tmp`), so that no file of the user's
+  (an `out.csv.tmp`, say) is overwritten, and the same each time, so that one left by a kill is reused.
+  """
+  path = Path(path)
+  temporary = path.with_name(f'.{path.name}.elemnet_jax.tmp')
+  try:  # closed by the `with` below, before the rename
+    stream = open(temporary, mode) if 'b' in mode else open(temporary, mode, newline='')
+  except OSError as error:  # named by the path the user gave, not the temporary one
+    raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
+  try:
+    with stream:
+      yield stream
+    try:
+      os.replace(temporary, path)
+    except OSError as error:
+      raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
+  finally:
+    temporary.unlink(missing_ok=True)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+  with open_for_writing(path) as stream:
+    stream.write(text)
+
+
+def save_figure(figure, path: Path) -> None:
+  """A matplotlib figure as PNG at `path` and as SVG beside it, each through a temporary sibling."""
+  with open_for_writing(path, 'wb') as stream:
+    figure.savefig(stream, format='png', dpi=120)
+  with open_for_writing(path.with_suffix('.svg'), 'wb') as stream:
+    figure.savefig(stream, format='svg')
+
+
+REPLACED = 'replaced'
+
+
+def set_aside(directory: Path, names: tuple[str, ...], finished: bool = False) -> Path | None:
+  """Moves the named outputs of an earlier run into ``directory/replaced/``; None when there are none.
+
+  They stay there until the run replacing them finishes (`discard_set_aside`), so a replacement that
+  diverges or is killed loses nothing. Where ``replaced/`` exists already, the outputs present are
+  those of such an unfinished replacement: they are deleted and the older run stays set aside,
+  unless they are `finished` (then they replace it). The moves go through ``replaced.partial/``,
+  which a set-aside cut short leaves to be completed by the next.
+  """
+  present = [directory / name for name in names if (directory / name).exists()]
+  aside, partial = directory / REPLACED, directory / (REPLACED + '.partial')
+  if aside.exists() and not finished:
+    for path in present:
+      shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return aside
+  _delete(aside)  # an older run set aside, displaced by a finished one
+  if not (present or partial.exists()):
+    return None
+  partial.mkdir(exist_ok=True)
+  for path in present:
+    os.replace(path, partial / path.name)
+  os.replace(partial, aside)
+  return aside
+
+
+def discard_set_aside(directory: Path) -> None:
+  """Deletes ``replaced/``, and a ``replaced.partial/`` that a kill left behind."""
+  _delete(directory / REPLACED)
+  _delete(directory / (REPLACED + '.partial'))
+
+
+def _delete(folder: Path) -> None:
+  """Renamed first, so that a kill midway never leaves a part of it under its name."""
+  discarded = folder.with_name(folder.name + '.discarded')
+  shutil.rmtree(discarded, ignore_errors=True)
+  if folder.exists():
+    os.replace(folder, discarded)
+    shutil.rmtree(discarded, ignore_errors=True)

@@ -6,13 +6,11 @@ Pretraining and fine-tuning (`config.transfer.pretrained` names finished runs) b
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import functools
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -24,7 +22,7 @@ from absl import logging
 from elemnet_jax import checkpoint, checks, data, datasets, featurizers, transfer, workdir
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.errors import UserError
-from elemnet_jax.fit import FitOptions, Progress, fit, fit_epochs
+from elemnet_jax.fit import FitOptions, Progress, fit, fit_epochs, write_history
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 from elemnet_jax.optimizer import learning_rate_schedule, make_optimizer
@@ -306,25 +304,6 @@ def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]
   write_history(path / 'history.csv', progress)
   logging.info('training took %.1fs', time.perf_counter() - tic)
   return best_params, progress
-
-
-def write_history(path: Path, progress: Progress) -> None:
-  """history.csv: one row per epoch; train loss and validation MAE per member, in target units."""
-  members = len(progress.best_epoch)
-  with workdir.open_for_writing(path) as stream:
-    writer = csv.writer(stream)
-    writer.writerow(
-      ['epoch']
-      + [f'train_loss_{k}' for k in range(members)]
-      + [f'val_mae_{k}' for k in range(members)]
-      + ['learning_rate', 'seconds']
-    )
-    for entry in progress.history:
-      writer.writerow(
-        [entry['epoch']]
-        + [f'{v:.6g}' for v in entry['train_loss'] + entry['val_mae']]
-        + ['' if entry.get('learning_rate') is None else f'{entry["learning_rate"]:.6g}', entry.get('seconds', '')]
-      )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> dict:

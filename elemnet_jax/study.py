@@ -345,8 +345,7 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   study_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   study = config.study
   if study.pretrained:
-    source_dirs = named_sources(config)
-    meta = transfer.read_source_meta(source_dirs)
+    source_dirs, meta = named_sources(config)
     model_config, featurizer_config = ElemNetConfig.from_dict(meta['model']), meta['featurizer']
   else:
     if study.exclude_target_from_source:

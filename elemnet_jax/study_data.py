@@ -60,10 +60,11 @@ def pretrain_source(config, path: Path, overwrite: bool) -> Source:
   return read_source([source_dir])
 
 
-def named_sources(config) -> list[Path]:
-  """The finished runs `study.pretrained` names, each checked for the leakage control asked for."""
+def named_sources(config) -> tuple[list[Path], dict]:
+  """The finished runs `study.pretrained` names and their joined meta, checked for the leakage control asked for."""
   study, target = config.study, config.target
   dirs = [Path(name) for name in transfer.source_workdirs(study.pretrained)]
+  meta = transfer.read_source_meta(dirs)  # they must form one ensemble
   for source_dir in dirs:
     metrics = workdir.read_json(source_dir / 'metrics.json', 'the run did not finish')
     if study.exclude_target_from_source and target.dataset.name not in metrics['data'].get('excluded', {}).get(
@@ -73,7 +74,7 @@ def named_sources(config) -> list[Path]:
         f'{source_dir}: was not pretrained with {target.dataset.name} removed; drop '
         '--config.study.pretrained to pretrain here with exclude_target_from_source=True'
       )
-  return dirs
+  return dirs, meta
 
 
 def leakage_record(source: Source, examples: data.Examples, target_name: str) -> dict:

@@ -3,6 +3,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import require_dataset
 
 from elemnet_jax import data, datasets, fetch, run, study_plan
 from elemnet_jax.configs import default
@@ -48,6 +49,7 @@ def test_resplit_draws_its_own_split_from_the_whole_dataset():
 
 
 def test_leakage_control_removes_every_composition_of_the_other_dataset():
+  require_dataset('kim2017')
   # kim2017 lists some compositions without an experimental value (its default target): they are
   # still the other dataset's compositions, and 20 of them occur in qmpy_legacy.
   config = default.get_config()
@@ -56,6 +58,17 @@ def test_leakage_control_removes_every_composition_of_the_other_dataset():
   table, _ = datasets.load_table('kim2017')
   assert not set(featurizer.featurize(table.inputs)[1]) & set(examples.keys)
   assert notes['excluded'] == {'from': ['kim2017'], 'count': 631}
+
+
+def test_leakage_control_reads_a_csv_of_inputs_too(tmp_path):
+  # A CSV needs only its input column to name the compositions to remove (Fe4O6 is Fe2O3).
+  other = tmp_path / 'other.csv'
+  other.write_text('formula,note\nFe4O6,x\nNaCl,y\nQq,z\n')
+  config = default.get_config()
+  config.dataset.update(name='qmpy_legacy', exclude_from=str(other))
+  examples, featurizer, notes, _ = run.load_examples(config.dataset, config.featurizer)
+  removed = set(featurizer.featurize(['Fe2O3', 'NaCl'])[1])
+  assert not removed & set(examples.keys) and notes['excluded'] == {'from': [str(other)], 'count': 2}
 
 
 def test_split_is_seeded_deterministic_and_composition_disjoint(tmp_path):

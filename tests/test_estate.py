@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import collections
 import csv
-import gzip
 import json
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from rdkit import Chem
@@ -354,14 +353,18 @@ def test_batch_equals_one_at_a_time(batch):
 
 
 def porphyrin_file(name: str) -> Path:
-  path = Path(os.environ.get('ELEMNET_JAX_DATA', '.')) / 'porphyrins' / name  # set by conftest.py
-  if not path.exists():
-    pytest.skip(f'{path} not available')
-  return path
+  """The verified local copy of a porphyrin dataset file, as the project fetches it (else the test skips)."""
+  from elemnet_jax import datasets, fetch
+
+  dataset = {'MpPD.csv.gz': 'porphyrin_mppd', 'PBDD.csv.gz': 'porphyrin_pbdd'}[name]
+  require_dataset(dataset)
+  return fetch.fetch(datasets.DATASETS[dataset].files[0])
 
 
 def read_smiles(path: Path) -> list[str]:
-  with gzip.open(path, 'rt', encoding='utf-8-sig', newline='') as stream:
+  from elemnet_jax.readers import open_text
+
+  with open_text(path) as stream:  # plain or gzipped
     return [row['smiles'] for row in csv.DictReader(stream)]
 
 

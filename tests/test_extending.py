@@ -34,15 +34,17 @@ class MorganFeaturizer:  # as in README.md, "Adding a featurizer"
     return x, keys, invalid
 
 
-def test_a_new_featurizer_trains_saves_and_predicts(tmp_path):
+def test_a_new_featurizer_trains_saves_and_predicts(tmp_path, molecules_csv):
   featurizers.register(MorganFeaturizer)
   config = test_configs.get_config()
-  config.dataset.update(name='porphyrin_mppd', target='E_gap', skip_invalid=True)
+  config.dataset.update(
+    name=str(molecules_csv), target='logp', input_column='smiles', input_kind='smiles', skip_invalid=True
+  )
   config.featurizer = type(config.featurizer)({'name': 'morgan', 'bits': 256})
   config.features.update(drop_constant=True, standardize=True)
   config.train.target_scaling = 'standard'
   metrics = train_and_evaluate(config, tmp_path)
-  assert metrics['data']['invalid_skipped'] == 1 and metrics['test']['n'] > 30
+  assert metrics['data']['invalid_skipped'] == 1 and metrics['test']['n'] == 40
   meta = json.loads((tmp_path / 'model' / 'meta.json').read_text())
   assert meta['featurizer'] == {'name': 'morgan', 'width': 256, 'radius': 2, 'bits': 256}
   width = len(meta['feature_scaling']['keep'])

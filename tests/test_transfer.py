@@ -1,11 +1,16 @@
+import json
+import shutil
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import config_with, user_error
 from flax import traverse_util
 
-from elemnet_jax import checks, data, run, study_plan, train, transfer
+from elemnet_jax import checks, data, run, study, study_plan, train, transfer
 from elemnet_jax import optimizer as optimizers
 from elemnet_jax.configs import finetune
 from elemnet_jax.errors import UserError
@@ -217,3 +222,87 @@ def test_rotated_validation_blocks_are_random_and_member_0_keeps_the_split(membe
     assert all(not a & b for i, a in enumerate(blocks) for b in blocks[i + 1 :])
   else:
     assert set().union(*blocks) == set(range(n_train + n_val))  # every row validates some member
+
+
+# --- finished runs joined into one source ensemble ---
+
+
+@pytest.mark.parametrize('joined', [False, True], ids=['one run of 2', 'two runs joined'])
+def test_fine_tuned_members_start_from_their_own_source_members(joined, request, tmp_path):
+  # A source ensemble of 2: pretrained together in one run, or as two runs (seeds 0 and 1) joined
+  # by naming both. At Adam 1e-10 for one epoch the weights stay where they start: on the source's
+  # own data, fine-tuned member k scores what source member k scored, and in the study the seeds'
+  # ensemble scores what the source ensemble (the direct row) scores.
+  if joined:
+    runs = [request.getfixturevalue('pretrained'), request.getfixturevalue('pretrained_seed1')]
+    sources = ','.join(map(str, runs))
+    source = [json.loads((r / 'metrics.json').read_text())['test']['mae'] for r in runs]
+  else:
+    sources = str(request.getfixturevalue('pretrained_pair'))
+    source = [m['mae'] for m in json.loads((Path(sources) / 'metrics.json').read_text())['test_members']]
+  still = {'learning_rate': 1e-10, 'max_epochs': 1}
+  fields = {'transfer.pretrained': sources, 'dataset.name': 'qmpy_legacy', 'train.ensemble': 2}
+  fields.update({f'train.{key}': value for key, value in still.items()})
+  tuned = [m['mae'] for m in run.train_and_evaluate(config_with('test', fields), tmp_path / 'ft')['test_members']]
+  assert abs(source[0] - source[1]) > 1e-3  # the two source members differ
+  assert tuned == pytest.approx(source, abs=1e-5)
+
+  fields = {
+    'study.pretrained': sources,
+    'study.methods': ('finetune', 'direct'),
+    'study.freeze_layers': (0,),
+    'study.train_fractions': (1.0,),
+    **{f'target.train.{key}': value for key, value in still.items()},
+  }
+  study.run_study(config_with('test:study', fields), tmp_path / 'study')
+  results = json.loads((tmp_path / 'study' / 'results.json').read_text())
+  rows = results['runs']
+  (direct,) = [r['mae'] for r in rows if r['method'] == 'direct']
+  (ensemble,) = [r['mae'] for r in rows if r['method'] == 'finetune' and r['ensemble']]
+  members = [r['mae'] for r in rows if r['method'] == 'finetune' and not r['ensemble']]
+  assert abs(members[0] - members[1]) > 1e-3 and ensemble == pytest.approx(direct, abs=1e-5)
+  assert results['leakage']['source_members'] == 2
+  report = (tmp_path / 'study' / 'results.md').read_text()
+  assert ('pretrained as 2 separate runs' in report) == joined
+  if joined:  # seeds 0 and 1 pretrained together in one run score, as an ensemble, what the joined runs do
+    pair = json.loads((request.getfixturevalue('pretrained_pair') / 'metrics.json').read_text())['test']['mae']
+    assert results['leakage']['source_test_mae'] == pytest.approx(pair, rel=1e-4)
+
+
+def test_joining_runs_that_differ_or_repeat_is_refused(pretrained, pretrained_pair, pretrained_seed1, tmp_path):
+  other = tmp_path / 'other'  # the same network with other target statistics
+  (other / 'model').mkdir(parents=True)
+  meta = json.loads((pretrained / 'model' / 'meta.json').read_text())
+  meta['target_scaling'] = {'scale': 2.0, 'shift': 0.5}
+  (other / 'model' / 'meta.json').write_text(json.dumps(meta))
+  (other / 'config.json').write_text((pretrained / 'config.json').read_text())
+  other_split = tmp_path / 'other_split'  # the same model files, but its config says another split
+  shutil.copytree(pretrained / 'model', other_split / 'model')
+  config = json.loads((pretrained_seed1 / 'config.json').read_text())
+  config['dataset']['split_seed'] += 1
+  (other_split / 'config.json').write_text(json.dumps(config))
+  for sources, fragments in (
+    (f'{pretrained},{other}', [f'{other}: its target_scaling differs from that of {pretrained}', 'share the network']),
+    (f'{pretrained},{other_split}', [f'{other_split}: its dataset.split_seed differs from that of {pretrained}']),
+    (f'{pretrained},{pretrained}/', [f"the same run is named twice ('{pretrained}' and '{pretrained}/')"]),
+    (  # the pair trained seeds 0 and 1
+      f'{pretrained_pair},{pretrained_seed1}',
+      [f'{pretrained_seed1}: its member seed 1 was also trained by {pretrained_pair}', '--config.seed'],
+    ),
+  ):
+    finetune_config = config_with('test', {'transfer.pretrained': sources})
+    user_error(lambda c=finetune_config: run.train_and_evaluate(c, tmp_path / 'w'), *fragments)
+    study_config = config_with('test:study', {'study.pretrained': sources})
+    user_error(lambda c=study_config: study.run_study(c, tmp_path / 'study'), *fragments)
+  assert not (tmp_path / 'w').exists() and not (tmp_path / 'study').exists()
+
+
+def test_a_run_saved_before_frozen_layers_existed_joins_a_newer_one(pretrained, pretrained_seed1, tmp_path):
+  # A model meta without `frozen_layers` froze nothing, as the newer run did.
+  older = tmp_path / 'older'
+  shutil.copytree(pretrained / 'model', older / 'model')
+  shutil.copy(pretrained / 'config.json', older / 'config.json')
+  meta = json.loads((older / 'model' / 'meta.json').read_text())
+  del meta['frozen_layers']
+  (older / 'model' / 'meta.json').write_text(json.dumps(meta))
+  assert transfer.read_source_meta([older, pretrained_seed1])['members'] == 2

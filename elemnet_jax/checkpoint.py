@@ -24,7 +24,7 @@ import orbax.checkpoint as ocp
 
 from elemnet_jax.errors import UserError
 from elemnet_jax.fit import Progress
-from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.model import ElemNet, ElemNetConfig, build_model
 
 MODEL_DIR = 'model'
 META_FILE = 'meta.json'
@@ -154,7 +154,7 @@ MODEL_META = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'membe
 
 def stacked_abstract_params(model_config: ElemNetConfig, width: int, members: int):
   """Shapes and dtypes of the parameters of `members` stacked models (an orbax restore target)."""
-  model = ElemNet(model_config)
+  model = build_model(model_config)
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
 
@@ -163,6 +163,6 @@ def load_trained(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
   """(model, parameters [K, ...], meta) of a finished run."""
   meta = read_meta(workdir, MODEL_META)
   model_config = ElemNetConfig.from_dict(meta['model'])
-  model = ElemNet(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
+  model = build_model(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
   width = len(meta['feature_scaling']['keep'])
   return model, load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta

@@ -18,6 +18,10 @@ def _config():
   if FLAGS.print_config:
     print(config)
     sys.exit(0)
+  if FLAGS.distributed:  # the coordinator comes from the environment (Cloud TPU, SLURM, ...)
+    import jax
+
+    jax.distributed.initialize()
   return config
 
 
@@ -31,7 +35,10 @@ def _run_flags() -> list[str]:
   flags.DEFINE_string('workdir', None, 'Output folder (resumed if interrupted).', required=True)
   flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
   flags.DEFINE_bool('overwrite', False, 'Replace what --workdir holds.')
-  return ['workdir', 'data_dir', 'overwrite']
+  flags.DEFINE_bool(
+    'distributed', False, 'Call jax.distributed.initialize() first (several hosts; with train.data_parallel).'
+  )
+  return ['workdir', 'data_dir', 'overwrite', 'distributed']
 
 
 def train() -> Callable:

@@ -1,4 +1,4 @@
-"""ElemNet: a deep fully connected network from input features to one property."""
+"""ElemNet: a deep fully connected network from input features to one property, and a residual variant."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ class ElemNetConfig:
   dropout_rates: tuple[float, ...] = PAPER_DROPOUT_RATES
   use_dropout: bool = True
   activation: str = 'relu'
+  name: str = 'elemnet'  # the architecture: a key of ARCHITECTURES
 
   def __post_init__(self):
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
@@ -44,6 +45,8 @@ class ElemNetConfig:
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
     if self.activation not in ACTIVATIONS:
       raise ValueError(f'activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}')
+    if self.name not in ARCHITECTURES:
+      raise ValueError(f'model name {self.name!r} is not one of {sorted(ARCHITECTURES)}')
 
   @property
   def num_dense(self) -> int:
@@ -87,6 +90,55 @@ class ElemNet(nn.Module):
       if config.use_dropout and position in rates and position not in self.frozen_layers:
         x = nn.Dropout(rates[position], broadcast_dims=(0,) if one_mask else (), deterministic=not dropout)(x)
     return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
+
+
+class _ResidualBlock(nn.Module):
+  """activation(LayerNorm(Dense(x))) + x, the shortcut projected where the width changes (IRNet)."""
+
+  width: int
+  activation: str
+
+  @nn.compact
+  def __call__(self, x):
+    h = ACTIVATIONS[self.activation](nn.LayerNorm(name='norm')(nn.Dense(self.width, name='linear')(x)))
+    shortcut = x if x.shape[-1] == self.width else nn.Dense(self.width, use_bias=False, name='shortcut')(x)
+    return h + shortcut
+
+
+class ResidualElemNet(nn.Module):
+  """ElemNet's widths with residual connections and layer normalisation in every hidden layer.
+
+  Hidden layer i is the block `dense_{i-1}` (its dense kernel, norm and shortcut), so freezing the
+  first k layers, the frozen featurizer and a fresh output layer address it as they do ElemNet.
+  """
+
+  config: ElemNetConfig
+  frozen_layers: tuple[int, ...] = ()
+
+  @nn.compact
+  def __call__(self, x_BxF, *, dropout: bool = False, hidden_layer: int | None = None, one_mask: bool = False):
+    """As `ElemNet.__call__`."""
+    config = self.config
+    if hidden_layer is not None and not 1 <= hidden_layer <= len(config.widths):
+      raise ValueError(f'hidden_layer={hidden_layer}: the hidden layers are 1..{len(config.widths)}')
+    rates = dict(zip(config.dropout_after, config.dropout_rates))
+    x = x_BxF
+    for i, width in enumerate(config.widths):
+      x = _ResidualBlock(width, config.activation, name=f'dense_{i}')(x)
+      if hidden_layer == i + 1:
+        return x
+      if config.use_dropout and i + 1 in rates and i + 1 not in self.frozen_layers:
+        x = nn.Dropout(rates[i + 1], broadcast_dims=(0,) if one_mask else (), deterministic=not dropout)(x)
+    return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
+
+
+# Architectures by `ElemNetConfig.name`: modules built as `Module(config, frozen_layers)`.
+ARCHITECTURES: dict[str, type[nn.Module]] = {'elemnet': ElemNet, 'residual': ResidualElemNet}
+
+
+def build_model(config: ElemNetConfig, frozen_layers: tuple[int, ...] = ()) -> nn.Module:
+  """The network `config.name` names."""
+  return ARCHITECTURES[config.name](config, frozen_layers=frozen_layers)
 
 
 def count_params(params) -> int:

@@ -24,7 +24,7 @@ from elemnet_jax.checks import TrainConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.fit import FitOptions, Progress, fit, fit_epochs, write_history
 from elemnet_jax.metrics import regression_metrics
-from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.model import ElemNet, ElemNetConfig, build_model, count_params
 from elemnet_jax.optimizer import learning_rate_schedule, make_optimizer
 from elemnet_jax.predict import evaluate, write_predictions
 from elemnet_jax.train import Members, data_mesh, init_state, stack_members
@@ -176,10 +176,10 @@ def build(
   `transfer.source_members` gives them; `rules` freeze parts (`transfer.freeze_rules`).
   """
   steps = train.steps_per_epoch(n_train)
-  probe = ElemNet(model_config)
+  probe = build_model(model_config)
   shapes = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
   freezing = transfer.Freezing.from_rules(rules, shapes) if rules is not None else transfer.Freezing()
-  model = ElemNet(model_config, frozen_layers=freezing.positions)
+  model = build_model(model_config, frozen_layers=freezing.positions)
   optimizer = make_optimizer(
     train.learning_rate,
     name=train.optimizer,

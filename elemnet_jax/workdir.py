@@ -35,6 +35,7 @@ OPTIONAL_FIELDS = {
   'frozen_layers': [],
   'resplit': False,
   'unit': '',
+  'name': 'elemnet',  # a model config's architecture
 }
 _ABSENT = object()
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.model import ElemNet, ElemNetConfig, build_model, count_params
 
 
 @pytest.fixture(scope='module')
@@ -67,3 +67,16 @@ def test_config_is_validated():
   with pytest.raises(ValueError, match='activation'):
     ElemNetConfig(activation='swish2')
   assert ElemNetConfig.from_dict(ElemNetConfig().to_dict()) == ElemNetConfig()
+
+
+def test_the_residual_network_names_its_blocks_as_elemnet_names_its_layers():
+  config = ElemNetConfig(widths=(16, 16, 8), dropout_after=(), dropout_rates=(), use_dropout=False, name='residual')
+  model = build_model(config)
+  params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 10)))
+  assert sorted(params['params']) == ['dense_0', 'dense_1', 'dense_2', 'dense_3']
+  assert set(params['params']['dense_0']) == {'linear', 'norm', 'shortcut'}  # 10 -> 16: projected
+  assert set(params['params']['dense_1']) == {'linear', 'norm'}  # 16 -> 16: identity shortcut
+  x = jax.random.normal(jax.random.PRNGKey(1), (4, 10))
+  assert model.apply(params, x).shape == (4,) and model.apply(params, x, hidden_layer=3).shape == (4, 8)
+  with pytest.raises(ValueError, match="model name 'resnet' is not one of"):
+    ElemNetConfig(name='resnet')

@@ -306,3 +306,26 @@ def test_a_run_saved_before_frozen_layers_existed_joins_a_newer_one(pretrained, 
   del meta['frozen_layers']
   (older / 'model' / 'meta.json').write_text(json.dumps(meta))
   assert transfer.read_source_meta([older, pretrained_seed1])['members'] == 2
+
+
+def test_a_residual_source_fine_tunes_with_its_first_layers_frozen(tmp_path):
+  # The freeze rules address the residual blocks as ElemNet's dense layers: every leaf of the frozen
+  # blocks (kernel, norm, shortcut) keeps its pretrained value; the rest trains.
+  from elemnet_jax import checkpoint
+
+  source = tmp_path / 'source'
+  run.train_and_evaluate(config_with('test', {'model.name': 'residual', 'train.max_epochs': 2}), source)
+  fields = {'transfer.pretrained': str(source), 'transfer.freeze_layers': 2, 'train.max_epochs': 2}
+  metrics = run.train_and_evaluate(config_with('test', fields), tmp_path / 'ft')
+  assert metrics['frozen_layers'] == [1, 2]
+  _, before, _ = checkpoint.load_trained(source)
+  _, after, meta = checkpoint.load_trained(tmp_path / 'ft')
+  assert meta['model']['name'] == 'residual'
+  for block in ('dense_0', 'dense_1', 'dense_2', 'dense_3'):
+    same = jax.tree.leaves(jax.tree.map(np.array_equal, before['params'][block], after['params'][block]))
+    assert all(same) == (block in ('dense_0', 'dense_1')), block
+  rows = study.run_study(
+    config_with('test:study', {'study.pretrained': str(source), 'study.methods': ('finetune', 'featurizer')}),
+    tmp_path / 'study',
+  )
+  assert {row['freeze_layers'] for row in rows if row['method'] == 'finetune'} == {0, 2}

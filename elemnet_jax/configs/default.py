@@ -40,6 +40,7 @@ def get_config() -> ml_collections.ConfigDict:
       dropout_rates=PAPER_DROPOUT_RATES,
       use_dropout=False,
       activation='relu',
+      name='elemnet',  # the architecture: elemnet (the paper's) or residual (IRNet-style blocks)
     )
   )
   config.train = ml_collections.ConfigDict(

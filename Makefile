@@ -22,12 +22,11 @@ test: lint
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -m experiments.transfer_study --workdir=workdirs/demo --config=experiments/configs/demo.py
+	$(VENV)/bin/elemnet-jax study --config=demo --workdir=workdirs/demo
 
 paper: install
-	$(PY) -m experiments.pretrain --workdir=workdirs/oqmd --config=experiments/configs/oqmd.py
-	$(PY) -m experiments.transfer_study --workdir=workdirs/study_paper \
-	  --config=experiments/configs/paper.py --config.study.pretrained=workdirs/oqmd
+	$(VENV)/bin/elemnet-jax train --config=oqmd --workdir=workdirs/oqmd
+	$(VENV)/bin/elemnet-jax study --config=paper --workdir=workdirs/study_paper --config.study.pretrained=workdirs/oqmd
 
 benchmark: install
-	$(PY) -m experiments.benchmark --output=workdirs/benchmark.json
+	$(VENV)/bin/elemnet-jax benchmark --output=workdirs/benchmark.json

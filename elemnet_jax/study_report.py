@@ -121,11 +121,22 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
     lines += _table(ensembles, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   workdir.write_text(path / 'results.md', text)
-  _plot_learning_curve(path, summary, fractions, sizes, context)
-  _plot_parity(path, parity, context)
+  colours = _colours(summary)
+  _plot_learning_curve(path, summary, fractions, sizes, context, colours)
+  _plot_parity(path, parity, context, colours)
   if echo:
     print(text)
   return text
+
+
+_CYCLE = ('tab:blue', 'tab:orange', 'tab:green', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:olive', 'tab:cyan')
+
+
+def _colours(arms) -> dict[str, str]:
+  """One colour per method label, the same in both figures: scratch red, the source as is grey."""
+  others = [arm.label for arm in arms if arm.method not in ('scratch', 'direct')]
+  colours = {label: _CYCLE[i % len(_CYCLE)] for i, label in enumerate(sorted(others))}
+  return {**colours, Arm('scratch').label: 'tab:red', Arm('direct').label: 'grey'}
 
 
 def _pyplot():
@@ -142,12 +153,12 @@ def _axis(context: dict, what: str) -> str:
   return f'{what} {context["quantity"]}{unit}'
 
 
-def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: dict) -> None:
+def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: dict, colours: dict) -> None:
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(6, 4.2))
   for arm, cells in summary.items():
     if arm.method == 'direct':
-      axes.axhline(cells[0.0][0], color='grey', linestyle='--', label=arm.label)
+      axes.axhline(cells[0.0][0], color=colours[arm.label], linestyle='--', label=arm.label)
       continue
     present = [f for f in fractions if f in cells]
     axes.errorbar(
@@ -156,6 +167,7 @@ def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: d
       yerr=[cells[f][1] for f in present],
       marker='o',
       capsize=3,
+      color=colours[arm.label],
       label=arm.label,
     )
   axes.set_xscale('log')
@@ -171,7 +183,7 @@ def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: d
   plt.close(figure)
 
 
-def _plot_parity(path: Path, parity: dict, context: dict) -> None:
+def _plot_parity(path: Path, parity: dict, context: dict, colours: dict) -> None:
   """Scratch against the transfer arm with the best validation MAE (never chosen on test)."""
   target, predictions = parity.get('target'), parity.get('predictions', {})
   candidates = [label for label in predictions if label != Arm('scratch').label]
@@ -181,8 +193,8 @@ def _plot_parity(path: Path, parity: dict, context: dict) -> None:
   best = min(candidates, key=lambda label: parity['val_mae'][label])
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(4.8, 4.8))
-  for label, color in ((Arm('scratch').label, 'tab:red'), (best, 'tab:blue')):
-    values = np.asarray(predictions[label])
+  for label in (Arm('scratch').label, best):
+    values, color = np.asarray(predictions[label]), colours.get(label, 'tab:blue')
     mae = np.abs(values - target).mean()
     axes.scatter(target, values, s=9, alpha=0.6, color=color, label=f'{label} (MAE {mae:.3f})')
   shown = np.concatenate([target] + [np.asarray(predictions[label]) for label in (Arm('scratch').label, best)])

@@ -1,4 +1,4 @@
-"""The README's recipe for a new featurizer works end to end: one class, one `register` call."""
+"""The featurizer interface the README describes works end to end: one class, one `register` call."""
 
 import json
 
@@ -12,7 +12,7 @@ from elemnet_jax.predict import predict_inputs
 from elemnet_jax.run import train_and_evaluate
 
 
-class MorganFeaturizer:  # as in README.md, "Adding a featurizer"
+class MorganFeaturizer:  # the interface of README.md, "Extending"
   name, input_kind = 'morgan', 'smiles'
 
   def __init__(self, radius=2, bits=1024):

@@ -191,7 +191,7 @@ class EStateFeaturizer:
 
   def description(self) -> dict:
     # `workers` never changes the features, so it is left out: a model stays usable elsewhere.
-    # The Morgan options appear only when used, so models saved before they existed still load.
+    # The Morgan options appear only when used: a description without them means no Morgan columns.
     description = {'name': self.name, 'width': self.width, 'parts': self.parts, 'metals': self.metals}
     if self.morgan_bits:
       description.update(morgan_bits=self.morgan_bits, morgan_radius=self.morgan_radius)

@@ -67,6 +67,18 @@ def molecules_csv(tmp_path_factory) -> Path:
   return path
 
 
+def molecule_fields(path: Path) -> dict:
+  """Config fields that train on the molecules CSV with the E-state featurizer."""
+  return {
+    'dataset.name': str(path),
+    'dataset.target': 'logp',
+    'dataset.input_column': 'smiles',
+    'dataset.input_kind': 'smiles',
+    'dataset.skip_invalid': True,
+    'featurizer.name': 'estate',
+  }
+
+
 @pytest.fixture(scope='session')
 def data_dir() -> Path:
   return Path(os.environ.get('ELEMNET_JAX_DATA', '.'))

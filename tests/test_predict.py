@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import config_with, user_error
+from conftest import config_with, molecule_fields, user_error
 
 from elemnet_jax import predict, run
 
@@ -92,16 +92,7 @@ def test_predict_refuses_a_model_whose_features_this_code_builds_differently(pre
   )
   # An E-state model saved when its description still held `workers`, which never changes the features.
   molecules = tmp_path / 'molecules'
-  fields = {
-    'dataset.name': str(molecules_csv),
-    'dataset.target': 'logp',
-    'dataset.input_column': 'smiles',
-    'dataset.input_kind': 'smiles',
-    'dataset.skip_invalid': True,
-    'featurizer.name': 'estate',
-    'train.max_epochs': 1,
-  }
-  run.train_and_evaluate(config_with('test', fields), molecules)
+  run.train_and_evaluate(config_with('test', {**molecule_fields(molecules_csv), 'train.max_epochs': 1}), molecules)
   meta = json.loads((molecules / 'model' / 'meta.json').read_text())
   meta['featurizer']['workers'] = 0
   (molecules / 'model' / 'meta.json').write_text(json.dumps(meta))

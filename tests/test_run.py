@@ -5,7 +5,7 @@ import json
 import shutil
 
 import pytest
-from conftest import config_with, pretrain_legacy, user_error
+from conftest import config_with, molecule_fields, pretrain_legacy, user_error
 
 from elemnet_jax import run
 
@@ -141,18 +141,7 @@ def test_a_fine_tune_retrained_with_its_validation_rows_saves_the_retrained_memb
 
 
 def test_composition_checkpoint_refuses_smiles_data(pretrained, molecules_csv, tmp_path):
-  config = config_with(
-    'test',
-    {
-      'transfer.pretrained': str(pretrained),
-      'dataset.name': str(molecules_csv),
-      'dataset.target': 'logp',
-      'dataset.input_column': 'smiles',
-      'dataset.input_kind': 'smiles',
-      'dataset.skip_invalid': True,
-      'featurizer.name': 'estate',
-    },
-  )
+  config = config_with('test', {'transfer.pretrained': str(pretrained), **molecule_fields(molecules_csv)})
   user_error(lambda: run.train_and_evaluate(config, tmp_path / 'w'), "reads features from 'composition'", "'estate'")
   assert not (tmp_path / 'w').exists()
 

@@ -111,8 +111,7 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
       return jit(_without_member_axis(train_epoch)), states, x_train, y_train
     if schedule == 'vmap':
       return jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis))), states, x_train, y_train
-    # one compiled call per member: its epoch as in a single run, taken from the stack and put back
-    return _one_after_another(jit(_member_epoch(train_epoch, own_data))), states, x_train, y_train
+    return _one_after_another(jit(train_epoch), own_data), states, x_train, y_train
   if options.mode == 'step':
     step = make_indexed_step(train_step, mesh)
     if count == 1:  # the member axis is dropped and restored once per epoch, not in every step call
@@ -121,8 +120,7 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
     if schedule == 'vmap':
       run_epoch = _step_loop(step, options.batch_size, platform, member_axis=True, data_axis=data_axis)
       return run_epoch, states, x_train, y_train
-    member_epoch = _member_epoch(_step_loop(step, options.batch_size, platform), own_data)
-    return _one_after_another(member_epoch), states, x_train, y_train
+    return _one_after_another(_step_loop(step, options.batch_size, platform), own_data), states, x_train, y_train
   raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
 
 
@@ -164,28 +162,27 @@ _take = jax.jit(lambda tree, k: jax.tree.map(lambda a: a[k], tree))
 _put = jax.jit(lambda tree, k, value: jax.tree.map(lambda a, b: a.at[k].set(b), tree, value), donate_argnums=0)
 
 
-def _member_epoch(train_epoch, own_data: bool):
-  """`member_epoch(states [K, ...], k, x, y) -> (states, losses [S])`: member k trained one epoch by `train_epoch`.
+def _one_after_another(single, own_data: bool):
+  """`run_epoch(states [K, ...], x, y)` that trains member k alone with `single(state, x, y)`, k = 0 .. K-1.
 
-  The member's state (and, with `own_data`, its rows) is taken from the stack and put back in place.
+  Each member runs the very program a single run does, on its own rows with `own_data`. Its state
+  stays between epochs in the buffers its last epoch left, so an epoch only copies it into the stack
+  it returns; given any other stack, the members are first taken out of it.
   """
-
-  def member_epoch(states, k, x, y):
-    data = _take((x, y), k) if own_data else (x, y)
-    state, losses = train_epoch(_take(states, k), *data)
-    return _put(states, k, state), losses
-
-  return member_epoch
-
-
-def _one_after_another(member_epoch):
-  """`run_epoch(states [K, ...], x, y)` that trains the members one after another with `member_epoch`."""
+  kept = {}  # 'states': the stack the last epoch returned, 'members': the member states it holds
 
   def run_epoch(states, x, y):
+    count = int(jax.tree.leaves(states.step)[0].shape[0])
+    members = kept['members'] if kept.get('states') is states else [_take(states, np.int32(k)) for k in range(count)]
+    kept.clear()
     losses = []
-    for k in range(int(jax.tree.leaves(states.step)[0].shape[0])):
-      states, losses_S = member_epoch(states, np.int32(k), x, y)
+    for k in range(count):
+      member = np.int32(k)
+      data = _take((x, y), member) if own_data else (x, y)
+      members[k], losses_S = single(members[k], *data)
+      states = _put(states, member, members[k])
       losses.append(losses_S)
+    kept.update(states=states, members=members)
     return states, jnp.stack(losses)
 
   return run_epoch

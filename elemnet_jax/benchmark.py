@@ -346,7 +346,8 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
 
   def add(mode, batch_size, members, n, seconds, xla, **extra):
     rows.append(make(mode, batch_size, members, n, seconds, xla, **extra))
-    _log_row(rows[-1])
+    if mode != 'ensemble':  # logged with its schedule
+      _log_row(rows[-1])
 
   for batch_size in options.batch_sizes:
     n = batch_size * options.steps

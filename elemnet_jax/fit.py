@@ -165,9 +165,9 @@ _put = jax.jit(lambda tree, k, value: jax.tree.map(lambda a, b: a.at[k].set(b), 
 def _one_after_another(single, own_data: bool):
   """`run_epoch(states [K, ...], x, y)` that trains member k alone with `single(state, x, y)`, k = 0 .. K-1.
 
-  Each member runs the very program a single run does, on its own rows with `own_data`. Its state
-  stays between epochs in the buffers its last epoch left, so an epoch only copies it into the stack
-  it returns; given any other stack, the members are first taken out of it.
+  Each member trains without a member axis (no batched matmuls), on its own rows with `own_data`. Its
+  state stays between epochs in the buffers its last epoch left, so an epoch only copies it into the
+  stack it returns; given any other stack, the members are first taken out of it.
   """
   kept = {}  # 'states': the stack the last epoch returned, 'members': the member states it holds
 

@@ -1,7 +1,7 @@
 """Functional training: a pytree train state, jitted steps, whole epochs under `lax.scan`.
 
-Every function here trains ONE model; `elemnet_jax.fit` trains an ensemble of K members (K >= 1) at once by
-`jax.vmap` over a leading member axis of the state, so a single run is the case K = 1.
+Every function here trains ONE model; `elemnet_jax.fit` trains an ensemble of K members (K >= 1) held
+on a leading member axis of the state, vmapped or one after another, so a single run is the case K = 1.
 """
 
 from __future__ import annotations

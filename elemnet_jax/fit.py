@@ -159,7 +159,10 @@ def _step_loop(step, batch_size: int, platform, member_axis: bool = False, data_
 _squeeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[0], tree))
 _unsqueeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[None], tree))
 _take = jax.jit(lambda tree, k: jax.tree.map(lambda a: a[k], tree))
-_put = jax.jit(lambda tree, k, value: jax.tree.map(lambda a, b: a.at[k].set(b), tree, value), donate_argnums=0)
+_put = jax.jit(  # in place: the stack is donated
+  lambda tree, k, value: jax.tree.map(lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, k, 0), tree, value),
+  donate_argnums=0,
+)
 
 
 def _one_after_another(single, own_data: bool):

@@ -4,9 +4,12 @@ Modes, each timed per batch size on synthetic data of N = batch_size * steps row
   step: `fit`'s per-step path (`FitOptions(mode='step')`): a Python loop of one compiled call per
     minibatch, each gathering its shuffled rows from the data on the device.
   epoch: one jitted `lax.scan` over the epoch (`make_train_epoch`); step time = epoch time / steps.
-  ensemble: K members trained together (`jax.vmap` of the epoch over a stacked state), and
-    `sequential`: the same K members trained one after another with the `epoch` function.
-    Both give one row each; a step counts all K members and samples/s counts K * N per epoch.
+  ensemble: `fit`'s epoch of K members (`epoch_runner`), timed on each schedule it can run
+    (`ENSEMBLE_SCHEDULES`: vmapped over a stacked state, or the members one after another with the
+    single-member program); the row is the schedule `fit` picks on this backend (its `schedule`),
+    the report's `ensemble_schedules` has one row per schedule. `sequential`: the same K members
+    as K separate runs of the `epoch` function. A step counts all K members and samples/s counts
+    K * N per epoch.
   full_epoch: with `full_epoch_rows > 0`, one epoch over that many rows (239,121 = the OQMD
     training split) in epoch mode; compiled ahead of time, so no warm-up epoch is run.
 The modes of one batch size take turns (`time_interleaved`), so their ratios hold under a load
@@ -22,7 +25,8 @@ the parameters whatever the batch size (forward and backward read the weights, t
 writes their gradient, Adam reads gradient, parameters and both moments and writes the last
 three: PARAMETER_PASSES passes of 4-byte floats). Each row reports that traffic per second against
 a memory bandwidth measured in the same run (a donated elementwise update of a large array), so
-the table shows how close a batch size is to either roof.
+the table shows how close a batch size is to either roof. The step's roofline bound adds the two:
+its matmul FLOPs at the peak plus those passes at the bandwidth; each row gives bound / step time.
 """
 
 from __future__ import annotations
@@ -38,14 +42,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax.benchmark_report import OQMD_TRAIN_ROWS, PARAMETER_PASSES, derived, format_report, write_report  # noqa: F401
+from elemnet_jax.benchmark_report import (  # noqa: F401
+  OQMD_TRAIN_ROWS,
+  PARAMETER_PASSES,
+  derived,
+  format_report,
+  row,
+  write_report,
+)
 from elemnet_jax.errors import UserError
-from elemnet_jax.fit import FitOptions, epoch_runner
+from elemnet_jax.fit import FitOptions, ensemble_schedule, epoch_runner
 from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
 from elemnet_jax.optimizer import make_optimizer
-from elemnet_jax.train import Members, init_state, make_train_epoch, make_train_step, stack_members
+from elemnet_jax.train import Members, compiler_options, init_state, make_train_epoch, make_train_step, stack_members
 
 MODES = ('step', 'epoch', 'ensemble')
+ENSEMBLE_SCHEDULES = ('vmap', 'sequential')  # the schedules `fit` can train an ensemble on
 PAPER_FEATURES = 86
 MATMUL_SIZES = {'cpu': 2048}  # any other platform (gpu, tpu): DEFAULT_MATMUL_SIZE
 DEFAULT_MATMUL_SIZE = 8192
@@ -202,7 +214,8 @@ class _Bench:
 
   def epoch_fn(self, batch_size: int):
     if batch_size not in self.epoch_fns:
-      self.epoch_fns[batch_size] = jax.jit(make_train_epoch(self.train_step, batch_size), donate_argnums=0)
+      epoch = make_train_epoch(self.train_step, batch_size)
+      self.epoch_fns[batch_size] = jax.jit(epoch, donate_argnums=0, compiler_options=compiler_options())
     return self.epoch_fns[batch_size]
 
   def xla_flops_per_sample(self, batch_size: int) -> float | None:
@@ -240,11 +253,11 @@ class _Bench:
 
     return run
 
-  def ensemble(self, batch_size: int, x, y) -> Callable[[], object]:
-    run_epoch = jax.jit(
-      jax.vmap(make_train_epoch(self.train_step, batch_size), in_axes=(0, None, None)), donate_argnums=0
-    )
-    states = stack_members([self.state(k) for k in range(self.options.members)])
+  def ensemble(self, batch_size: int, x, y, schedule: str = 'auto') -> Callable[[], object]:
+    """`fit`'s epoch of K members (`epoch_runner`) on `schedule`."""
+    options = FitOptions(batch_size=batch_size, ensemble_schedule=schedule)
+    members = Members(self.model, self.optimizer, stack_members([self.state(k) for k in range(self.options.members)]))
+    run_epoch, states, x, y = epoch_runner(members, (x, y), options)
 
     def run():
       nonlocal states
@@ -278,51 +291,40 @@ class _Bench:
     return time_calls(run, self.options.full_epoch_repeats, 0), compile_seconds
 
 
-def _row(
-  mode: str,
-  batch_size: int,
-  members: int,
-  rows: int,
-  seconds: list[float],
-  flops: int,
-  xla: float | None,
-  peak: dict,
-  bandwidth: dict,
-  params: int,
-  device: dict,
-  **extra,
-) -> dict:
-  epoch_seconds = statistics.median(seconds)
-  steps = -(-rows // batch_size)
-  samples = members * rows / epoch_seconds
-  achieved = samples * flops
-  parameter_bytes = PARAMETER_PASSES * 4 * params * members / (epoch_seconds / steps)
-  return {
-    'mode': mode,
-    'batch_size': batch_size,
-    'members': members,
-    'rows': rows,
-    'steps': steps,
-    'device_kind': device['kind'],
-    'device_count': device['count'],
-    'platform': device['platform'],
-    'samples_per_second': samples,
-    'step_seconds': epoch_seconds / steps,
-    'epoch_seconds': epoch_seconds,
-    'seconds': seconds,
-    'flops_per_sample': flops,
-    'xla_flops_per_sample': xla,
-    'achieved_flops_per_second': achieved,
-    'fraction_of_peak': achieved / peak['flops_per_second'],
-    'parameter_bytes_per_second': parameter_bytes,
-    'fraction_of_bandwidth': parameter_bytes / bandwidth['bytes_per_second'],
-    **extra,
-  }
-
-
 def device_info() -> dict:
   device = jax.devices()[0]
   return {'platform': device.platform, 'kind': device.device_kind, 'count': jax.device_count()}
+
+
+def _runs(bench: _Bench, batch_size: int, x, y) -> dict[str, Callable[[], object]]:
+  """The calls to time at one batch size: the modes asked for; the ensemble as 'ensemble:<schedule>' per schedule."""
+  options = bench.options
+  runs = {mode: getattr(bench, mode)(batch_size, x, y) for mode in ('step', 'epoch') if mode in options.modes}
+  if 'ensemble' in options.modes:
+    if options.ensemble_max_batch and batch_size > options.ensemble_max_batch:
+      logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size, options.ensemble_max_batch)
+    else:
+      runs.update(
+        {f'ensemble:{schedule}': bench.ensemble(batch_size, x, y, schedule) for schedule in ENSEMBLE_SCHEDULES}
+      )
+      runs['sequential'] = bench.sequential(batch_size, x, y)
+  return runs
+
+
+def _log_row(row: dict) -> None:
+  logging.info(
+    '%s%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of matmul peak, %.1f%% of memory bandwidth, '
+    '%.1f%% of the roofline bound',
+    row['mode'],
+    f' ({row["schedule"]})' if 'schedule' in row else '',
+    row['members'],
+    row['batch_size'],
+    row['samples_per_second'],
+    1e3 * row['step_seconds'],
+    100 * row['fraction_of_peak'],
+    100 * row['fraction_of_bandwidth'],
+    100 * row['fraction_of_bound'],
+  )
 
 
 def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNetConfig | None = None) -> dict:
@@ -337,51 +339,40 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
   bandwidth = memory_bandwidth(options.bandwidth_mib, max(options.repeats, PEAK_CALLS), options.warmup)
   logging.info('memory bandwidth %.1f GB/s (%d MiB)', bandwidth['bytes_per_second'] / 1e9, bandwidth['mib'])
   params = count_params(bench.state().params)
-  rows = []
+  rows, schedules, picked = [], [], ensemble_schedule('auto')
+
+  def make(mode, batch_size, members, n, seconds, xla, **extra):
+    return row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, bandwidth, params, device, **extra)
 
   def add(mode, batch_size, members, n, seconds, xla, **extra):
-    row = _row(mode, batch_size, members, n, seconds, bench.flops, xla, peak, bandwidth, params, device, **extra)
-    logging.info(
-      '%s K=%d batch %d: %.0f samples/s, %.3f ms/step, %.1f%% of matmul peak, %.1f%% of memory bandwidth',
-      mode,
-      members,
-      batch_size,
-      row['samples_per_second'],
-      1e3 * row['step_seconds'],
-      100 * row['fraction_of_peak'],
-      100 * row['fraction_of_bandwidth'],
-    )
-    rows.append(row)
+    rows.append(make(mode, batch_size, members, n, seconds, xla, **extra))
+    if mode != 'ensemble':  # logged with its schedule
+      _log_row(rows[-1])
 
   for batch_size in options.batch_sizes:
     n = batch_size * options.steps
     x, y = synthetic_data(n, options.features, options.seed)
     xla = bench.xla_flops_per_sample(batch_size)
-    # Every mode's state lives until the turns are over: at batch 32 with K = 8, 18 models' parameters
-    # and Adam moments (about 1 GB for the paper's network).
-    runs = {mode: getattr(bench, mode)(batch_size, x, y) for mode in ('step', 'epoch') if mode in options.modes}
-    if 'ensemble' in options.modes:
-      if options.ensemble_max_batch and batch_size > options.ensemble_max_batch:
-        logging.info('skipping ensemble at batch %d > ensemble_max_batch %d', batch_size, options.ensemble_max_batch)
-      else:
-        runs.update({mode: getattr(bench, mode)(batch_size, x, y) for mode in ('ensemble', 'sequential')})
-    for mode, seconds in time_interleaved(runs, options.repeats, options.warmup).items():
-      add(mode, batch_size, options.members if mode in ('ensemble', 'sequential') else 1, n, seconds, xla)
-    del runs
-    del x, y
+    # Every run's state lives until the turns are over: at batch 32 with K = 8, 26 models' parameters
+    # and Adam moments (about 1.5 GB for the paper's network).
+    timed = time_interleaved(_runs(bench, batch_size, x, y), options.repeats, options.warmup)
+    for schedule in ENSEMBLE_SCHEDULES:
+      if f'ensemble:{schedule}' in timed:
+        seconds = timed[f'ensemble:{schedule}']
+        schedules.append(make('ensemble', batch_size, options.members, n, seconds, xla, schedule=schedule))
+        _log_row(schedules[-1])
+    for mode in ('step', 'epoch', 'ensemble', 'sequential'):
+      name = f'ensemble:{picked}' if mode == 'ensemble' else mode
+      if name in timed:
+        extra = {'schedule': picked} if mode == 'ensemble' else {}
+        add(mode, batch_size, 1 if mode in ('step', 'epoch') else options.members, n, timed[name], xla, **extra)
+    del timed, x, y
   if options.full_epoch_rows:
     x, y = synthetic_data(options.full_epoch_rows, options.features, options.seed)
     for batch_size in options.full_epoch_batch_sizes:
       seconds, compile_seconds = bench.full_epoch(batch_size, x, y)
-      add(
-        'full_epoch',
-        batch_size,
-        1,
-        options.full_epoch_rows,
-        seconds,
-        bench.xla_flops_per_sample(batch_size),
-        compile_seconds=compile_seconds,
-      )
+      xla = bench.xla_flops_per_sample(batch_size)
+      add('full_epoch', batch_size, 1, options.full_epoch_rows, seconds, xla, compile_seconds=compile_seconds)
 
   report = {
     'timestamp': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
@@ -392,6 +383,7 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNe
     'model': {**config.to_dict(), 'features': options.features, 'params': params},
     'options': dataclasses.asdict(options),
     'rows': rows,
+    'ensemble_schedules': schedules,  # the ensemble timed on each schedule; `rows` has fit's pick
   }
-  report['derived'] = derived(rows)
+  report['derived'] = derived(rows, schedules)
   return report

@@ -14,6 +14,7 @@ _CHOICES = {
   'schedule': ('constant', 'cosine'),
   'loss': ('mae', 'mse', 'huber'),
   'mode': ('epoch', 'step'),
+  'ensemble_schedule': ('auto', 'vmap', 'sequential'),
   'target_scaling': ('none', 'standard'),
   'decay_toward': ('zero', 'start'),
 }
@@ -39,6 +40,7 @@ class TrainConfig:
   patience: int = 200
   ensemble: int = 1
   mode: str = 'epoch'
+  ensemble_schedule: str = 'auto'
   eval_dropout_passes: int = 0
   target_scaling: str = 'none'
   checkpoint_every: int = 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from elemnet_jax.train import (
   Params,
   TrainingDiverged,
   TrainState,
+  compiler_options,
   epoch_order,
   evaluation_params,
   make_indexed_step,
@@ -56,6 +58,7 @@ class FitOptions:
   log_scale: float = 1.0  # the target scale: history and log show target units
   ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
   learning_rate: Callable[[int], float] | None = None  # the schedule, step -> rate, for the history
+  ensemble_schedule: str = 'auto'  # K > 1 members: 'vmap', 'sequential' or 'auto' (see `ensemble_schedule`)
 
   @property
   def loss_scale(self) -> float:
@@ -63,13 +66,30 @@ class FitOptions:
     return self.log_scale ** (1 if self.loss == 'mae' else 2)
 
 
+SCHEDULES = ('auto', 'vmap', 'sequential')
+
+
+def ensemble_schedule(schedule: str, platform: str | None = None) -> str:
+  """The schedule an ensemble of K > 1 members trains on: 'vmap' or 'sequential'.
+
+  'vmap' trains the members together (one program over a stacked member axis); 'sequential' trains
+  them one after another with the single-member program. 'auto' is 'sequential' on CPU, where
+  XLA runs the members' batched matmuls slower than K plain ones, and 'vmap' elsewhere.
+  """
+  if schedule not in SCHEDULES:
+    raise ValueError(f'unknown ensemble schedule {schedule!r}; use {", ".join(SCHEDULES)}')
+  if schedule != 'auto':
+    return schedule
+  return 'sequential' if (platform or jax.default_backend()) == 'cpu' else 'vmap'
+
+
 def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None = None):
   """(run_epoch, states, x_train, y_train): one call trains every member one epoch; data and states placed.
 
   `train` is (x [N, F], y [N]) shared by the members or (x [K, N, F], y [K, N]) each member's own.
-  `mesh`: shard each minibatch over its
-  'data' axis, the states and data replicated. In epoch mode `run_epoch` is one jitted call; in step
-  mode it is a Python loop of jitted `make_indexed_step` calls.
+  `mesh`: shard each minibatch over its 'data' axis, the states and data replicated. In epoch mode
+  one member's epoch is one jitted call; in step mode it is a Python loop of jitted
+  `make_indexed_step` calls. K > 1 members train as `ensemble_schedule(options.ensemble_schedule)` says.
   """
   x_train, y_train = (jnp.asarray(a) for a in train)
   states, count = members.states, members.count
@@ -80,50 +100,98 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
     x_train, y_train, own_data = x_train[0], y_train[0], False
   if (options.ema_decay > 0) != (states.average is not None):
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
+  platform = mesh.devices.flat[0].platform if mesh is not None else None
+  schedule = ensemble_schedule(options.ensemble_schedule, platform)
   train_step = make_train_step(members.model, members.optimizer, options.loss, members.frozen, options.ema_decay)
   if mesh is not None:
     replicated = NamedSharding(mesh, P())
     states, x_train, y_train = jax.device_put((states, x_train, y_train), replicated)
+  data_axis = 0 if own_data else None
   if options.mode == 'epoch':
+    jit = functools.partial(jax.jit, donate_argnums=0, compiler_options=compiler_options(platform))
     train_epoch = make_train_epoch(train_step, options.batch_size, mesh)
-    if count == 1:  # XLA:CPU runs batched matmuls of one member slower than plain ones
+    if count == 1:  # one member runs without its member axis: XLA:CPU runs batched matmuls slower than plain ones
+      return jit(_without_member_axis(train_epoch)), states, x_train, y_train
+    if schedule == 'vmap':
+      return jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis))), states, x_train, y_train
+    return _one_after_another(jit(train_epoch), own_data), states, x_train, y_train
+  if options.mode == 'step':
+    step = make_indexed_step(train_step, mesh)
+    if count == 1:  # the member axis is dropped and restored once per epoch, not in every step call
+      single = _step_loop(step, options.batch_size, platform)
+      return (lambda states, x, y: _unsqueeze(single(_squeeze(states), x, y))), states, x_train, y_train
+    if schedule == 'vmap':
+      run_epoch = _step_loop(step, options.batch_size, platform, member_axis=True, data_axis=data_axis)
+      return run_epoch, states, x_train, y_train
+    return _one_after_another(_step_loop(step, options.batch_size, platform), own_data), states, x_train, y_train
+  raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
 
-      def one_member(states, x, y):
-        state, losses = train_epoch(jax.tree.map(lambda a: a[0], states), x, y)
-        return jax.tree.map(lambda a: a[None], state), losses[None]
 
-      run_epoch = jax.jit(one_member, donate_argnums=0)
-    else:
-      data_axis = 0 if own_data else None
-      run_epoch = jax.jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis)), donate_argnums=0)
-  elif options.mode == 'step':
-    order = jax.jit(jax.vmap(epoch_order, in_axes=(0, None, None)), static_argnums=(1, 2))
+def _without_member_axis(train_epoch):
+  """`train_epoch` of a state stacked on a member axis of one, run on the member itself."""
 
-    step_s = make_indexed_step(train_step, mesh)
-    # One member steps without its member axis, as in epoch mode: no batched matmuls, and the axis is
-    # dropped and restored once per epoch (inside every step call, that costs a copy of the state).
-    stacked = count > 1
-    data_axis = 0 if own_data else None
-    step = jax.jit(
-      jax.vmap(step_s, in_axes=(0, data_axis, data_axis, 0, 0, None)) if stacked else step_s, donate_argnums=0
-    )
-    squeeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[0], tree))
-    unsqueeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[None], tree))
+  def one_member(states, x, y):
+    state, losses = train_epoch(jax.tree.map(lambda a: a[0], states), x, y)
+    return jax.tree.map(lambda a: a[None], state), losses[None]
 
-    def run_epoch(states, x, y):  # each member reshuffles on its own, then one compiled call per step
-      rng, index_KxSxB, mask_KxSxB = order(states.rng, x.shape[-2], options.batch_size)
-      states, order_arrays = states.replace(rng=rng), (index_KxSxB, mask_KxSxB)
-      if not stacked:
-        states, order_arrays = squeeze((states, order_arrays))
-      losses = []
-      for s in range(index_KxSxB.shape[1]):
-        states, metrics = step(states, x, y, *order_arrays, np.int32(s))
-        losses.append(metrics['loss'])
-      result = states, jnp.stack(losses, axis=-1)
-      return result if stacked else unsqueeze(result)
-  else:
-    raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
-  return run_epoch, states, x_train, y_train
+  return one_member
+
+
+def _step_loop(step, batch_size: int, platform, member_axis: bool = False, data_axis: int | None = None):
+  """`run_epoch(state, x, y) -> (state, losses [S])`: a reshuffle, then one jitted `step` call per minibatch.
+
+  With `member_axis`, the states are stacked [K, ...] and the steps vmapped over them (losses [K, S]).
+  """
+  order = jax.vmap(epoch_order, in_axes=(0, None, None)) if member_axis else epoch_order  # each member reshuffles
+  if member_axis:
+    step = jax.vmap(step, in_axes=(0, data_axis, data_axis, 0, 0, None))
+  order = jax.jit(order, static_argnums=(1, 2))
+  step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options(platform))
+
+  def run_epoch(states, x, y):
+    rng, index_SxB, mask_SxB = order(states.rng, x.shape[-2], batch_size)
+    states, losses = states.replace(rng=rng), []
+    for s in range(index_SxB.shape[-2]):
+      states, metrics = step(states, x, y, index_SxB, mask_SxB, np.int32(s))
+      losses.append(metrics['loss'])
+    return states, jnp.stack(losses, axis=-1)
+
+  return run_epoch
+
+
+_squeeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[0], tree))
+_unsqueeze = jax.jit(lambda tree: jax.tree.map(lambda a: a[None], tree))
+_take = jax.jit(lambda tree, k: jax.tree.map(lambda a: a[k], tree))
+_put = jax.jit(  # in place: the stack is donated
+  lambda tree, k, value: jax.tree.map(lambda a, b: jax.lax.dynamic_update_index_in_dim(a, b, k, 0), tree, value),
+  donate_argnums=0,
+)
+
+
+def _one_after_another(single, own_data: bool):
+  """`run_epoch(states [K, ...], x, y)` that trains member k alone with `single(state, x, y)`, k = 0 .. K-1.
+
+  Each member trains without a member axis (no batched matmuls), on its own rows with `own_data`. Its
+  state stays between epochs in the buffers its last epoch left, so an epoch only copies it into the
+  stack it returns; given any other stack, the members are first taken out of it.
+  """
+  kept = {}  # 'states': the stack the last epoch returned, 'members': the member states it holds
+
+  def run_epoch(states, x, y):
+    count = int(jax.tree.leaves(states.step)[0].shape[0])
+    members = kept['members'] if kept.get('states') is states else [_take(states, np.int32(k)) for k in range(count)]
+    kept.clear()
+    losses = []
+    for k in range(count):
+      member = np.int32(k)
+      data = _take((x, y), member) if own_data else (x, y)
+      members[k], losses_S = single(members[k], *data)
+      states = _put(states, member, members[k])
+      losses.append(losses_S)
+    kept.update(states=states, members=members)
+    return states, jnp.stack(losses)
+
+  return run_epoch
 
 
 @jax.jit

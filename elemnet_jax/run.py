@@ -140,21 +140,20 @@ def make_inputs(parts, featurizer_description: dict, config, source_meta=None, n
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 
+# The train settings `fit` takes as they are.
+_FIT_FIELDS = (
+  'batch_size max_epochs patience loss log_every mode eval_dropout_passes ema_decay ensemble_schedule'.split()
+)
+
+
 def fit_options(train: TrainConfig, target_scaling: data.TargetScaling | None, n_train: int) -> FitOptions:
   steps = train.steps_per_epoch(n_train)
   rate = learning_rate_schedule(
     train.learning_rate, train.schedule, int(train.warmup_epochs * steps), train.max_epochs * steps
   )
   return FitOptions(
-    batch_size=train.batch_size,
-    max_epochs=train.max_epochs,
-    patience=train.patience,
-    loss=train.loss,
-    log_every=train.log_every,
-    mode=train.mode,
-    eval_dropout_passes=train.eval_dropout_passes,
+    **{name: getattr(train, name) for name in _FIT_FIELDS},
     log_scale=target_scaling.scale if target_scaling else 1.0,
-    ema_decay=train.ema_decay,
     learning_rate=rate if callable(rate) else (lambda step, rate=rate: rate),
   )
 

@@ -2,7 +2,7 @@
 
 For a source (large, DFT) and a target (small, experimental) dataset, trains on nested subsets of
 the target's training data and reports test metrics per method, training-set size, fold and seed.
-Seeds of one (method, size, fold) are trained together as one vmapped ensemble. The plan of runs is
+Seeds of one (method, size, fold) are trained together as one ensemble (`fit`). The plan of runs is
 made first; finished runs are recorded in results.json at once, so an interrupted study resumes.
 """
 

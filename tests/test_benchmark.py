@@ -5,6 +5,7 @@ import json
 import pytest
 
 from elemnet_jax import benchmark, benchmark_report
+from elemnet_jax.fit import ensemble_schedule
 from elemnet_jax.model import ElemNetConfig
 
 KEYS = {
@@ -51,17 +52,31 @@ def test_benchmark_rows_and_report(tmp_path):
     params = 86 * 16 + 16 + 16 * 8 + 8 + 8 + 1
     per_step = benchmark_report.PARAMETER_PASSES * 4 * params * row['members']
     assert row['parameter_bytes_per_second'] == pytest.approx(per_step / row['step_seconds'])
+    # the step's roofline bound: its matmul FLOPs at the peak plus that traffic at the bandwidth
+    flops = row['flops_per_sample'] * row['batch_size'] * row['members']
+    bound = (
+      flops / report['matmul_peak']['flops_per_second'] + per_step / report['memory_bandwidth']['bytes_per_second']
+    )
+    assert row['bound_step_seconds'] == pytest.approx(bound)
+    assert row['fraction_of_bound'] == pytest.approx(bound / row['step_seconds'])
   assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
   assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
   assert report['matmul_peak']['flops_per_second'] > 0 and report['matmul_peak']['calls'] == benchmark.PEAK_CALLS
   assert report['memory_bandwidth']['bytes_per_second'] > 0 and report['model']['params'] == params
   assert set(report['derived']['epoch_over_step']) == {'8'}
   assert set(report['derived']['ensemble_over_sequential']) == {'8'}
+  # the ensemble is timed on both schedules; its row is the one fit picks on this backend
+  picked = ensemble_schedule('auto')
+  assert [r['schedule'] for r in report['ensemble_schedules']] == ['vmap', 'sequential']
+  assert rows[2]['schedule'] == report['derived']['ensemble_schedule']['8'] == picked
+  assert set(report['derived']['ensemble_schedules_over_sequential']['8']) == {'vmap', 'sequential'}
+  assert set(report['derived']['fraction_of_bound']['epoch']) == {'8'}
 
   json_path, md_path = benchmark_report.write_report(report, tmp_path / 'bench.json')
   assert json.loads(json_path.read_text())['rows'][0]['mode'] == 'step'
   table = md_path.read_text()
   assert md_path.name == 'bench.md' and '| ensemble | 2 | 8 |' in table and 'sequential runs' in table
+  assert '% of bound' in table and f'(schedule {picked})' in table and 'roofline bound' in table
 
 
 def test_modes_take_turns_so_a_change_of_load_falls_on_all_of_them():

@@ -7,7 +7,7 @@ import pytest
 from elemnet_jax import checkpoint, data, datasets, study_plan, train
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
-from elemnet_jax.fit import FitOptions, fit, fit_epochs
+from elemnet_jax.fit import FitOptions, ensemble_schedule, fit, fit_epochs
 from elemnet_jax.model import ElemNet, ElemNetConfig
 from elemnet_jax.optimizer import make_optimizer
 
@@ -32,13 +32,19 @@ def _fit(
   patience=None,
   ema_decay=0.0,
   optimizer_options=(),
+  schedule='auto',
   **kwargs,
 ):
   model = ElemNet(CONFIG)
   optimizer = make_optimizer(learning_rate, **dict(optimizer_options))
   states = train.stack_members([train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in seeds])
   options = FitOptions(
-    batch_size=batch_size, max_epochs=epochs, patience=patience or epochs, mode=mode, ema_decay=ema_decay
+    batch_size=batch_size,
+    max_epochs=epochs,
+    patience=patience or epochs,
+    mode=mode,
+    ema_decay=ema_decay,
+    ensemble_schedule=schedule,
   )
   return model, fit(train.Members(model, optimizer, states), ssub['train'], ssub['val'], options, **kwargs)
 
@@ -69,6 +75,37 @@ def test_vmapped_ensemble_members_equal_single_runs(ssub):
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-4)
     for a, b in zip(jax.tree.leaves(ensemble.params), jax.tree.leaves(single.params)):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-3, atol=1e-5)
+
+
+def test_the_ensemble_schedule_picked_on_cpu_gives_the_members_of_solo_runs(ssub):
+  # On CPU `fit` trains an ensemble's members one after another with the single-member program.
+  assert ensemble_schedule('auto', 'cpu') == 'sequential' and ensemble_schedule('auto', 'gpu') == 'vmap'
+  if jax.default_backend() != 'cpu':
+    pytest.skip('the schedule picked on CPU')
+  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2)
+  for k, seed in enumerate([0, 1, 2]):
+    _, (single, _, alone) = _fit(ssub, [seed], epochs=2)
+    np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(ensemble), jax.tree.leaves(single)):
+      np.testing.assert_allclose(a[k], b[0], rtol=1e-6, atol=1e-7)  # bit for bit on CPU
+  with pytest.raises(ValueError, match='unknown ensemble schedule'):
+    _fit(ssub, [0, 1], epochs=1, schedule='parallel')
+
+
+@pytest.mark.parametrize(('mode', 'own_data'), [('epoch', False), ('epoch', True), ('step', False), ('step', True)])
+def test_vmapped_and_sequential_schedules_give_the_same_members(ssub, mode, own_data):
+  parts = ssub
+  if own_data:  # member k trains on rows rotated by k
+    parts = {
+      name: tuple(np.stack([np.roll(a, 7 * k, axis=0) for k in range(2)]) for a in part) for name, part in ssub.items()
+    }
+  _, (vmapped, _, together) = _fit(parts, [0, 1], epochs=2, mode=mode, schedule='vmap')
+  _, (sequential, _, apart) = _fit(parts, [0, 1], epochs=2, mode=mode, schedule='sequential')
+  assert int(vmapped.step[1]) == int(sequential.step[1]) == 2 * 27
+  np.testing.assert_allclose(together.history[-1]['val_mae'], apart.history[-1]['val_mae'], rtol=1e-4)
+  np.testing.assert_allclose(together.history[-1]['train_loss'], apart.history[-1]['train_loss'], rtol=1e-4)
+  for a, b in zip(jax.tree.leaves(vmapped.params), jax.tree.leaves(sequential.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize('mode', ['epoch', 'step'])

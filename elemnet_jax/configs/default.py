@@ -57,7 +57,8 @@ def get_config() -> ml_collections.ConfigDict:
       loss='mae',  # mae | mse | huber
       max_epochs=1000,
       patience=200,
-      ensemble=1,  # members trained together by jax.vmap, seeds seed..seed+ensemble-1
+      ensemble=1,  # members, seeds seed..seed+ensemble-1, trained as ensemble_schedule says
+      ensemble_schedule='auto',  # vmap (together) | sequential (one after another) | auto: sequential on CPU
       mode='epoch',  # epoch: one compiled lax.scan per epoch; step: a Python loop (same result)
       eval_dropout_passes=0,  # > 0: evaluate as the mean of that many dropout passes
       target_scaling='none',  # none | standard (statistics travel with the checkpoint)

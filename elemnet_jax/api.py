@@ -18,6 +18,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import checkpoint, configs, predict, run, study
+from elemnet_jax.errors import UserError
 
 
 def show_progress(level: str = 'info') -> None:
@@ -27,7 +28,10 @@ def show_progress(level: str = 'info') -> None:
 
 def get_config(name: str = 'default') -> ml_collections.ConfigDict:
   """A named config ('default', 'oqmd', 'finetune', 'paper', 'demo', 'porphyrin_tl[:HOMO]', 'test')."""
-  return configs.get_config(name)
+  try:
+    return configs.get_config(name)
+  except ValueError as error:
+    raise UserError(str(error)) from None
 
 
 def train_model(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> dict:

@@ -79,7 +79,7 @@ def study() -> Callable:
 
 
 def _input_flags() -> list[str]:
-  flags.DEFINE_list('models', None, 'Workdirs of finished runs (comma separated).', required=True)
+  flags.DEFINE_list('models', None, 'Workdirs of finished runs, comma separated (fingerprint: one).', required=True)
   flags.DEFINE_string('input', None, 'CSV file with the inputs (its other columns are carried through).')
   flags.DEFINE_string('column', 'formula', 'Input column of --input (e.g. formula or smiles).')
   flags.DEFINE_list('formulas', None, 'Inputs (formulas or SMILES) given on the command line instead of --input.')
@@ -121,7 +121,12 @@ def fingerprint() -> Callable:
       raise UserError(f'{FLAGS.output}: already exists; pass --overwrite to replace it')
     if FLAGS.input is not None and not Path(FLAGS.input).exists():
       raise UserError(f'{FLAGS.input}: no such file')
-    texts = FLAGS.formulas or readers.read_csv(Path(FLAGS.input), FLAGS.column, FLAGS.column).inputs
+    if FLAGS.formulas is not None:
+      texts = FLAGS.formulas
+    else:
+      texts = readers.read_csv(Path(FLAGS.input), FLAGS.column, FLAGS.column).inputs
+    if not texts:
+      raise UserError(f'{FLAGS.input or "command line"}: no inputs')
     features, errors = predict.fingerprint(FLAGS.models, texts, FLAGS.layer, FLAGS.member)
     predict.write_fingerprint(FLAGS.output, texts, features, errors)
     print(f'wrote {features.shape[0]} x {features.shape[1]} activations to {FLAGS.output}')

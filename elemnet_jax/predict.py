@@ -199,7 +199,9 @@ def fingerprint(models: list[str], inputs: list[str], layer: int = 0, member: in
 
   Returns the features and the reason each input is invalid ('' where valid).
   """
-  model, params, meta = _load_models(models[:1])[0]
+  if len(models) != 1:
+    raise UserError(f'--models={",".join(models)}: name one finished run; its activations are exported')
+  model, params, meta = _load_models(models)[0]
   hidden = layer or len(model.config.widths)
   if not 1 <= hidden <= len(model.config.widths):
     raise UserError(f'--layer={layer}: the hidden layers of {models[0]} are 1..{len(model.config.widths)}')

@@ -364,7 +364,8 @@ def finish(run: Run, model: ElemNet, best_params, progress: Progress, mesh=None)
 def model_meta(run: Run, model: ElemNet) -> dict:
   """What a later fine-tune or prediction needs to read the saved parameters."""
   inputs, config = run.inputs, run.config
-  seen = np.flatnonzero(np.any(inputs.parts['train'].x != 0, axis=0))
+  seen = set(np.flatnonzero(np.any(inputs.parts['train'].x != 0, axis=0)).tolist())
+  seen |= set((run.source_meta or {}).get('seen_columns', []))  # a fine-tune also learnt from its source's rows
   return {
     'model': run.model_config.to_dict(),
     'featurizer': inputs.featurizer,
@@ -373,7 +374,7 @@ def model_meta(run: Run, model: ElemNet) -> dict:
     'members': len(run.seeds),
     'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
     'target': inputs.notes['target'],
-    'seen_columns': [int(j) for j in seen],  # raw feature columns that are non-zero in some training row
+    'seen_columns': sorted(int(j) for j in seen),  # raw feature columns non-zero in some training row
     'eval_dropout_passes': run.train.eval_dropout_passes,
     'frozen_layers': list(model.frozen_layers),
   }

@@ -206,7 +206,7 @@ class Study:
     scaling = data.TargetScaling(**self.source.meta['target_scaling'])
     passes = self.source.meta.get('eval_dropout_passes', 0)
     prediction = evaluate(self.source.model, self.source.params, arrays.x['test'], scaling, passes).mean(axis=0)
-    return [_row(Arm('direct'), 0.0, 0, arrays.fold, 0, prediction, 0.0)]
+    return [_row(Arm('direct'), 0.0, 0, arrays.fold, None, prediction, 0.0)]
 
   def run_ridge(self, arrays: FoldData, fraction: float, index: np.ndarray) -> list[dict]:
     """Ridge on the frozen source's activations, in target units (ridge with an intercept needs no scaling)."""
@@ -226,7 +226,7 @@ class Study:
     prediction = features['test'] @ weights + intercept
     logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
     arm = Arm('featurizer', layer=self.study.featurizer_layer)
-    row = _row(arm, fraction, size, fold, 0, prediction, time.perf_counter() - tic)
+    row = _row(arm, fraction, size, fold, None, prediction, time.perf_counter() - tic)
     return [{**row, 'val_mae': round(float(np.abs(val_prediction - fold.val.y).mean()), 6)}]  # alpha's criterion
 
   def _network(self, arm: Arm, arrays: FoldData, train_rows: np.ndarray):
@@ -301,7 +301,7 @@ class Study:
 
 
 def _row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float) -> dict:
-  """One result row; `seed` None for the row that scores the mean prediction of the seeds."""
+  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is)."""
   return {
     'method': arm.method,
     'freeze_layers': arm.freeze_layers,
@@ -342,7 +342,6 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   """
   check_study_config(config)
   config = config.copy_and_resolve_references()
-  study_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   study = config.study
   if study.pretrained:
     source_dirs, meta = named_sources(config)
@@ -352,6 +351,7 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
       config.source.dataset.exclude_from = config.target.dataset.name
     model_config, featurizer_config = checks.model_config_from(config.source), config.source.featurizer.to_dict()
   examples, featurizer, notes, folds = load_target(config, model_config, featurizer_config)
+  study_dir = workdir.Workdir(path, LAYOUT, config, overwrite)  # the config as the study records it
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
   sources = workdir.digests(source.dirs)

@@ -150,7 +150,7 @@ def epoch_order(rng: jax.Array, n: int, batch_size: int) -> tuple[jax.Array, jax
 
 
 def data_mesh(devices: int | None = None) -> Mesh:
-  """A 1-D mesh over the local devices with one 'data' axis (automatic sharding propagation)."""
+  """A 1-D mesh over all devices (`jax.device_count()`, every host's) with one 'data' axis."""
   return jax.make_mesh((devices or jax.device_count(),), ('data',), axis_types=(jax.sharding.AxisType.Auto,))
 
 

@@ -131,6 +131,11 @@ class Workdir:
     if not self.resume or not record.exists():
       return
     started = list(read_json(record, 'the run did not finish').values())  # by position: names may differ
+    if len(started) != len(sources):
+      raise UserError(
+        f'{self.path}: holds an interrupted {self.layout.kind} started from {len(started)} source run(s), not '
+        f'{len(sources)}; pass --overwrite to start over'
+      )
     for name, digest, before in zip(sources, sources.values(), started):
       if digest != before:
         raise UserError(

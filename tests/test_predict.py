@@ -134,3 +134,14 @@ def test_fingerprint_exports_a_hidden_layer_of_one_member(finetuned, tmp_path):
   assert rows[1][-1] == "unknown element symbol 'Xx'" and rows[1][1] == ''
   user_error(lambda: predict.fingerprint([str(finetuned)], ['NaCl'], layer=4), 'the hidden layers of', 'are 1..3')
   user_error(lambda: predict.fingerprint([str(finetuned)], ['NaCl'], member=2), 'has members 0..1')
+
+
+def test_a_fine_tune_knows_the_elements_its_source_saw(pretrained, tmp_path):
+  # Fine-tuned on a few oxides from a source that saw every element: nothing is outside its data.
+  path = tmp_path / 'oxides.csv'
+  oxides = ['Fe2O3', 'MgO', 'Al2O3', 'CaO', 'ZnO', 'CuO', 'TiO2', 'SiO2', 'NiO', 'MnO', 'CoO', 'Cr2O3']
+  path.write_text('formula,energy\n' + ''.join(f'{f},{-1.0 - 0.1 * i}\n' for i, f in enumerate(oxides)))
+  fields = {'transfer.pretrained': str(pretrained), 'dataset.name': str(path), 'dataset.target': 'energy'}
+  run.train_and_evaluate(config_with('test', {**fields, 'dataset.split': (0.5, 0.25, 0.25)}), tmp_path / 'ft')
+  assert predict.predict_inputs([str(tmp_path / 'ft')], ['NaCl']).warnings == ['']
+  user_error(lambda: predict.fingerprint([str(tmp_path / 'ft'), str(pretrained)], ['NaCl']), 'name one finished run')

@@ -250,3 +250,15 @@ def test_cross_validation_refuses_a_target_that_ships_its_own_split(pretrained, 
   fields = {'study.pretrained': str(pretrained), 'study.folds': 2, 'target.dataset.name': 'oqmd_fe'}
   user_error(lambda: _study(tmp_path, fields), 'oqmd_fe: ships its own split', '--config.target.dataset.resplit=True')
   assert not any(tmp_path.iterdir())
+
+
+def test_an_interrupted_study_that_pretrains_without_the_target_resumes(tmp_path):
+  # The study records its config as it runs it (the source's exclude_from set, the target featurized
+  # as the source is), so starting it again with the same flags resumes instead of refusing.
+  fields = {'study.exclude_target_from_source': True, 'study.methods': ('direct', 'featurizer'), 'study.seeds': 1}
+  first = _study(tmp_path, fields)
+  assert first['leakage']['target_excluded_from_source'] and first['leakage']['excluded_count'] > 0
+  _interrupted(tmp_path, lambda row: row['method'] == 'direct')
+  resumed = _study(tmp_path, fields)
+  assert resumed['runs'][0] == first['runs'][0] and {r['method'] for r in resumed['runs']} == {'direct', 'featurizer'}
+  assert {r['seed'] for r in resumed['runs']} == {None}  # neither the source as is nor ridge has a seed

@@ -42,13 +42,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax.benchmark_report import (  # noqa: F401
-  OQMD_TRAIN_ROWS,
-  PARAMETER_PASSES,
+from elemnet_jax.benchmark_report import (
   derived,
-  format_report,
   row,
-  write_report,
 )
 from elemnet_jax.errors import UserError
 from elemnet_jax.fit import FitOptions, ensemble_schedule, epoch_runner

@@ -112,21 +112,14 @@ def fingerprint() -> Callable:
   flags.DEFINE_integer('member', 0, 'Ensemble member whose activations to export.')
   from pathlib import Path
 
-  from elemnet_jax import predict, readers
+  from elemnet_jax import predict
 
   def main(argv):
-    if (FLAGS.input is None) == (FLAGS.formulas is None):
-      raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')
     if Path(FLAGS.output).exists() and not FLAGS.overwrite:
       raise UserError(f'{FLAGS.output}: already exists; pass --overwrite to replace it')
-    if FLAGS.input is not None and not Path(FLAGS.input).exists():
-      raise UserError(f'{FLAGS.input}: no such file')
-    if FLAGS.formulas is not None:
-      texts = FLAGS.formulas
-    else:
-      texts = readers.read_csv(Path(FLAGS.input), FLAGS.column, FLAGS.column).inputs
+    texts, _, _, where = predict.read_inputs(FLAGS.input, FLAGS.column, FLAGS.formulas)
     if not texts:
-      raise UserError(f'{FLAGS.input or "command line"}: no inputs')
+      raise UserError(f'{where}: no inputs')
     features, errors = predict.fingerprint(FLAGS.models, texts, FLAGS.layer, FLAGS.member)
     predict.write_fingerprint(FLAGS.output, texts, features, errors)
     print(f'wrote {features.shape[0]} x {features.shape[1]} activations to {FLAGS.output}')
@@ -182,11 +175,6 @@ def benchmark() -> Callable:
   return main
 
 
-_BENCHMARK_FLAGS = ['batch_sizes', 'modes', 'steps', 'repeats', 'warmup', 'members', 'ensemble_max_batch']
-_BENCHMARK_FLAGS += ['full_epoch_rows', 'full_epoch_batch_sizes', 'full_epoch_repeats', 'matmul_size']
-_BENCHMARK_FLAGS += ['bandwidth_mib', 'seed', 'output']
-
-
 def define(command: str) -> tuple[Callable, list[str]]:
   """Defines `command`'s flags; (its main, the flag names it shows in --help)."""
   if command in ('train', 'finetune', 'study'):
@@ -197,4 +185,6 @@ def define(command: str) -> tuple[Callable, list[str]]:
     body = predict() if command == 'predict' else fingerprint()
     extra = ['output', 'fail_on_invalid'] if command == 'predict' else ['output', 'layer', 'member']
     return body, names + extra
-  return benchmark(), list(_BENCHMARK_FLAGS)
+  before = set(FLAGS)
+  body = benchmark()
+  return body, [name for name in FLAGS if name not in before]

@@ -134,7 +134,7 @@ def predict_inputs(workdirs: list[str], inputs: list[str]) -> Predictions:
   return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2])
 
 
-def _read_inputs(input_csv: str | None, column: str, inputs: list[str] | None):
+def read_inputs(input_csv: str | None, column: str, inputs: list[str] | None):
   """(inputs, 1-based row numbers, header and cells of the input CSV or None, where they came from)."""
   if (input_csv is None) == (inputs is None):
     raise UserError('give exactly one of --input=CSV or --formulas=A,B,...')
@@ -163,7 +163,7 @@ def predict_file(
   """
   if output and Path(output).exists() and not overwrite:
     raise UserError(f'{output}: already exists; pass --overwrite to replace it')
-  texts, rows, table, where = _read_inputs(input_csv, column, inputs)
+  texts, rows, table, where = read_inputs(input_csv, column, inputs)
   if not texts:
     raise UserError(f'{where}: no inputs to predict')
   result = predict_inputs(models, texts)

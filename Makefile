@@ -26,7 +26,7 @@ demo: install
 
 paper: install
 	$(VENV)/bin/elemnet-jax train --config=oqmd --workdir=workdirs/oqmd
-	$(VENV)/bin/elemnet-jax study --config=paper --workdir=workdirs/study_paper --config.study.pretrained=workdirs/oqmd
+	$(VENV)/bin/elemnet-jax study --config=paper "--config.study.learning_rates=()" --workdir=workdirs/study_paper --config.study.pretrained=workdirs/oqmd
 
 benchmark: install
 	$(VENV)/bin/elemnet-jax benchmark --output=workdirs/benchmark.json

@@ -20,13 +20,14 @@ from absl import logging
 
 from elemnet_jax import checks, data, ridge, run, train, transfer, workdir
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.metrics import calibration, regression_metrics
 from elemnet_jax.model import ElemNetConfig
 from elemnet_jax.predict import evaluate
 from elemnet_jax.study_data import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
 from elemnet_jax.study_plan import (
   Arm,
   Fold,
+  Timer,
   check_study_config,
   head_config,
   member_rows,
@@ -131,7 +132,7 @@ class Study:
     self.target_train = checks.TrainConfig.from_config(config.target.train, 'target.train')
     self.scratch_train = checks.TrainConfig.from_config(config.study.scratch_train, 'study.scratch_train')
     self.arms = network_arms(config.study)
-    self.timer = _Timer(self._count_runs())
+    self.timer = Timer(self._count_runs())
 
   def _count_runs(self) -> int:
     done, methods = self.results.done(), self.study.methods
@@ -244,32 +245,38 @@ class Study:
     return arrays.pool_x, arrays.x['test'], model_config, self.scratch_train, None, None
 
   def run_network(self, arm: Arm, arrays: FoldData, fraction: float, index, scaling) -> list[dict]:
-    """Trains the seeds of one arm together on one training-set size; a row per seed and one for their mean."""
+    """Trains the seeds of one arm together on one training-set size; a row per seed and one for their mean.
+
+    With `study.learning_rates`, the seeds train at each rate and the rate with the lowest mean
+    validation MAE is kept.
+    """
     fold, tic = arrays.fold, time.perf_counter()
     train_rows = arrays.member_train[:, index]  # [members, size] pool rows
     pool_in, test_in, net_config, train_config, init, rules = self._network(arm, arrays, train_rows)
     pool_y = scaling.apply(arrays.pool_targets)
-    start = functools.partial(
-      run.build,
-      net_config,
-      train_config,
-      pool_in.shape[-1],
-      seeds=self.seeds,
-      init_params=init,
-      rules=rules,
-      reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
-    )
-    members = start(len(index))
-    name = f'{arm.label}/n={len(index)}/fold{fold.index}'
-    options = run.fit_options(train_config, scaling, len(index))
     val_in = member_rows(pool_in, arrays.member_val)
-    _, best, progress = run.fit(
-      members,
-      (member_rows(pool_in, train_rows), member_rows(pool_y, train_rows)),
-      (val_in, member_rows(pool_y, arrays.member_val)),
-      options,
-      name=name,
-    )
+    train_data = (member_rows(pool_in, train_rows), member_rows(pool_y, train_rows))
+    val_data = (val_in, member_rows(pool_y, arrays.member_val))
+    name = f'{arm.label}/n={len(index)}/fold{fold.index}'
+    rates = tuple(self.study.get('learning_rates', ())) or (train_config.learning_rate,)
+    tried = {}  # rate -> (mean validation MAE, start, members, best params, progress, options)
+    for rate in rates:
+      config = dataclasses.replace(train_config, learning_rate=rate)
+      start = functools.partial(
+        run.build,
+        net_config,
+        config,
+        pool_in.shape[-1],
+        seeds=self.seeds,
+        init_params=init,
+        rules=rules,
+        reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
+      )
+      members, options = start(len(index)), run.fit_options(config, scaling, len(index))
+      _, best, progress = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}')
+      tried[rate] = (float(np.mean(progress.best_val)), start, members, best, progress, options)
+    rate = min(tried, key=lambda r: tried[r][0])
+    _, start, members, best, progress, options = tried[rate]
     passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
     ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
     if len(arrays.member_val) == 1:
@@ -286,17 +293,23 @@ class Study:
     if fold.index == 0 and fraction == max(self.study.train_fractions):  # the parity plot's runs
       self.results.parity['predictions'][arm.label] = [float(v) for v in predictions.mean(axis=0)]
       self.results.parity['val_mae'][arm.label] = float(np.mean(progress.best_val))
+    chosen = {'learning_rate': rate}
+    if len(rates) > 1:  # what each rate scored on validation, in target units
+      chosen['val_mae_by_rate'] = {f'{r:g}': round(tried[r][0] * scaling.scale, 6) for r in rates}
     rows = [
       {
         **_row(arm, fraction, size, fold, seed, p, seconds),
         'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
         'best_epoch': epoch,  # what early stopping kept (and retraining ran for)
+        **chosen,
       }
       for seed, p, val, epoch in zip(self.seeds, predictions, progress.best_val, progress.best_epoch)
     ]
     if len(self.seeds) > 1:
-      ensemble = _row(arm, fraction, size, fold, None, predictions.mean(axis=0), seconds * len(self.seeds))
-      rows.append({**ensemble, 'ensemble': True, 'val_mae': ensemble_val_mae})
+      mean, std = predictions.mean(axis=0), predictions.std(axis=0)
+      ensemble = _row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds))
+      spread = calibration(fold.test.y, mean, std)  # how far the seeds' spread can be trusted
+      rows.append({**ensemble, 'ensemble': True, 'val_mae': ensemble_val_mae, **chosen, **spread})
     return rows
 
 
@@ -314,25 +327,6 @@ def _row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, pre
     **regression_metrics(fold.test.y, prediction),
     'seconds': round(seconds, 2),
   }
-
-
-class _Timer:
-  """Logs 'run i of N' with an estimate of the time left from the runs done so far."""
-
-  def __init__(self, total: int):
-    self.total, self.done, self.seconds, self.tic = total, 0, 0.0, 0.0
-
-  def begin(self, what: str) -> None:
-    eta = ''
-    if self.done:
-      left = self.seconds / self.done * (self.total - self.done)
-      eta = f', about {left / 60:.0f} min left' if left >= 60 else f', about {left:.0f} s left'
-    logging.info('study: run %d of %d: %s%s', self.done + 1, self.total, what, eta)
-    self.tic = time.perf_counter()
-
-  def end(self) -> None:
-    self.done += 1
-    self.seconds += time.perf_counter() - self.tic
 
 
 def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bool = False) -> list[dict]:

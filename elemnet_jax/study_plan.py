@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import ml_collections
 import numpy as np
+from absl import logging
 
 from elemnet_jax import checks, data, transfer
 from elemnet_jax.errors import UserError
@@ -160,8 +162,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   checks.check_dataset(target.dataset, 'target.dataset')
   checks.check_seed(config.seed, count=study.seeds)
   checks.check_transfer_config(target.transfer, 'target.transfer')
-  for field in ('methods', 'freeze_layers', 'train_fractions'):  # a repeat would count its runs twice in a cell
-    values = tuple(study[field])
+  rates = tuple(study.get('learning_rates', ()))
+  if not all(isinstance(r, float | int) and not isinstance(r, bool) and r > 0 for r in rates):
+    raise UserError(f'--config.study.learning_rates={rates}: give positive rates, e.g. (1e-4,3e-4,1e-3), or ()')
+  for field in ('methods', 'freeze_layers', 'train_fractions', 'learning_rates'):  # a repeat counts twice
+    values = tuple(study.get(field, ()))
     if len(set(values)) != len(values):
       raise UserError(f'--config.study.{field}={values}: name each value once')
   if not all(0 < f <= 1 for f in study.train_fractions):
@@ -201,3 +206,22 @@ def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetCo
     raise UserError(
       f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
     )
+
+
+class Timer:
+  """Logs 'run i of N' with an estimate of the time left from the runs done so far."""
+
+  def __init__(self, total: int):
+    self.total, self.done, self.seconds, self.tic = total, 0, 0.0, 0.0
+
+  def begin(self, what: str) -> None:
+    eta = ''
+    if self.done:
+      left = self.seconds / self.done * (self.total - self.done)
+      eta = f', about {left / 60:.0f} min left' if left >= 60 else f', about {left:.0f} s left'
+    logging.info('study: run %d of %d: %s%s', self.done + 1, self.total, what, eta)
+    self.tic = time.perf_counter()
+
+  def end(self) -> None:
+    self.done += 1
+    self.seconds += time.perf_counter() - self.tic

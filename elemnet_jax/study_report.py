@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,7 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
   if ensembles:
     lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
     lines += _table(ensembles, fractions, sizes)
+  lines += _calibration(rows, fractions, sizes) + _rates(rows, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   workdir.write_text(path / 'results.md', text)
   colours = _colours(summary)
@@ -127,6 +129,59 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
   if echo:
     print(text)
   return text
+
+
+def _cells(rows: list[dict], value, fractions, sizes, header: str) -> list[str]:
+  """A table of `value(rows of one arm and size)` per arm (columns) and training-set size (rows)."""
+  arms = list(dict.fromkeys(Arm.of(row) for row in rows))
+  lines = [f'| {header} | ' + ' | '.join(a.label for a in arms) + ' |', '|---' * (len(arms) + 1) + '|']
+  for f in fractions:
+    cells = [value([r for r in rows if Arm.of(r) == arm and r['train_fraction'] == f]) for arm in arms]
+    lines.append(f'| {f:.0%} ({sizes[f]}) | ' + ' | '.join(cells) + ' |')
+  return lines
+
+
+def _calibration(rows: list[dict], fractions, sizes) -> list[str]:
+  """How often the test target lies within 1 and 2 std of the seeds' spread, per arm and size."""
+  rows = [row for row in rows if row.get('ensemble') and 'within_1std' in row]
+  if not rows:
+    return []
+
+  def share(cell):
+    return (
+      f'{np.mean([r["within_1std"] for r in cell]):.2f} / {np.mean([r["within_2std"] for r in cell]):.2f}'
+      if cell
+      else ''
+    )
+
+  within_2 = float(np.mean([r['within_2std'] for r in rows]))
+  verdict = 'over-confident' if within_2 < 0.85 else 'under-confident' if within_2 > 0.99 else 'roughly calibrated'
+  return [
+    '',
+    "Calibration of the seeds' spread: share of test targets within 1 / 2 std of the ensemble mean "
+    '(0.68 / 0.95 if the errors were Gaussian with that std; mean over folds):',
+    '',
+    *_cells(rows, share, fractions, sizes, 'share of target train (n)'),
+    '',
+    f"Over all cells {within_2:.2f} of the targets lie within 2 std: the ensembles' std is {verdict}"
+    + (' (the seeds share most of their error, which their spread cannot show).' if within_2 < 0.85 else '.'),
+  ]
+
+
+def _rates(rows: list[dict], fractions, sizes) -> list[str]:
+  """The learning rate validation chose per arm and size: each fold's choice, with its count when folds differ."""
+  rows = [row for row in rows if 'val_mae_by_rate' in row and not row.get('ensemble')]
+  if not rows:
+    return []
+  first = min(row['seed'] for row in rows)
+  rows = [row for row in rows if row['seed'] == first]  # the seeds of a fold share their rate
+
+  def chosen(cell):
+    counts = collections.Counter(f'{row["learning_rate"]:g}' for row in cell)
+    return ', '.join(f'{rate} ({n})' if len(counts) > 1 else rate for rate, n in counts.most_common())
+
+  title = 'Learning rate chosen on validation (folds per rate when they differ):'
+  return ['', title, ''] + _cells(rows, chosen, fractions, sizes, 'share of target train (n)')
 
 
 _CYCLE = ('tab:blue', 'tab:orange', 'tab:green', 'tab:purple', 'tab:brown', 'tab:pink', 'tab:olive', 'tab:cyan')

@@ -31,6 +31,7 @@ OPTIONAL_FIELDS = {
   'head_widths': [64, 32],
   'rotate_validation': False,
   'retrain_with_validation': False,
+  'learning_rates': [],
   'exclude_from': '',
   'frozen_layers': [],
   'resplit': False,

@@ -15,6 +15,10 @@ def get_config():
   config.target.train.update(max_epochs=150, patience=30, learning_rate=1e-3)
   config.study.scratch_train.update(max_epochs=150, patience=30)
   config.study.update(
-    train_fractions=(0.25, 1.0), seeds=2, freeze_layers=(0,), methods=('scratch', 'finetune', 'direct')
+    train_fractions=(0.25, 1.0),
+    seeds=2,
+    freeze_layers=(0,),
+    methods=('scratch', 'finetune', 'direct'),
+    learning_rates=(),
   )
   return config

@@ -5,8 +5,10 @@
 Without `study.pretrained` it pretrains with the `oqmd` config in WORKDIR/pretrain first. On the SSUB
 training split it trains from scratch, fine-tunes at several freeze depths, fits ridge on the last
 hidden layer and applies the pretrained model directly; 10/25/50/100% of the training rows, 3 seeds,
-a fixed 80/10/10 split (`study.folds=k` for k-fold cross-validation). `target.train` is fine-tuning's,
-`study.scratch_train` that of scratch and the head network. Each field below says what it does.
+a fixed 80/10/10 split (`study.folds=k` for k-fold cross-validation). Each network trains at Adam
+1e-4, 3e-4 and 1e-3 and keeps the rate its validation MAE prefers (`study.learning_rates=()`: the
+rates of `target.train`, fine-tuning's, and `study.scratch_train`, that of scratch and the head
+network). Each field below says what it does.
 """
 
 import ml_collections
@@ -29,6 +31,7 @@ def get_config():
       val_fraction=0.1,  # with folds: share of all examples held out for early stopping
       rotate_validation=False,  # seed k >= 1 stops on its own random block of the training rows
       retrain_with_validation=False,  # train again on training + validation rows for the epochs they chose
+      learning_rates=(1e-4, 3e-4, 1e-3),  # each network arm keeps the rate validation prefers; () for train's own
       train_fractions=(0.1, 0.25, 0.5, 1.0),
       seeds=3,
       methods=('scratch', 'finetune', 'featurizer', 'direct'),

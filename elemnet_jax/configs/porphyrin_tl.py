@@ -43,7 +43,10 @@ def get_config(kind: str = 'E_gap'):
   config.target.train.update(batch_size=32, learning_rate=1e-3, max_epochs=400, patience=60)
   config.target.transfer.reinit_head = True
   config.study.update(
-    methods=('scratch', 'finetune', 'featurizer', 'direct'), freeze_layers=(0, 10), train_fractions=(0.25, 0.5, 1.0)
+    methods=('scratch', 'finetune', 'featurizer', 'direct'),
+    freeze_layers=(0, 10),
+    train_fractions=(0.25, 0.5, 1.0),
+    learning_rates=(),  # the rates below, chosen on MpPD's validation split (docs/results.md)
   )
   config.study.scratch_train = config.target.train.copy_and_resolve_references()
   config.study.scratch_train.learning_rate = 3e-3

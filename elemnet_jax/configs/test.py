@@ -35,6 +35,7 @@ def get_config(kind: str = 'train'):
       freeze_layers=(0, 2),
       featurizer_layer=3,
       head_widths=(8,),
+      learning_rates=(),
     )
     return config
   raise ValueError(f'unknown test config {kind!r}; use train or study')

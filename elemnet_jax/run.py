@@ -235,7 +235,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   """Checks everything and loads the data; nothing is written."""
   train = checks.TrainConfig.from_config(config.train)
   checks.check_seed(config.seed, count=train.ensemble)
-  split = checks.check_dataset(config.dataset)
+  checks.check_dataset(config.dataset)  # before any data is read
   source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_meta = source_params = None
   config = config.copy_and_resolve_references()
@@ -248,8 +248,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   examples, featurizer, notes, spec = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
-  labels = data.assign_splits(examples, split, config.dataset.split_seed)
-  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  parts = _split(examples, config)
   notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]
@@ -270,6 +269,16 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     reinit_head=config.transfer.get('reinit_head', False),
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
+
+
+def split_parts(config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
+  """The train/val/test examples a run with `config` trains on: what its split.csv records."""
+  return _split(load_examples(config.dataset, config.featurizer, config.get('data_dir'))[0], config)
+
+
+def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
+  labels = data.assign_splits(examples, checks.check_dataset(config.dataset), config.dataset.split_seed)
+  return data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
 
 
 def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]:

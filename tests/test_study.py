@@ -110,6 +110,34 @@ def test_retraining_with_validation_rows_keeps_the_chosen_epochs_and_adds_the_ro
   assert all(split['finetune', fraction, seed]['best_epoch'] >= 1 for fraction in (0.5, 1.0) for seed in (0, 1))
 
 
+def test_each_network_keeps_the_learning_rate_validation_prefers_and_reports_its_calibration(pretrained, tmp_path):
+  # Every rate of the grid trains; the rows are those of the rate with the lowest mean validation
+  # MAE of the seeds, and a single-rate study at that rate gives the same rows. Ensemble rows say
+  # how often the seeds' spread covers the test target.
+  fields = {
+    'study.pretrained': str(pretrained),
+    'study.methods': ('scratch', 'finetune'),
+    'study.freeze_layers': (0,),
+    'study.train_fractions': (1.0,),
+  }
+  rows = _study(tmp_path / 'grid', {**fields, 'study.learning_rates': (1e-4, 3e-3)})['runs']
+  for row in rows:
+    tried = row['val_mae_by_rate']
+    assert set(tried) == {'0.0001', '0.003'}
+    assert f'{row["learning_rate"]:g}' == min(tried, key=tried.get)
+  chosen = {r['method']: r['learning_rate'] for r in rows}
+  assert chosen == {'scratch': 3e-3, 'finetune': 3e-3}  # 3 epochs at 1e-4 leave a network far from done
+  assert all(0 <= r['within_1std'] <= r['within_2std'] <= 1 for r in rows if r['ensemble'])
+  single = _runs(tmp_path / 'grid')
+  again = _study(tmp_path / 'single', {**fields, 'study.learning_rates': (3e-3,)})['runs']
+  for row in again:
+    assert row['mae'] == pytest.approx(single[row['method'], row['train_fraction'], row['seed']]['mae'], rel=1e-5)
+  report = (tmp_path / 'grid' / 'results.md').read_text()
+  assert 'Learning rate chosen on validation' in report and '| 100% (' in report
+  assert 'share of test targets within 1 / 2 std' in report and "the ensembles' std is" in report
+  user_error(lambda: _study(tmp_path / 'bad', {**fields, 'study.learning_rates': (1e-3, 0.0)}), 'learning_rates')
+
+
 def test_a_source_retrained_with_its_validation_rows_counts_them_as_seen(pretrained, tmp_path):
   # The leakage count names the target compositions the source model trained on: a retrained
   # source also trained on its validation rows.
@@ -119,6 +147,18 @@ def test_a_source_retrained_with_its_validation_rows_counts_them_as_seen(pretrai
     fields = {'study.pretrained': str(source), 'study.methods': ('direct',)}
     seen[name] = _study(tmp_path / name, fields)['leakage']['target_in_source_train']
   assert seen['retrained'] > seen['plain'] > 0
+
+
+def test_a_source_without_its_split_file_counts_what_it_trained_on_from_its_config(pretrained, tmp_path):
+  # Shipped models carry no split.csv: the split is drawn again from the config they were trained with.
+  copy = tmp_path / 'copy'
+  shutil.copytree(pretrained, copy)
+  (copy / 'split.csv').unlink()
+  counts = [
+    _study(tmp_path / name, {'study.methods': ('direct',), 'study.pretrained': str(source)})['leakage']
+    for name, source in (('with', pretrained), ('without', copy))
+  ]
+  assert counts[0]['target_in_source_train'] == counts[1]['target_in_source_train'] > 0
 
 
 def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tmp_path):
@@ -262,3 +302,42 @@ def test_an_interrupted_study_that_pretrains_without_the_target_resumes(tmp_path
   resumed = _study(tmp_path, fields)
   assert resumed['runs'][0] == first['runs'][0] and {r['method'] for r in resumed['runs']} == {'direct', 'featurizer'}
   assert {r['seed'] for r in resumed['runs']} == {None}  # neither the source as is nor ridge has a seed
+
+
+def test_a_dft_to_experiment_pair_of_csv_files_transfers_with_the_paper_defaults(tmp_path):
+  # A user's own pair through the generic CSV path: no registry entry, only data flags, and budget
+  # flags (network width, epochs, seeds, sizes) that leave the rates, scaling and stopping as `paper` has them.
+  files = {}
+  for role, name, rows in (('source', 'qmpy_legacy', None), ('target', 'ssub', 400)):  # None: all its rows
+    table, _ = datasets.load_table(name)
+    files[role] = tmp_path / f'my_{role}.csv'
+    lines = [f'{formula},{value}' for formula, value in zip(table.inputs[:rows], table.targets[:rows])]
+    files[role].write_text('composition,enthalpy\n' + '\n'.join(lines) + '\n')
+  data_flags = {
+    f'{role}.dataset.{field}': value
+    for role in ('source', 'target')
+    for field, value in (('name', str(files[role])), ('input_column', 'composition'), ('target', 'enthalpy'))
+  }
+  budget = {
+    'source.model.widths': (128, 64, 32),
+    'source.model.dropout_after': (),
+    'source.model.dropout_rates': (),
+    'source.train.max_epochs': 30,
+    'source.train.patience': 30,
+    'target.train.max_epochs': 60,
+    'study.scratch_train.max_epochs': 60,
+    'study.seeds': 2,
+    'study.train_fractions': (0.5, 1.0),
+    'study.methods': ('scratch', 'finetune', 'direct'),
+    'study.freeze_layers': (0,),
+    'study.featurizer_layer': 3,
+  }
+  study.run_study(config_with('paper', {**data_flags, **budget}), tmp_path / 'study')
+  results = json.loads((tmp_path / 'study' / 'results.json').read_text())
+  ensembles = {(r['method'], r['train_fraction']): r for r in results['runs'] if r['ensemble']}
+  for fraction in (0.5, 1.0):
+    assert ensembles['finetune', fraction]['mae'] <= ensembles['scratch', fraction]['mae']
+    assert set(ensembles['finetune', fraction]['val_mae_by_rate']) == {'0.0001', '0.0003', '0.001'}
+  assert results['leakage']['source_dataset'] == str(files['source'])
+  title = f'# {files["source"]} -> {files["target"]}: enthalpy, test MAE'
+  assert (tmp_path / 'study' / 'results.md').read_text().startswith(title)

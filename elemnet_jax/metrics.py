@@ -1,6 +1,8 @@
-"""Regression metrics."""
+"""Regression metrics and the calibration of an ensemble's spread."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -19,6 +21,19 @@ def regression_metrics(target: np.ndarray, prediction: np.ndarray) -> dict[str, 
 
 
 def calibration(target: np.ndarray, mean: np.ndarray, std: np.ndarray) -> dict[str, float]:
-  """Fractions of targets within 1 and 2 std of the mean prediction (0.683 and 0.954 if errors are Gaussian)."""
+  """Shares of targets within 1 and 2 std (the members' population std) of the members' mean."""
   error = np.abs(np.asarray(mean, np.float64) - np.asarray(target, np.float64))
   return {'within_1std': float(np.mean(error <= std)), 'within_2std': float(np.mean(error <= 2 * std))}
+
+
+def expected_coverage(members: int, width: float) -> float:
+  """The share `calibration` expects within `width` std if each target were one more draw from the members' Gaussian.
+
+  (target - mean) / (sample std x sqrt(1 + 1/K)) is then Student-t with K - 1 degrees of freedom,
+  so the share is P(|t| <= width x sqrt((K - 1) / (K + 1))): 0.45 and 0.71 for K = 3.
+  """
+  nu, bound = members - 1, width * math.sqrt((members - 1) / (members + 1))
+  t = np.linspace(0.0, bound, 20001)
+  log_norm = math.lgamma((nu + 1) / 2) - math.lgamma(nu / 2) - 0.5 * math.log(nu * math.pi)
+  density = np.exp(log_norm - (nu + 1) / 2 * np.log1p(t * t / nu))
+  return float(2 * np.sum((density[1:] + density[:-1]) / 2 * np.diff(t)))

@@ -244,11 +244,48 @@ class Study:
       return arrays.pool_x, arrays.x['test'], model_config, self.target_train, self.pretrained, rules
     return arrays.pool_x, arrays.x['test'], model_config, self.scratch_train, None, None
 
+  def _best_rate(self, arm: Arm, arm_config: tuple, n_train: int, scaling, train_data, val_data, name: str):
+    """Trains the seeds at each of `study.learning_rates` (or the training config's one rate).
+
+    Returns (rate, start, members, best params, progress, fit options) of the rate with the lowest
+    mean validation MAE, and each rate's mean validation MAE (inf where training diverged).
+    """
+    net_config, train_config, init, rules, width = arm_config
+    rates = tuple(self.study.get('learning_rates', ())) or (train_config.learning_rate,)
+    scores, kept = {}, None
+    for rate in rates:
+      config = dataclasses.replace(train_config, learning_rate=rate)
+      start = functools.partial(
+        run.build,
+        net_config,
+        config,
+        width,
+        seeds=self.seeds,
+        init_params=init,
+        rules=rules,
+        reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
+      )
+      members, options = start(n_train), run.fit_options(config, scaling, n_train)
+      try:
+        _, best, progress = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}')
+      except train.TrainingDiverged as error:
+        if len(rates) == 1:
+          raise
+        logging.warning('%s; the other rates of study.learning_rates go on', error)
+        scores[rate] = float('inf')
+        continue
+      scores[rate] = float(np.mean(progress.best_val))
+      if kept is None or scores[rate] < scores[kept[0]]:
+        kept = (rate, start, members, best, progress, options)  # only the best so far is held
+    if kept is None:
+      raise UserError(f'{name}: training diverged at every rate of --config.study.learning_rates={rates}')
+    return kept, scores
+
   def run_network(self, arm: Arm, arrays: FoldData, fraction: float, index, scaling) -> list[dict]:
     """Trains the seeds of one arm together on one training-set size; a row per seed and one for their mean.
 
     With `study.learning_rates`, the seeds train at each rate and the rate with the lowest mean
-    validation MAE is kept.
+    validation MAE is kept; `seconds` counts the training at every rate.
     """
     fold, tic = arrays.fold, time.perf_counter()
     train_rows = arrays.member_train[:, index]  # [members, size] pool rows
@@ -258,25 +295,10 @@ class Study:
     train_data = (member_rows(pool_in, train_rows), member_rows(pool_y, train_rows))
     val_data = (val_in, member_rows(pool_y, arrays.member_val))
     name = f'{arm.label}/n={len(index)}/fold{fold.index}'
-    rates = tuple(self.study.get('learning_rates', ())) or (train_config.learning_rate,)
-    tried = {}  # rate -> (mean validation MAE, start, members, best params, progress, options)
-    for rate in rates:
-      config = dataclasses.replace(train_config, learning_rate=rate)
-      start = functools.partial(
-        run.build,
-        net_config,
-        config,
-        pool_in.shape[-1],
-        seeds=self.seeds,
-        init_params=init,
-        rules=rules,
-        reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
-      )
-      members, options = start(len(index)), run.fit_options(config, scaling, len(index))
-      _, best, progress = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}')
-      tried[rate] = (float(np.mean(progress.best_val)), start, members, best, progress, options)
-    rate = min(tried, key=lambda r: tried[r][0])
-    _, start, members, best, progress, options = tried[rate]
+    arm_config = (net_config, train_config, init, rules, pool_in.shape[-1])
+    (rate, start, members, best, progress, options), scores = self._best_rate(
+      arm, arm_config, len(index), scaling, train_data, val_data, name
+    )
     passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
     ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
     if len(arrays.member_val) == 1:
@@ -294,8 +316,10 @@ class Study:
       self.results.parity['predictions'][arm.label] = [float(v) for v in predictions.mean(axis=0)]
       self.results.parity['val_mae'][arm.label] = float(np.mean(progress.best_val))
     chosen = {'learning_rate': rate}
-    if len(rates) > 1:  # what each rate scored on validation, in target units
-      chosen['val_mae_by_rate'] = {f'{r:g}': round(tried[r][0] * scaling.scale, 6) for r in rates}
+    if len(scores) > 1:  # what each rate scored on validation, in target units (None: diverged)
+      chosen['val_mae_by_rate'] = {
+        repr(float(r)): round(v * scaling.scale, 6) if np.isfinite(v) else None for r, v in scores.items()
+      }
     rows = [
       {
         **_row(arm, fraction, size, fold, seed, p, seconds),
@@ -353,7 +377,8 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   previous = _previous_runs(study_dir)
   study_dir.start(sources)
   with workdir.log_to(study_dir.path / 'log.txt'):
-    leakage = leakage_record(source, examples, config.target.dataset.name)
+    data_dir = config.data_dir or config.source.get('data_dir', '')
+    leakage = leakage_record(source, examples, config.target.dataset.name, data_dir)
     logging.info('leakage control: %s', leakage)
     context = {
       'quantity': notes['target']['quantity'],

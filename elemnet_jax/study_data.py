@@ -77,24 +77,25 @@ def named_sources(config) -> tuple[list[Path], dict]:
   return dirs, meta
 
 
-def _split_keys(source_dir: Path, parts: set[str]) -> set[str]:
+def _split_keys(source_dir: Path, parts: set[str], data_dir: str = '') -> set[str]:
   """The grouping keys of a source run's `parts`: from its split.csv, or drawn again from its config."""
   if (source_dir / 'split.csv').exists():
     with open(source_dir / 'split.csv', newline='') as stream:
       return {row['key'] for row in csv.DictReader(stream) if row['split'] in parts}
   config = ml_collections.ConfigDict(workdir.read_json(source_dir / 'config.json', 'the run did not finish'))
+  config.data_dir = data_dir  # where this machine keeps the source's data
   logging.info('%s: drawing its split from its config to count the target inputs it trained on', source_dir)
   return {key for name, examples in run.split_parts(config).items() if name in parts for key in examples.keys}
 
 
-def leakage_record(source: Source, examples: data.Examples, target_name: str) -> dict:
+def leakage_record(source: Source, examples: data.Examples, target_name: str, data_dir: str = '') -> dict:
   """How much of the target the source saw: removed from its data, or among the rows it trained on."""
   excluded = [metrics['data'].get('excluded') for metrics in source.metrics]
   removed = all(found and target_name in found['from'] for found in excluded)  # not another dataset
   seen = set()  # a composition any run trained on counts (its validation rows too, if retrained)
   for source_dir, metrics in zip(source.dirs, source.metrics):
     trained_on = {'train', 'val'} if metrics.get('retrained_with_validation') else {'train'}
-    seen |= _split_keys(source_dir, trained_on)
+    seen |= _split_keys(source_dir, trained_on, data_dir)
   return {
     'target_in_source_train': sum(key in seen for key in examples.keys),
     'source': ','.join(map(str, source.dirs)),

@@ -165,7 +165,14 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   rates = tuple(study.get('learning_rates', ()))
   if not all(isinstance(r, float | int) and not isinstance(r, bool) and r > 0 for r in rates):
     raise UserError(f'--config.study.learning_rates={rates}: give positive rates, e.g. (1e-4,3e-4,1e-3), or ()')
-  for field in ('methods', 'freeze_layers', 'train_fractions', 'learning_rates'):  # a repeat counts twice
+  for where, section in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
+    if rates and section.learning_rate not in rates:
+      raise UserError(
+        f'--config.{where}.learning_rate={section.learning_rate:g} is not used: each network trains at the rate of '
+        f'--config.study.learning_rates={rates} its validation MAE prefers; add it there or pass '
+        '"--config.study.learning_rates=()"'
+      )
+  for field in ('methods', 'freeze_layers', 'train_fractions', 'learning_rates'):  # a repeat would run twice
     values = tuple(study.get(field, ()))
     if len(set(values)) != len(values):
       raise UserError(f'--config.study.{field}={values}: name each value once')

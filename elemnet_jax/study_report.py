@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from elemnet_jax import workdir
+from elemnet_jax.metrics import expected_coverage
 from elemnet_jax.study_plan import Arm
 
 
@@ -78,6 +79,9 @@ def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool) -> str:
       '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '
       "block of the fold's training rows and trains on the rest and the validation rows"
     )
+  if study.get('learning_rates'):
+    rates = ', '.join(f'{rate:g}' for rate in study.learning_rates)
+    text += f'; each network at the learning rate of ({rates}) with the lowest mean validation MAE of its seeds'
   if study.get('retrain_with_validation', False):
     text += (
       '; retrained: each model trained again from the same start on its training and validation rows '
@@ -120,7 +124,7 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
   if ensembles:
     lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
     lines += _table(ensembles, fractions, sizes)
-  lines += _calibration(rows, fractions, sizes) + _rates(rows, fractions, sizes)
+  lines += _calibration(rows, fractions, sizes, study.seeds) + _rates(rows, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   workdir.write_text(path / 'results.md', text)
   colours = _colours(summary)
@@ -141,7 +145,7 @@ def _cells(rows: list[dict], value, fractions, sizes, header: str) -> list[str]:
   return lines
 
 
-def _calibration(rows: list[dict], fractions, sizes) -> list[str]:
+def _calibration(rows: list[dict], fractions, sizes, members: int) -> list[str]:
   """How often the test target lies within 1 and 2 std of the seeds' spread, per arm and size."""
   rows = [row for row in rows if row.get('ensemble') and 'within_1std' in row]
   if not rows:
@@ -154,17 +158,23 @@ def _calibration(rows: list[dict], fractions, sizes) -> list[str]:
       else ''
     )
 
-  within_2 = float(np.mean([r['within_2std'] for r in rows]))
-  verdict = 'over-confident' if within_2 < 0.85 else 'under-confident' if within_2 > 0.99 else 'roughly calibrated'
+  expected = [expected_coverage(members, width) for width in (1, 2)]
+  within = [float(np.mean([r[f'within_{k}std'] for r in rows])) for k in (1, 2)]
+  verdict = 'roughly calibrated'
+  if within[1] < expected[1] - 0.1:
+    verdict = 'over-confident (too narrow)'
+  elif within[1] > expected[1] + 0.1:
+    verdict = 'under-confident (too wide)'
   return [
     '',
-    "Calibration of the seeds' spread: share of test targets within 1 / 2 std of the ensemble mean "
-    '(0.68 / 0.95 if the errors were Gaussian with that std; mean over folds):',
+    f"Calibration of the {members} seeds' spread: share of test targets within 1 / 2 std of the ensemble mean, "
+    f"mean over folds ({expected[0]:.2f} / {expected[1]:.2f} if each target were one more draw from the seeds' "
+    'Gaussian):',
     '',
     *_cells(rows, share, fractions, sizes, 'share of target train (n)'),
     '',
-    f"Over all cells {within_2:.2f} of the targets lie within 2 std: the ensembles' std is {verdict}"
-    + (' (the seeds share most of their error, which their spread cannot show).' if within_2 < 0.85 else '.'),
+    f"Over all cells {within[0]:.2f} / {within[1]:.2f} of the targets lie within 1 / 2 std: the seeds' spread is "
+    f'{verdict} as an uncertainty.',
   ]
 
 

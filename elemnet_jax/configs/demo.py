@@ -3,7 +3,8 @@
   elemnet-jax study --config=demo --workdir=workdirs/demo
 
 Differences from `paper`: 4 pretraining epochs instead of 51, training-set sizes 25% and 100%, two
-seeds, fine-tuning of all layers only, at most 150 epochs per target run, fine-tuning at Adam 1e-3.
+seeds, fine-tuning of all layers only, at most 150 epochs per target run, fine-tuning at Adam 1e-3
+(one rate per network: no `study.learning_rates` grid).
 """
 
 from elemnet_jax.configs import paper

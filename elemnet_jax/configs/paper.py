@@ -5,10 +5,10 @@
 Without `study.pretrained` it pretrains with the `oqmd` config in WORKDIR/pretrain first. On the SSUB
 training split it trains from scratch, fine-tunes at several freeze depths, fits ridge on the last
 hidden layer and applies the pretrained model directly; 10/25/50/100% of the training rows, 3 seeds,
-a fixed 80/10/10 split (`study.folds=k` for k-fold cross-validation). Each network trains at Adam
-1e-4, 3e-4 and 1e-3 and keeps the rate its validation MAE prefers (`study.learning_rates=()`: the
-rates of `target.train`, fine-tuning's, and `study.scratch_train`, that of scratch and the head
-network). Each field below says what it does.
+a fixed 80/10/10 split (`study.folds=k` for k-fold cross-validation). `target.train` is fine-tuning's,
+`study.scratch_train` that of scratch and the head network, except for the rate: each network trains
+at Adam 1e-4, 3e-4 and 1e-3 and keeps the rate its validation MAE prefers (`study.learning_rates=()`:
+their own rates). Each field below says what it does.
 """
 
 import ml_collections

@@ -57,12 +57,19 @@ def differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
 
 
 def config_differences(saved_path: Path, config) -> list[str]:
-  """Dotted names of the fields in which the config saved at `saved_path` differs from `config`."""
+  """The fields in which the config saved at `saved_path` differs from `config`: 'train.max_epochs: 3, now 5'."""
   try:
     saved = json.loads(Path(saved_path).read_text())
   except (OSError, ValueError):
     return [f'{Path(saved_path).name} unreadable']
-  return differences(saved, json.loads(config.to_json()))
+  current = json.loads(config.to_json())
+  return [f'{name}: {_at(saved, name)}, now {_at(current, name)}' for name in differences(saved, current)]
+
+
+def _at(tree: Any, dotted: str) -> str:
+  for key in dotted.split('.'):
+    tree = tree.get(key, OPTIONAL_FIELDS.get(key, 'absent')) if isinstance(tree, dict) else 'absent'
+  return json.dumps(tree)
 
 
 def read_json(path: Path, missing: str) -> dict:

@@ -210,7 +210,7 @@ def test_an_interrupted_run_resumes_only_with_its_own_config_and_a_readable_chec
   _interrupt(tmp_path)
   user_error(
     lambda: run.train_and_evaluate(config_with('test', {'train.max_epochs': 5}), tmp_path),
-    'holds an interrupted run with a different config (train.max_epochs)',
+    'holds an interrupted run with a different config (train.max_epochs: 2, now 5)',
   )
   for file in (tmp_path / 'checkpoints').rglob('*'):
     if file.is_file() and 'state' in file.parts:

@@ -17,7 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, configs, predict, run, study
+from elemnet_jax import checkpoint, configs, predict, pretrained, run, study
 from elemnet_jax.errors import UserError
 
 
@@ -80,6 +80,12 @@ class Model:
 
 
 def load(*workdirs: str | os.PathLike) -> Model:
-  """The finished runs in `workdirs` (their model/ folders) as one model."""
-  names = [str(name) for name in workdirs]
+  """The finished runs in `workdirs` (their model/ folders, or shipped models' names) as one model."""
+  names = [pretrained.workdir_of(name) for name in workdirs]
   return Model(names, checkpoint.read_meta(names[0], checkpoint.MODEL_META))
+
+
+def load_pretrained(name: str = 'oqmd_fe') -> Model:
+  """A model shipped with the package (`pretrained.SHIPPED`), its files checked against their SHA-256."""
+  folder = pretrained.resolve(name)
+  return Model([str(folder)], checkpoint.read_meta(folder, checkpoint.MODEL_META))

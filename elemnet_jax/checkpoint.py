@@ -5,7 +5,8 @@ and the host-side progress (JSON); orbax writes each step to a temporary folder 
 when complete, so a run killed at any moment leaves the last complete checkpoint intact.
 ``WORKDIR/model/`` holds what a later fine-tune or prediction needs: the best parameters
 (leading axis = ensemble members) and ``meta.json`` (model config, featurizer description,
-feature and target scaling, dataset). Nothing is ever pickled.
+feature and target scaling, dataset). A shipped model holds ``params.npz`` instead of the orbax
+folder. Nothing is ever pickled.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import dataclasses
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from elemnet_jax.model import ElemNet, ElemNetConfig, build_model
 
 MODEL_DIR = 'model'
 META_FILE = 'meta.json'
+PORTABLE_FILE = 'params.npz'  # a shipped model's parameters
 FORMAT_VERSION = 1
 
 
@@ -137,8 +140,37 @@ def read_meta(workdir: str | os.PathLike, required: tuple[str, ...] = ('model', 
   return meta
 
 
+def _leaf_names(tree: Any) -> list[str]:
+  """'params/dense_0/kernel'-style names of a parameter tree's leaves, in flattening order."""
+  return ['/'.join(str(key.key) for key in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def save_portable(directory: Path, params: Any, dtype: str = 'float32') -> None:
+  """Writes `params` as one NumPy archive, directory/params.npz (the shipped models' format)."""
+  leaves = [np.asarray(leaf, dtype) for leaf in jax.tree.leaves(jax.device_get(params))]
+  np.savez(directory / PORTABLE_FILE, **dict(zip(_leaf_names(params), leaves)))
+
+
+def _load_portable(path: Path, abstract_params: Any) -> Any:
+  """Parameters from params.npz, cast to the dtypes of `abstract_params`; its names and shapes must match."""
+  try:
+    with np.load(path) as archive:
+      arrays = {name: archive[name] for name in archive.files}
+  except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+    raise UserError(f'{path}: model parameters cannot be read ({_reason(error)})') from None
+  leaves = []
+  for name, want in zip(_leaf_names(abstract_params), jax.tree.leaves(abstract_params)):
+    if name not in arrays or arrays[name].shape != tuple(want.shape):
+      found = arrays[name].shape if name in arrays else 'missing'
+      raise UserError(f'{path}: {name} is {found}, the model meta says {tuple(want.shape)}')
+    leaves.append(arrays[name].astype(want.dtype))
+  return jax.tree.unflatten(jax.tree.structure(abstract_params), leaves)
+
+
 def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
-  """Restores the parameters of WORKDIR/model into the structure `abstract_params`."""
+  """Restores the parameters of WORKDIR/model (orbax, or params.npz) into the structure `abstract_params`."""
+  if (Path(workdir) / MODEL_DIR / PORTABLE_FILE).exists():
+    return _load_portable(Path(workdir) / MODEL_DIR / PORTABLE_FILE, abstract_params)
   path = Path(workdir).absolute() / MODEL_DIR / 'params'
   try:
     params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))

@@ -20,7 +20,7 @@ from elemnet_jax.workdir import QuietLibraries
 
 COMMANDS = {
   'train': ('default', 'Trains ElemNet on a registered dataset or a CSV file (pretraining).'),
-  'finetune': ('finetune', 'Fine-tunes a finished run (--pretrained=WORKDIR) on another dataset.'),
+  'finetune': ('finetune', 'Fine-tunes a finished run or a shipped model (--pretrained=oqmd_fe) on another dataset.'),
   'study': ('demo', 'The transfer study: scratch vs fine-tuning vs frozen featurizer vs the source as is.'),
   'predict': (None, 'Predicts formulas or SMILES with finished runs: a CSV with the mean, std and errors.'),
   'fingerprint': (None, "A finished run's hidden-layer activations for inputs, as CSV or NPY."),

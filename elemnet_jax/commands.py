@@ -54,7 +54,10 @@ def train() -> Callable:
 
 def finetune() -> Callable:
   flags.DEFINE_string(
-    'pretrained', None, 'Workdir of a finished run; several, comma-separated, form one ensemble.', required=True
+    'pretrained',
+    None,
+    'Workdir of a finished run or a shipped model (oqmd_fe); several, comma-separated, form one ensemble.',
+    required=True,
   )
   from elemnet_jax.run import train_and_evaluate
 
@@ -79,7 +82,12 @@ def study() -> Callable:
 
 
 def _input_flags() -> list[str]:
-  flags.DEFINE_list('models', None, 'Workdirs of finished runs, comma separated (fingerprint: one).', required=True)
+  flags.DEFINE_list(
+    'models',
+    None,
+    'Workdirs of finished runs or shipped models (oqmd_fe), comma separated (fingerprint: one).',
+    required=True,
+  )
   flags.DEFINE_string('input', None, 'CSV file with the inputs (its other columns are carried through).')
   flags.DEFINE_string('column', 'formula', 'Input column of --input (e.g. formula or smiles).')
   flags.DEFINE_list('formulas', None, 'Inputs (formulas or SMILES) given on the command line instead of --input.')

@@ -15,6 +15,7 @@ import numpy as np
 from flax import traverse_util
 
 from elemnet_jax import checkpoint
+from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
 from elemnet_jax.model import ElemNet, ElemNetConfig
 from elemnet_jax.workdir import differences, read_json
@@ -145,10 +146,10 @@ def _source_fields(meta: dict) -> dict:
 
 
 def source_workdirs(pretrained: str, where: str = 'pretrained') -> list[str]:
-  """The finished runs named by a `pretrained` setting: one workdir, or several separated by commas."""
-  workdirs = [name.strip() for name in pretrained.split(',') if name.strip()]
+  """The finished runs named by a `pretrained` setting: workdirs or shipped models' names, separated by commas."""
+  workdirs = [shipped.workdir_of(name.strip()) for name in pretrained.split(',') if name.strip()]
   if not workdirs:
-    raise UserError(f'{where}={pretrained!r}: name a finished workdir')
+    raise UserError(f'{where}={pretrained!r}: name a finished workdir or a shipped model ({shipped.listed()})')
   resolved = [Path(name).resolve() for name in workdirs]
   for later, path in enumerate(resolved):
     if path in resolved[:later]:

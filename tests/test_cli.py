@@ -61,6 +61,18 @@ def test_every_command_runs_from_any_folder(trained):
   assert json.loads((folder / 'bench.json').read_text())['rows'][0]['mode'] == 'epoch'
 
 
+def test_the_shipped_model_fine_tunes_on_a_csv_from_any_folder(tmp_path):
+  from elemnet_jax import datasets
+
+  table, _ = datasets.load_table('ssub')
+  lines = [f'{formula},{value}' for formula, value in zip(table.inputs[:100], table.targets[:100])]
+  (tmp_path / 'my.csv').write_text('formula,dHf\n' + '\n'.join(lines) + '\n')
+  data = ('--config.dataset.name=my.csv', '--config.dataset.target=dHf', '--config.dataset.unit=eV/atom')
+  elemnet_jax('finetune', '--pretrained=oqmd_fe', '--workdir=mine', *data, '--config.train.max_epochs=1', cwd=tmp_path)
+  header, row = csv.reader(io.StringIO(elemnet_jax('predict', '--models=mine', '--formulas=NaCl', cwd=tmp_path).stdout))
+  assert header[:2] == ['input', 'dHf (eV/atom)'] and float(row[1]) < -1
+
+
 def test_the_experiments_modules_are_the_same_commands(trained):
   done = subprocess.run(
     [sys.executable, '-m', 'experiments.predict', f'--models={trained / "w"}', '--formulas=NaCl'],

@@ -26,6 +26,7 @@ LAYERS = [
   'train',
   'fit',
   'checkpoint',
+  'pretrained',
   'checks',
   'transfer',
   'predict',

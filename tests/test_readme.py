@@ -16,5 +16,6 @@ def test_the_python_api_example_runs(tmp_path, monkeypatch, capsys):
   predicted = scope['predicted']
   assert predicted.errors == ['', '', "unknown element symbol 'Xx'"] and predicted.mean[0] < 0
   assert scope['features'].shape == (1, 16) and scope['model'].unit == 'eV/atom'
+  assert scope['oqmd'].predict(['NaCl']).mean[0] < -1  # strongly bound
   assert {row['method'] for row in scope['rows']} == {'scratch', 'finetune', 'featurizer', 'head', 'direct'}
   assert 'eV/atom' in capsys.readouterr().out

@@ -1,0 +1,86 @@
+"""Pretrained models that ship with the package, by name (`--pretrained=oqmd_fe`, `--models=oqmd_fe`).
+
+Each is a finished run's folder, `elemnet_jax/pretrained/<name>/`: config.json (how it was trained),
+metrics.json (its scores), model/meta.json and model/params.npz (float32). `resolve` checks every
+file against the SHA-256 below before the folder is used as a workdir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from absl import logging
+
+from elemnet_jax import checkpoint
+from elemnet_jax.errors import UserError
+
+HERE = Path(__file__).parent
+FILES = ('config.json', 'metrics.json', 'model/meta.json', 'model/params.npz')
+
+# name -> SHA-256 of each file in FILES
+SHIPPED: dict[str, dict[str, str]] = {
+  # elemnet-jax train --config=oqmd --config.dataset.resplit=True "--config.dataset.split=(0.98,0.01,0.01)"
+  'oqmd_fe': {
+    'config.json': '687098a39dc78f8fcdd7d7c8e613d94390fcb0bea186516785c0b46bdb002d35',
+    'metrics.json': '80cc9747423aecf22e5121a19525284b4ef0d27897d23c99fa9e40ec3f6103ce',
+    'model/meta.json': '10d4a5312dfc8c2e9896e60fb1b6a1af5523f61c130082e6e8ca3d24eb552e6f',
+    'model/params.npz': 'e84c612b7a3f7eaa43af67bef06ff0511e20751021554f870475c09015065b9e',
+  },
+}
+
+
+def listed() -> str:
+  return ', '.join(sorted(SHIPPED)) or 'none'
+
+
+def digests_of(folder: Path) -> dict[str, str]:
+  return {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in FILES if (folder / name).exists()}
+
+
+def verify(folder: Path, expected: dict[str, str]) -> None:
+  """Raises UserError naming the first file of `folder` that is missing or differs from its checksum."""
+  found = digests_of(folder)
+  for name, digest in expected.items():
+    if name not in found:
+      raise UserError(f'{folder / name}: missing from the shipped model; reinstall elemnet_jax')
+    if found[name] != digest:
+      raise UserError(
+        f'{folder / name}: SHA-256 {found[name][:12]}... differs from the shipped {digest[:12]}...; '
+        'the file is corrupted, reinstall elemnet_jax'
+      )
+
+
+def resolve(name: str) -> Path:
+  """The verified folder of the shipped model `name`."""
+  if name not in SHIPPED:
+    raise UserError(f'{name!r}: no such shipped model; the shipped models are {listed()}')
+  folder = HERE / name
+  verify(folder, SHIPPED[name])
+  return folder
+
+
+def workdir_of(name: str | os.PathLike) -> str:
+  """A workdir as named: a shipped model's folder for its name unless a path of that name exists."""
+  if Path(name).exists():
+    if str(name) in SHIPPED:
+      logging.warning('%s: the folder of that name is used, not the shipped model', name)
+    return str(name)
+  if str(name) in SHIPPED:
+    return str(resolve(str(name)))
+  raise UserError(f'{name}: no such workdir, nor a shipped model ({listed()})')
+
+
+def export(workdir: str | os.PathLike, destination: str | os.PathLike) -> dict[str, str]:
+  """Writes the finished run `workdir` as a shipped model's folder; returns the digests to put in SHIPPED."""
+  workdir, destination = Path(workdir), Path(destination)
+  _, params, meta = checkpoint.load_trained(workdir)
+  (destination / checkpoint.MODEL_DIR).mkdir(parents=True, exist_ok=False)
+  for name in ('config.json', 'metrics.json'):
+    shutil.copyfile(workdir / name, destination / name)
+  checkpoint.save_portable(destination / checkpoint.MODEL_DIR, params)
+  (destination / checkpoint.MODEL_DIR / checkpoint.META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+  return digests_of(destination)

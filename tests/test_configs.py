@@ -140,6 +140,6 @@ def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
   assert workdir.config_differences(path, config) == []
   config.target.train.ema_decay = 0.99
   config.study.seeds = 5
-  assert workdir.config_differences(path, config) == ['study.seeds', 'target.train.ema_decay']
+  assert workdir.config_differences(path, config) == ['study.seeds: 3, now 5', 'target.train.ema_decay: 0.0, now 0.99']
   path.write_text('{"truncated": ')
   assert workdir.config_differences(path, config) == ['config.json unreadable']

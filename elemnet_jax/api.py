@@ -17,8 +17,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, configs, predict, pretrained, run, study
+from elemnet_jax import configs, predict, pretrained, run, study
 from elemnet_jax.errors import UserError
+from elemnet_jax.training import checkpoint
 
 
 def show_progress(level: str = 'info') -> None:

@@ -7,7 +7,7 @@ import dataclasses
 import ml_collections
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.model import ElemNetConfig
+from elemnet_jax.models.elemnet import ElemNetConfig
 
 _CHOICES = {
   'optimizer': ('adam', 'adamw'),

@@ -136,7 +136,8 @@ def fingerprint() -> Callable:
 
 
 def benchmark() -> Callable:
-  from elemnet_jax import benchmark, benchmark_report
+  from elemnet_jax import benchmark
+  from elemnet_jax.benchmark import report as benchmark_report
 
   batch_sizes = flags.DEFINE_list('batch_sizes', ['32', '1024'], 'Batch sizes to time.')
   flags.DEFINE_list('modes', list(benchmark.MODES), f'Modes to time, some of {", ".join(benchmark.MODES)}.')

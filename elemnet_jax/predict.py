@@ -13,9 +13,11 @@ import jax
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, data, featurizers, readers, train, transfer, workdir
+from elemnet_jax import data, featurizers, transfer, workdir
+from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
-from elemnet_jax.model import ElemNet
+from elemnet_jax.models.elemnet import ElemNet
+from elemnet_jax.training import checkpoint, train
 
 
 def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:

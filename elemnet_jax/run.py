@@ -19,15 +19,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checkpoint, checks, data, datasets, featurizers, transfer, workdir
+from elemnet_jax import checks, data, featurizers, transfer, workdir
 from elemnet_jax.checks import TrainConfig
+from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
-from elemnet_jax.fit import FitOptions, Progress, fit, fit_epochs, write_history
 from elemnet_jax.metrics import regression_metrics
-from elemnet_jax.model import ElemNet, ElemNetConfig, build_model, count_params
-from elemnet_jax.optimizer import learning_rate_schedule, make_optimizer
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.train import Members, data_mesh, init_state, stack_members
+from elemnet_jax.training import checkpoint
+from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, write_history
+from elemnet_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
 # The record (metrics.json) and the config last: a run being set aside reads as finished until the end.
 LAYOUT = workdir.Layout(

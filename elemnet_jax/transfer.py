@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from elemnet_jax import checkpoint
 from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
-from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.training import checkpoint
 from elemnet_jax.workdir import differences, read_json
 
 LABELS = ('frozen', 'body', 'head')

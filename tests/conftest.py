@@ -16,7 +16,7 @@ if not os.environ.get('ELEMNET_JAX_DATA') and _SHARED.exists():
 
 @functools.cache
 def _unavailable(name: str) -> str:
-  from elemnet_jax import datasets
+  from elemnet_jax.data import datasets
   from elemnet_jax.errors import UserError
 
   try:

@@ -4,9 +4,10 @@ import json
 
 import pytest
 
-from elemnet_jax import benchmark, benchmark_report
-from elemnet_jax.fit import ensemble_schedule
-from elemnet_jax.model import ElemNetConfig
+from elemnet_jax import benchmark
+from elemnet_jax.benchmark import report as benchmark_report
+from elemnet_jax.models.elemnet import ElemNetConfig
+from elemnet_jax.training.fit import ensemble_schedule
 
 KEYS = {
   'mode',

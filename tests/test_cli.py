@@ -62,7 +62,7 @@ def test_every_command_runs_from_any_folder(trained):
 
 
 def test_the_shipped_model_fine_tunes_on_a_csv_from_any_folder(tmp_path):
-  from elemnet_jax import datasets
+  from elemnet_jax.data import datasets
 
   table, _ = datasets.load_table('ssub')
   lines = [f'{formula},{value}' for formula, value in zip(table.inputs[:100], table.targets[:100])]

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from elemnet_jax import checks, study_plan, transfer, workdir
+from elemnet_jax import checks, transfer, workdir
 from elemnet_jax.errors import UserError
+from elemnet_jax.study import plan as study_plan
 
 TRAIN_CONFIGS = [('default', ()), ('oqmd', ()), ('finetune', ()), ('test', ())]
 STUDY_CONFIGS = [

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 from conftest import require_dataset
 
-from elemnet_jax import data, datasets, fetch, run, study_plan
+from elemnet_jax import data, run
 from elemnet_jax.configs import default
+from elemnet_jax.data import datasets, fetch
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
+from elemnet_jax.study import plan as study_plan
 
 
 def _examples(name, **kwargs):

@@ -14,11 +14,13 @@ SCRIPT = textwrap.dedent("""
   import json
   import jax
   import numpy as np
-  from elemnet_jax import data, datasets, train
-  from elemnet_jax.fit import FitOptions, epoch_runner, fit
-  from elemnet_jax.optimizer import make_optimizer
+  from elemnet_jax import data
+  from elemnet_jax.data import datasets
+  from elemnet_jax.training import train
+  from elemnet_jax.training.fit import FitOptions, epoch_runner, fit
+  from elemnet_jax.training.optimizer import make_optimizer
   from elemnet_jax.featurizers.composition import CompositionFeaturizer
-  from elemnet_jax.model import ElemNet, ElemNetConfig
+  from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
 
   assert jax.device_count() == 4, jax.devices()
   table, spec = datasets.load_table('ssub')

@@ -354,7 +354,7 @@ def test_batch_equals_one_at_a_time(batch):
 
 def porphyrin_file(name: str) -> Path:
   """The verified local copy of a porphyrin dataset file, as the project fetches it (else the test skips)."""
-  from elemnet_jax import datasets, fetch
+  from elemnet_jax.data import datasets, fetch
 
   dataset = {'MpPD.csv.gz': 'porphyrin_mppd', 'PBDD.csv.gz': 'porphyrin_pbdd'}[name]
   require_dataset(dataset)
@@ -362,7 +362,7 @@ def porphyrin_file(name: str) -> Path:
 
 
 def read_smiles(path: Path) -> list[str]:
-  from elemnet_jax.readers import open_text
+  from elemnet_jax.data.readers import open_text
 
   with open_text(path) as stream:  # plain or gzipped
     return [row['smiles'] for row in csv.DictReader(stream)]

@@ -4,12 +4,15 @@ import jax
 import numpy as np
 import pytest
 
-from elemnet_jax import checkpoint, data, datasets, study_plan, train
+from elemnet_jax import data
+from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
-from elemnet_jax.fit import FitOptions, ensemble_schedule, fit, fit_epochs
-from elemnet_jax.model import ElemNet, ElemNetConfig
-from elemnet_jax.optimizer import make_optimizer
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.study import plan as study_plan
+from elemnet_jax.training import checkpoint, train
+from elemnet_jax.training.fit import FitOptions, ensemble_schedule, fit, fit_epochs
+from elemnet_jax.training.optimizer import make_optimizer
 
 CONFIG = ElemNetConfig(widths=(64, 64, 32), dropout_after=(2,), dropout_rates=(0.1,), use_dropout=True)
 

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elemnet_jax.model import ElemNet, ElemNetConfig, build_model, count_params
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model, count_params
 
 
 @pytest.fixture(scope='module')

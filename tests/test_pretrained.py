@@ -8,8 +8,9 @@ import pytest
 from conftest import config_with, user_error
 
 import elemnet_jax as ej
-from elemnet_jax import datasets, predict
+from elemnet_jax import predict
 from elemnet_jax import pretrained as shipped
+from elemnet_jax.data import datasets
 
 
 def test_an_exported_run_predicts_as_the_run_does_and_a_changed_byte_is_refused(pretrained, tmp_path):

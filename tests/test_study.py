@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from conftest import config_with, pretrain_legacy, user_error
 
-from elemnet_jax import datasets, featurizers, metrics, run, study, study_plan
+from elemnet_jax import featurizers, metrics, run, study
+from elemnet_jax.data import datasets
+from elemnet_jax.study import plan as study_plan
 
 
 def _study(path, fields=None, overwrite=False):

@@ -10,11 +10,13 @@ import pytest
 from conftest import config_with, user_error
 from flax import traverse_util
 
-from elemnet_jax import checks, data, run, study, study_plan, train, transfer
-from elemnet_jax import optimizer as optimizers
+from elemnet_jax import checks, data, run, study, transfer
 from elemnet_jax.configs import finetune
 from elemnet_jax.errors import UserError
-from elemnet_jax.model import ElemNet, ElemNetConfig
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.study import plan as study_plan
+from elemnet_jax.training import optimizer as optimizers
+from elemnet_jax.training import train
 
 CONFIG = ElemNetConfig(widths=(32, 32, 16, 8), dropout_after=(1, 3), dropout_rates=(0.5, 0.5))
 
@@ -311,7 +313,7 @@ def test_a_run_saved_before_frozen_layers_existed_joins_a_newer_one(pretrained, 
 def test_a_residual_source_fine_tunes_with_its_first_layers_frozen(tmp_path):
   # The freeze rules address the residual blocks as ElemNet's dense layers: every leaf of the frozen
   # blocks (kernel, norm, shortcut) keeps its pretrained value; the rest trains.
-  from elemnet_jax import checkpoint
+  from elemnet_jax.training import checkpoint
 
   source = tmp_path / 'source'
   run.train_and_evaluate(config_with('test', {'model.name': 'residual', 'train.max_epochs': 2}), source)

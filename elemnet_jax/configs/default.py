@@ -9,7 +9,7 @@ evaluation: --config.model.use_dropout=True --config.train.eval_dropout_passes=8
 
 import ml_collections
 
-from elemnet_jax.model import PAPER_DROPOUT_AFTER, PAPER_DROPOUT_RATES, PAPER_WIDTHS
+from elemnet_jax.models.elemnet import PAPER_DROPOUT_AFTER, PAPER_DROPOUT_RATES, PAPER_WIDTHS
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from absl import logging
 
-from elemnet_jax import checkpoint
 from elemnet_jax.errors import UserError
+from elemnet_jax.training import checkpoint
 
 HERE = Path(__file__).parent
 FILES = ('config.json', 'metrics.json', 'model/meta.json', 'model/params.npz')

@@ -25,8 +25,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.fit import Progress
-from elemnet_jax.model import ElemNet, ElemNetConfig, build_model
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model
+from elemnet_jax.training.fit import Progress
 
 MODEL_DIR = 'model'
 META_FILE = 'meta.json'

@@ -14,8 +14,8 @@ from absl import logging
 from elemnet_jax import data, run, transfer, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
-from elemnet_jax.model import ElemNet, ElemNetConfig
-from elemnet_jax.study_plan import check_study_depths, make_folds
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.study.plan import check_study_depths, make_folds
 
 
 @dataclasses.dataclass

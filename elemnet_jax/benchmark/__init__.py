@@ -42,15 +42,22 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax.benchmark_report import (
+from elemnet_jax.benchmark.report import (
   derived,
   row,
 )
 from elemnet_jax.errors import UserError
-from elemnet_jax.fit import FitOptions, ensemble_schedule, epoch_runner
-from elemnet_jax.model import ElemNet, ElemNetConfig, count_params
-from elemnet_jax.optimizer import make_optimizer
-from elemnet_jax.train import Members, compiler_options, init_state, make_train_epoch, make_train_step, stack_members
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.training.fit import FitOptions, ensemble_schedule, epoch_runner
+from elemnet_jax.training.optimizer import make_optimizer
+from elemnet_jax.training.train import (
+  Members,
+  compiler_options,
+  init_state,
+  make_train_epoch,
+  make_train_step,
+  stack_members,
+)
 
 MODES = ('step', 'epoch', 'ensemble')
 ENSEMBLE_SCHEDULES = ('vmap', 'sequential')  # the schedules `fit` can train an ensemble on

@@ -9,7 +9,7 @@ import numpy as np
 
 from elemnet_jax import workdir
 from elemnet_jax.metrics import expected_coverage
-from elemnet_jax.study_plan import Arm
+from elemnet_jax.study.plan import Arm
 
 
 def summarise(rows: list[dict], ensembles: bool = False) -> dict:

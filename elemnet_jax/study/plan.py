@@ -11,7 +11,7 @@ from absl import logging
 
 from elemnet_jax import checks, data, transfer
 from elemnet_jax.errors import UserError
-from elemnet_jax.model import ElemNetConfig
+from elemnet_jax.models.elemnet import ElemNetConfig
 
 # featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
 METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')

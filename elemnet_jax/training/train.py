@@ -1,6 +1,6 @@
 """Functional training: a pytree train state, jitted steps, whole epochs under `lax.scan`.
 
-Every function here trains ONE model; `elemnet_jax.fit` trains an ensemble of K members (K >= 1) held
+Every function here trains ONE model; `elemnet_jax.training.fit` trains an ensemble of K members (K >= 1) held
 on a leading member axis of the state, vmapped or one after another, so a single run is the case K = 1.
 """
 
@@ -20,7 +20,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.model import ElemNet
+from elemnet_jax.models.elemnet import ElemNet
 
 Params = Any
 

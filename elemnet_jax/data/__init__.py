@@ -12,9 +12,9 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import workdir
-from elemnet_jax.datasets import DatasetSpec
+from elemnet_jax.data.datasets import DatasetSpec
+from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, format_rows
-from elemnet_jax.readers import RawTable
 
 SPLITS = ('train', 'val', 'test')
 _SINGLE_ELEMENT = re.compile(r'\s*[A-Z][a-z]?\s*[\d.]*\s*')

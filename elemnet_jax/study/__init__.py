@@ -18,13 +18,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, ridge, run, train, transfer, workdir
+from elemnet_jax import checks, data, ridge, run, transfer, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration, regression_metrics
-from elemnet_jax.model import ElemNetConfig
+from elemnet_jax.models.elemnet import ElemNetConfig
 from elemnet_jax.predict import evaluate
-from elemnet_jax.study_data import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
-from elemnet_jax.study_plan import (
+from elemnet_jax.study.plan import (
   Arm,
   Fold,
   Timer,
@@ -37,7 +36,9 @@ from elemnet_jax.study_plan import (
   training_order,
   validation_rotation,
 )
-from elemnet_jax.study_report import write_report
+from elemnet_jax.study.report import write_report
+from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
+from elemnet_jax.training import train
 
 FORMAT = 2  # of results.json
 LAYOUT = workdir.Layout(

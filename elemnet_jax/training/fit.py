@@ -18,7 +18,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from elemnet_jax import workdir
-from elemnet_jax.train import (
+from elemnet_jax.training.train import (
   Members,
   Params,
   TrainingDiverged,

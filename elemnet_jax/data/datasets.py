@@ -1,4 +1,4 @@
-"""Registry of named public datasets: their files (see `elemnet_jax.fetch`), readers and cleaning rules."""
+"""Registry of named public datasets: their files (see `elemnet_jax.data.fetch`), readers and cleaning rules."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from elemnet_jax.data.fetch import RemoteFile, fetch
+from elemnet_jax.data.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
 from elemnet_jax.errors import UserError
-from elemnet_jax.fetch import RemoteFile, fetch
-from elemnet_jax.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Model families: networks from a composition's features to a property."""

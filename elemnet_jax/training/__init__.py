@@ -1,0 +1,1 @@
+"""Training: the optimizer, jitted steps, early-stopped fits of ensembles, checkpoints."""

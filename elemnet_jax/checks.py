@@ -7,7 +7,7 @@ import dataclasses
 import ml_collections
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNetConfig
+from elemnet_jax.models import ModelConfig, config_from_dict
 
 _CHOICES = {
   'optimizer': ('adam', 'adamw'),
@@ -128,8 +128,8 @@ def check_seed(seed, where: str = 'seed', count: int = 1) -> None:
     raise UserError(f'--config.{where}={seed!r}: use an integer from 0 to {2**32 - count}')
 
 
-def model_config_from(config) -> ElemNetConfig:
+def model_config_from(config) -> ModelConfig:
   try:
-    return ElemNetConfig(**config.model.to_dict())
+    return config_from_dict(config.model.to_dict())
   except (TypeError, ValueError) as error:
     raise UserError(f'--config.model: {error}') from None

@@ -157,6 +157,9 @@ def benchmark() -> Callable:
   flags.DEFINE_integer('bandwidth_mib', 0, 'MiB of the bandwidth measurement (0: 256 on CPU, else 2048).')
   flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial parameters.')
   flags.DEFINE_string('output', 'workdirs/benchmark.json', 'JSON report path ("": print only).')
+  flags.DEFINE_string(
+    'model', 'elemnet', 'Model family to time, at its default config (elemnet, residual, transformer).'
+  )
 
   def ints(flag) -> tuple[int, ...]:
     try:
@@ -175,7 +178,7 @@ def benchmark() -> Callable:
       seed=FLAGS.seed,
       **{name: FLAGS[name].value for name in names},
     )
-    report = benchmark.run_benchmark(options)
+    report = benchmark.run_benchmark(options, benchmark.default_model(FLAGS.model))
     print(benchmark_report.format_report(report), end='')
     if FLAGS.output:
       json_path, md_path = benchmark_report.write_report(report, FLAGS.output)

@@ -16,11 +16,10 @@ from absl import logging
 from elemnet_jax import data, featurizers, transfer, workdir
 from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
-from elemnet_jax.models.elemnet import ElemNet
 from elemnet_jax.training import checkpoint, train
 
 
-def evaluate(model: ElemNet, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:
+def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:
   """Predictions of every member in target units, [K, N]."""
   predict = train.make_predict(model, dropout_passes=dropout_passes)
   scaled = train.predict_in_batches(predict, params, x)
@@ -64,7 +63,7 @@ class Predictions:
   meta: dict
 
 
-def _load_models(workdirs: list[str]) -> list[tuple[ElemNet, Any, dict]]:
+def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
   workdirs = transfer.source_workdirs(','.join(workdirs), '--models')  # none, or one named twice: refused
   loaded = [checkpoint.load_trained(name) for name in workdirs]
   description = loaded[0][2]['featurizer']
@@ -204,9 +203,10 @@ def fingerprint(models: list[str], inputs: list[str], layer: int = 0, member: in
   if len(models) != 1:
     raise UserError(f'--models={",".join(models)}: name one finished run; its activations are exported')
   model, params, meta = _load_models(models)[0]
-  hidden = layer or len(model.config.widths)
-  if not 1 <= hidden <= len(model.config.widths):
-    raise UserError(f'--layer={layer}: the hidden layers of {models[0]} are 1..{len(model.config.widths)}')
+  sizes = model.config.hidden_sizes()
+  hidden = layer or len(sizes)
+  if not 1 <= hidden <= len(sizes):
+    raise UserError(f'--layer={layer}: the hidden layers of {models[0]} are 1..{len(sizes)}')
   if not 0 <= member < meta['members']:
     raise UserError(f'--member={member}: {models[0]} has members 0..{meta["members"] - 1}')
   featurizer = _featurizer_of(models[0], meta['featurizer'])
@@ -215,7 +215,7 @@ def fingerprint(models: list[str], inputs: list[str], layer: int = 0, member: in
   for i, reason in invalid:
     errors[i] = reason
   kept = np.array([i for i, error in enumerate(errors) if not error], np.int64)
-  features = np.full((len(inputs), model.config.widths[hidden - 1]), np.nan, np.float32)
+  features = np.full((len(inputs), sizes[hidden - 1]), np.nan, np.float32)
   if len(kept):
     one = jax.tree.map(lambda a: a[member : member + 1], params)  # keeps a member axis of one
     scaled = data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept])

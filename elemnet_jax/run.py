@@ -19,12 +19,12 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, featurizers, transfer, workdir
+from elemnet_jax import checks, data, featurizers, model_data, transfer, workdir
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model, count_params
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
 from elemnet_jax.training import checkpoint
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, write_history
@@ -161,7 +161,7 @@ def fit_options(train: TrainConfig, target_scaling: data.TargetScaling | None, n
 
 
 def build(
-  model_config: ElemNetConfig,
+  model_config: ModelConfig,
   train: TrainConfig,
   width: int,
   n_train: int,
@@ -170,16 +170,19 @@ def build(
   init_params: list | None = None,
   rules=None,
   reinit_head: bool = False,
+  tables: dict | None = None,
 ) -> Members:
   """An ensemble of `len(seeds)` members ready to train on `n_train` rows (the schedule's length).
 
   `init_params`: None (fresh initialisation) or one parameter tree per member, as
-  `transfer.source_members` gives them; `rules` freeze parts (`transfer.freeze_rules`).
+  `transfer.source_members` gives them; `rules` freeze parts (`transfer.freeze_rules`); `tables`:
+  published tables a fresh initialisation starts from (`model_data.load_tables`).
   """
   steps = train.steps_per_epoch(n_train)
   probe = build_model(model_config)
   shapes = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
-  freezing = transfer.Freezing.from_rules(rules, shapes) if rules is not None else transfer.Freezing()
+  groups = model_config.groups()
+  freezing = transfer.Freezing.from_rules(rules, shapes, groups) if rules is not None else transfer.Freezing()
   model = build_model(model_config, frozen_layers=freezing.positions)
   optimizer = make_optimizer(
     train.learning_rate,
@@ -199,7 +202,7 @@ def build(
     params = None if init_params is None else init_params[k]
     if params is not None and reinit_head:
       params = transfer.reinit_head(params, model, width, seed + 10_000)
-    states.append(init_state(model, optimizer, width, seed, params, train.ema_decay > 0))
+    states.append(init_state(model, optimizer, width, seed, params, train.ema_decay > 0, tables))
   return Members(model, optimizer, stack_members(states), freezing.paths)
 
 
@@ -228,7 +231,7 @@ class Run:
   source_meta: dict | None
   inputs: Inputs
   featurizer: Any
-  model_config: ElemNetConfig
+  model_config: ModelConfig
   start: Any  # n_train -> Members, as `build` makes them
   seeds: list[int]
 
@@ -255,11 +258,13 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]
   if source_meta is not None:
-    model_config = ElemNetConfig.from_dict(source_meta['model'])
+    model_config = config_from_dict(source_meta['model'])
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
     init_params = transfer.source_members(source_params, len(seeds))
   else:
     model_config, init_params, rules = checks.model_config_from(config), None, None
+  model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
+  tables = None if source_meta else model_data.load_tables(model_config, featurizer.column_names(), config.data_dir)
   start = functools.partial(
     build,
     model_config,
@@ -269,6 +274,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     init_params=init_params,
     rules=rules,
     reinit_head=config.transfer.get('reinit_head', False),
+    tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
 
@@ -332,7 +338,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, path: str | os.PathLik
     return finish(run, members.model, best_params, progress, mesh)
 
 
-def finish(run: Run, model: ElemNet, best_params, progress: Progress, mesh=None) -> dict:
+def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
   """Scores the members on test (retrained first if asked), saves the model, predictions and metrics."""
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts = inputs.parts
@@ -372,7 +378,7 @@ def finish(run: Run, model: ElemNet, best_params, progress: Progress, mesh=None)
   return metrics
 
 
-def model_meta(run: Run, model: ElemNet) -> dict:
+def model_meta(run: Run, model) -> dict:
   """What a later fine-tune or prediction needs to read the saved parameters."""
   inputs, config = run.inputs, run.config
   seen = set(np.flatnonzero(np.any(inputs.parts['train'].x != 0, axis=0)).tolist())

@@ -16,15 +16,15 @@ from flax import traverse_util
 
 from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.models import ModelConfig
 from elemnet_jax.training import checkpoint
 from elemnet_jax.workdir import differences, read_json
 
 LABELS = ('frozen', 'body', 'head')
 
 
-def layer_rules(freeze_layers: int, config: ElemNetConfig) -> list[tuple[str, str]]:
-  """Ordered (regex, label) rules: the first `freeze_layers` dense layers frozen, the output
+def layer_rules(freeze_layers: int, config: ModelConfig) -> list[tuple[str, str]]:
+  """Ordered (regex, label) rules: the model's first `freeze_layers` groups frozen, its output
   layer 'head', everything else 'body'."""
   return freeze_rules(freeze_layers, (), config)
 
@@ -32,8 +32,8 @@ def layer_rules(freeze_layers: int, config: ElemNetConfig) -> list[tuple[str, st
 def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
   """A pytree like `params` whose leaves are labels; the first matching rule wins.
 
-  Paths read like ``params/dense_3/kernel``. Every leaf must match a rule, and every label must
-  be one of 'frozen', 'body', 'head'.
+  Paths read like ``params/<group>/kernel`` (the model family's groups). Every leaf must match a
+  rule, and every label must be one of 'frozen', 'body', 'head'.
   """
   compiled = []
   for pattern, label in rules:
@@ -58,19 +58,22 @@ def label_params(params: Any, rules: Sequence[tuple[str, str]]) -> Any:
   return traverse_util.unflatten_dict(labels)
 
 
-def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ElemNetConfig):
-  """Rules from regexes over parameter paths if given, else from a depth; the rest train."""
-  last = config.num_dense - 1
+def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ModelConfig):
+  """Rules from regexes over parameter paths if given, else from a depth in the model's groups; the rest train."""
+  groups = config.groups()
   if freeze_regex:
     frozen = list(freeze_regex)
-  elif 0 <= freeze_layers <= last:
-    frozen = [rf'^params/dense_{i}/' for i in range(freeze_layers)]
+  elif 0 <= freeze_layers <= len(groups):
+    frozen = [rf'^params/{re.escape(group)}/' for group in groups[:freeze_layers]]
   else:
     raise UserError(
-      f'freeze_layers={freeze_layers} is outside the model: it has {config.num_dense} '
-      f'dense layers, so use 0..{last} (the output layer always trains)'
+      f'freeze_layers={freeze_layers} is outside the model: its {config.name} network has {len(groups)} '
+      f'freezable layers and an output layer, so use 0..{len(groups)} (the output layer always trains)'
     )
-  return [(pattern, 'frozen') for pattern in frozen] + [(rf'^params/dense_{last}/', 'head'), (r'.*', 'body')]
+  return [(pattern, 'frozen') for pattern in frozen] + [
+    (rf'^params/{re.escape(config.head())}/', 'head'),
+    (r'.*', 'body'),
+  ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +82,8 @@ class Freezing:
 
   `labels`: a pytree like the parameters of 'frozen' | 'body' | 'head' (the optimizer's partition),
   or None when nothing is frozen and every layer learns alike; `paths`: the frozen parameter paths
-  (the train step takes no gradient for them); `positions`: 1-based dense layers frozen whole (their
-  dropout is off).
+  (the train step takes no gradient for them); `positions`: 1-based positions of the model's groups
+  frozen whole (their dropout is off).
   """
 
   labels: Any = None
@@ -88,26 +91,25 @@ class Freezing:
   positions: tuple[int, ...] = ()
 
   @classmethod
-  def from_rules(cls, rules: Sequence[tuple[str, str]], params: Any) -> Freezing:
+  def from_rules(cls, rules: Sequence[tuple[str, str]], params: Any, groups: Sequence[str]) -> Freezing:
     labels = label_params(params, rules)
     flat = traverse_util.flatten_dict(labels).items()
-    return cls(labels, frozenset(path for path, label in flat if label == 'frozen'), frozen_positions(labels))
+    return cls(labels, frozenset(path for path, label in flat if label == 'frozen'), frozen_positions(labels, groups))
 
 
-def frozen_positions(labels: Any) -> tuple[int, ...]:
-  """1-based positions of the dense layers whose leaves are all frozen."""
-  by_layer: dict[int, set[str]] = {}
+def frozen_positions(labels: Any, groups: Sequence[str]) -> tuple[int, ...]:
+  """1-based positions in `groups` (the model's freezable groups) of those whose leaves are all frozen."""
+  by_group: dict[str, set[str]] = {}
   for path, label in traverse_util.flatten_dict(labels).items():
-    match = re.fullmatch(r'dense_(\d+)', path[1]) if len(path) > 1 else None
-    if match:
-      by_layer.setdefault(int(match.group(1)) + 1, set()).add(label)
-  return tuple(sorted(p for p, found in by_layer.items() if found == {'frozen'}))
+    if len(path) > 1:
+      by_group.setdefault(path[1], set()).add(label)
+  return tuple(i + 1 for i, group in enumerate(groups) if by_group.get(group) == {'frozen'})
 
 
-def reinit_head(params: Any, model: ElemNet, width: int, seed: int) -> Any:
+def reinit_head(params: Any, model, width: int, seed: int) -> Any:
   """`params` with the output layer drawn afresh (the rest unchanged)."""
   fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, width)))
-  head = f'dense_{model.config.num_dense - 1}'
+  head = model.config.head()
   return {'params': {**params['params'], head: fresh['params'][head]}}
 
 
@@ -189,7 +191,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   return {**metas[0], 'members': sum(meta['members'] for meta in metas)}
 
 
-def load_sources(workdirs: Sequence[str | os.PathLike]) -> tuple[ElemNet, Any, dict]:
+def load_sources(workdirs: Sequence[str | os.PathLike]) -> tuple[Any, Any, dict]:
   """(model, parameters [K, ...], meta) of one or several finished runs, their members concatenated."""
   meta = read_source_meta(workdirs)
   loaded = [checkpoint.load_trained(workdir) for workdir in workdirs]

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model, count_params
+from elemnet_jax.models import build_model, config_from_dict, count_params
+from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
 
 
 @pytest.fixture(scope='module')
@@ -66,7 +67,7 @@ def test_config_is_validated():
     ElemNetConfig(dropout_after=(1, 2), dropout_rates=(0.1,))
   with pytest.raises(ValueError, match='activation'):
     ElemNetConfig(activation='swish2')
-  assert ElemNetConfig.from_dict(ElemNetConfig().to_dict()) == ElemNetConfig()
+  assert config_from_dict(ElemNetConfig().to_dict()) == ElemNetConfig()
 
 
 def test_the_residual_network_names_its_blocks_as_elemnet_names_its_layers():

@@ -59,14 +59,14 @@ def test_regex_rules_and_errors():
 
 @pytest.mark.parametrize('depth', [-1, 5, 17])
 def test_freeze_depth_outside_the_model(depth):
-  with pytest.raises(UserError, match=r'freeze_layers=.* is outside the model: it has 5 dense layers'):
+  with pytest.raises(UserError, match=r'freeze_layers=.* is outside the model: its elemnet network has 4 freezable layers'):
     transfer.layer_rules(depth, CONFIG)
 
 
 def test_fine_tuning_updates_only_unfrozen_leaves_and_keeps_no_frozen_moments():
   depth = 2
   params = _params()
-  freezing = transfer.Freezing.from_rules(transfer.layer_rules(depth, CONFIG), params)
+  freezing = transfer.Freezing.from_rules(transfer.layer_rules(depth, CONFIG), params, CONFIG.groups())
   labels = freezing.labels
   model = ElemNet(CONFIG, frozen_layers=freezing.positions)
   assert model.frozen_layers == (1, 2)

@@ -47,7 +47,7 @@ from elemnet_jax.benchmark.report import (
   row,
 )
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, count_params
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.training.fit import FitOptions, ensemble_schedule, epoch_runner
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import (
@@ -107,16 +107,12 @@ class BenchmarkOptions:
         raise UserError(f'{name} must not be negative, not {getattr(self, name)}')
 
 
-def train_flops_per_sample(config: ElemNetConfig, features: int) -> int:
-  """Analytic training FLOPs per example: 3 x (2 x sum of in x out over the dense layers)."""
-  dims = (features,) + config.widths + (1,)
-  return 3 * 2 * sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-
-
 def synthetic_data(rows: int, features: int, seed: int) -> tuple[jax.Array, jax.Array]:
-  """Uniform [0, 1) features normalised to sum 1 per row, standard normal targets; on device."""
+  """Compositions of 2 to 5 random elements (fractions summing to 1), standard normal targets; on device."""
   rng = np.random.default_rng(seed)
   x = rng.random((rows, features), dtype=np.float32)
+  kept = rng.integers(2, 6, rows)[:, None] > np.argsort(rng.random((rows, features)), axis=1)
+  x = np.where(kept, x, 0.0).astype(np.float32)
   x /= x.sum(axis=1, keepdims=True)
   y = rng.standard_normal(rows, dtype=np.float32)
   return jax.device_put(x), jax.device_put(y)
@@ -203,12 +199,12 @@ def xla_flops(jitted, *args) -> float | None:
 class _Bench:
   """Builds states, data and compiled functions of one run; each mode method returns the call to time."""
 
-  def __init__(self, options: BenchmarkOptions, config: ElemNetConfig):
+  def __init__(self, options: BenchmarkOptions, config: ModelConfig):
     self.options = options
-    self.model = ElemNet(config)
+    self.model = build_model(config)
     self.optimizer = make_optimizer(options.learning_rate)
     self.train_step = make_train_step(self.model, self.optimizer, 'mae')
-    self.flops = train_flops_per_sample(config, options.features)
+    self.flops = config.train_flops_per_sample(options.features)
     self.epoch_fns: dict[int, Callable] = {}
     self.xla_flops: dict[int, float | None] = {}
 
@@ -330,10 +326,18 @@ def _log_row(row: dict) -> None:
   )
 
 
-def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ElemNetConfig | None = None) -> dict:
-  """Times every requested mode and batch size; returns the report (rows, device, peak, ...)."""
+def default_model(name: str = 'elemnet') -> ModelConfig:
+  """The family `name` at its defaults, without dropout (as trained here)."""
+  try:
+    return config_from_dict({'name': name, 'use_dropout': False} if name in ('elemnet', 'residual') else {'name': name})
+  except ValueError as error:
+    raise UserError(f'--model={name}: {error}') from None
+
+
+def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ModelConfig | None = None) -> dict:
+  """Times every requested mode and batch size of the model `config` (default: the paper's ElemNet); the report."""
   options.validate()
-  config = config or ElemNetConfig(use_dropout=False)
+  config = config or default_model()
   bench = _Bench(options, config)
   device = device_info()
   logging.info('device %s x%d (%s); timing the matmul peak', device['kind'], device['count'], device['platform'])

@@ -5,14 +5,18 @@
 Dropout is off (`model.use_dropout=False`): with dropout in training and deterministic evaluation,
 the evaluated network is not the one trained (docs/results.md). The TF1 behaviour, dropout also at
 evaluation: --config.model.use_dropout=True --config.train.eval_dropout_passes=8.
+
+Another model family: `--config=default:transformer` (or `:residual`); `config.model` then holds
+that family's fields at their defaults (`elemnet_jax.models`).
 """
 
 import ml_collections
 
+from elemnet_jax.models import default_fields
 from elemnet_jax.models.elemnet import PAPER_DROPOUT_AFTER, PAPER_DROPOUT_RATES, PAPER_WIDTHS
 
 
-def get_config() -> ml_collections.ConfigDict:
+def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = ''  # '' -> $ELEMNET_JAX_DATA, else the cache and public addresses
@@ -33,16 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
   )
   config.featurizer = ml_collections.ConfigDict(dict(name='composition'))
   config.features = ml_collections.ConfigDict(dict(drop_constant=False, standardize=False))
-  config.model = ml_collections.ConfigDict(
-    dict(
-      widths=PAPER_WIDTHS,
-      dropout_after=PAPER_DROPOUT_AFTER,
-      dropout_rates=PAPER_DROPOUT_RATES,
-      use_dropout=False,
-      activation='relu',
-      name='elemnet',  # the architecture: elemnet (the paper's) or residual (IRNet-style blocks)
-    )
-  )
+  config.model = model_section(model)
   config.train = ml_collections.ConfigDict(
     dict(
       batch_size=32,
@@ -78,3 +73,19 @@ def get_config() -> ml_collections.ConfigDict:
     )
   )
   return config
+
+
+def model_section(family: str) -> ml_collections.ConfigDict:
+  """The `model` section of family `family`: the paper's ElemNet without dropout, or the family's defaults."""
+  if family in ('elemnet', 'residual'):  # elemnet: the paper's; residual: IRNet-style blocks of the same widths
+    return ml_collections.ConfigDict(
+      dict(
+        widths=PAPER_WIDTHS,
+        dropout_after=PAPER_DROPOUT_AFTER,
+        dropout_rates=PAPER_DROPOUT_RATES,
+        use_dropout=False,
+        activation='relu',
+        name=family,
+      )
+    )
+  return ml_collections.ConfigDict(default_fields(family))

@@ -3,13 +3,14 @@
   elemnet-jax train --config=oqmd --workdir=workdirs/oqmd
 
 No dropout. The whole schedule runs; early stopping keeps the best-on-validation parameters.
+`--config=oqmd:transformer` pretrains the composition transformer with the same recipe.
 """
 
 from elemnet_jax.configs import default
 
 
-def get_config():
-  config = default.get_config()
+def get_config(model: str = 'elemnet'):
+  config = default.get_config(model)
   config.train.update(
     batch_size=256, learning_rate=1e-3, schedule='cosine', warmup_epochs=1.0, max_epochs=51, patience=51
   )

@@ -9,6 +9,10 @@ a fixed 80/10/10 split (`study.folds=k` for k-fold cross-validation). `target.tr
 `study.scratch_train` that of scratch and the head network, except for the rate: each network trains
 at Adam 1e-4, 3e-4 and 1e-3 and keeps the rate its validation MAE prefers (`study.learning_rates=()`:
 their own rates). Each field below says what it does.
+
+`--config=paper:transformer` studies the composition transformer instead (pretrained with
+`oqmd:transformer`): freeze depths 0, 1 (the element embedding) and 1 + its attention layers, ridge on
+its last hidden layer.
 """
 
 import ml_collections
@@ -16,11 +20,11 @@ import ml_collections
 from elemnet_jax.configs import finetune, oqmd
 
 
-def get_config():
+def get_config(model: str = 'elemnet'):
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.data_dir = ''
-  config.source = oqmd.get_config()
+  config.source = oqmd.get_config(model)
   config.target = finetune.get_config()
   config.target.train.update(max_epochs=300, patience=50)
   config.study = ml_collections.ConfigDict(
@@ -41,6 +45,8 @@ def get_config():
       min_train_size=8,
     )
   )
+  if model == 'transformer':
+    config.study.update(freeze_layers=(0, 1, 1 + config.source.model.layers), featurizer_layer=3)
   config.study.scratch_train = config.target.train.copy_and_resolve_references()
   config.study.scratch_train.learning_rate = 1e-3
   return config

@@ -1,4 +1,4 @@
-"""ElemNet: a deep fully connected network from input features to one property, and a residual variant."""
+"""ElemNet (Jha et al. 2018): a deep fully connected network from input features to one property."""
 
 from __future__ import annotations
 
@@ -6,22 +6,21 @@ import dataclasses
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
+
+from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
 
 # Jha et al. 2018: 1024x4D-512x3D-256x3D-128x3D-64x2-32x1-1.
 PAPER_WIDTHS = (1024,) * 4 + (512,) * 3 + (256,) * 3 + (128,) * 3 + (64,) * 2 + (32,)
 PAPER_DROPOUT_AFTER = (4, 7, 10, 13)  # 1-based positions of the dense layers followed by dropout
 PAPER_DROPOUT_RATES = (0.2, 0.1, 0.3, 0.2)  # TF1 keep-probabilities 0.8, 0.9, 0.7, 0.8
 
-ACTIVATIONS = {'relu': nn.relu, 'gelu': nn.gelu, 'silu': nn.silu, 'elu': nn.elu, 'tanh': jnp.tanh}
-
 
 @dataclasses.dataclass(frozen=True)
 class ElemNetConfig:
-  """Architecture of ElemNet; the default is the published network.
+  """Architecture of ElemNet and of its residual variant; the default is the published network.
 
   Dense layers are named ``dense_0`` .. ``dense_{n}`` in order, the last one being the linear
-  output, so a freeze specification can address them by index.
+  output: hidden layer i is the freezable group ``dense_{i-1}``.
   """
 
   widths: tuple[int, ...] = PAPER_WIDTHS
@@ -29,7 +28,7 @@ class ElemNetConfig:
   dropout_rates: tuple[float, ...] = PAPER_DROPOUT_RATES
   use_dropout: bool = True
   activation: str = 'relu'
-  name: str = 'elemnet'  # the architecture: a key of ARCHITECTURES
+  name: str = 'elemnet'  # the family: elemnet or residual (they share these fields)
 
   def __post_init__(self):
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
@@ -43,22 +42,42 @@ class ElemNetConfig:
       raise ValueError(f'dropout rates {self.dropout_rates} must lie in [0, 1)')
     if any(not 1 <= p <= len(self.widths) for p in self.dropout_after):
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(f'activation {self.activation!r} is not one of {sorted(ACTIVATIONS)}')
-    if self.name not in ARCHITECTURES:
-      raise ValueError(f'model name {self.name!r} is not one of {sorted(ARCHITECTURES)}')
+    check_activation(self.activation)
+    if self.name not in ('elemnet', 'residual'):
+      raise ValueError(f"model name {self.name!r} is not one of ['elemnet', 'residual'] (the families of these fields)")
 
-  @property
-  def num_dense(self) -> int:
-    """Dense layers including the linear output layer (17 for the paper's network)."""
-    return len(self.widths) + 1
+  # The model interface (see `elemnet_jax.models`).
+  input_kind = 'features'
+
+  def groups(self) -> tuple[str, ...]:
+    return tuple(f'dense_{i}' for i in range(len(self.widths)))
+
+  def head(self) -> str:
+    return f'dense_{len(self.widths)}'
+
+  def hidden_sizes(self) -> tuple[int, ...]:
+    return self.widths
+
+  def data_tables(self) -> dict[tuple[str, ...], str]:
+    return {}
+
+  def train_flops_per_sample(self, features: int) -> int:
+    """Forward and backward matmuls: 3 x 2 x (multiply-adds of the dense layers)."""
+    dims = (features,) + self.widths + (1,)
+    macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
+    if self.name == 'residual':  # the shortcuts projected where the width changes
+      macs += sum(a * b for a, b in zip(dims[:-2], dims[1:-1]) if a != b)
+    return 6 * macs
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, values: dict) -> ElemNetConfig:
-    return cls(**values)
+
+def mlp_config(widths: tuple[int, ...], activation: str = 'relu') -> ElemNetConfig:
+  """A plain MLP of `widths` without dropout (e.g. a small network on frozen activations)."""
+  return ElemNetConfig(
+    widths=tuple(widths), dropout_after=(), dropout_rates=(), use_dropout=False, activation=activation
+  )
 
 
 class ElemNet(nn.Module):
@@ -77,8 +96,7 @@ class ElemNet(nn.Module):
     gets the same masks (one thinned network), so a row's output does not depend on its position.
     """
     config = self.config
-    if hidden_layer is not None and not 1 <= hidden_layer <= len(config.widths):
-      raise ValueError(f'hidden_layer={hidden_layer}: the hidden layers are 1..{len(config.widths)}')
+    check_hidden_layer(hidden_layer, config.widths)
     activation = ACTIVATIONS[config.activation]
     rates = dict(zip(config.dropout_after, config.dropout_rates))
     x = x_BxF
@@ -88,58 +106,5 @@ class ElemNet(nn.Module):
       if hidden_layer == position:
         return x
       if config.use_dropout and position in rates and position not in self.frozen_layers:
-        x = nn.Dropout(rates[position], broadcast_dims=(0,) if one_mask else (), deterministic=not dropout)(x)
+        x = dropout_layer(rates[position], active=dropout, one_mask=one_mask)(x)
     return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
-
-
-class _ResidualBlock(nn.Module):
-  """activation(LayerNorm(Dense(x))) + x, the shortcut projected where the width changes (IRNet)."""
-
-  width: int
-  activation: str
-
-  @nn.compact
-  def __call__(self, x):
-    h = ACTIVATIONS[self.activation](nn.LayerNorm(name='norm')(nn.Dense(self.width, name='linear')(x)))
-    shortcut = x if x.shape[-1] == self.width else nn.Dense(self.width, use_bias=False, name='shortcut')(x)
-    return h + shortcut
-
-
-class ResidualElemNet(nn.Module):
-  """ElemNet's widths with residual connections and layer normalisation in every hidden layer.
-
-  Hidden layer i is the block `dense_{i-1}` (its dense kernel, norm and shortcut), so freezing the
-  first k layers, the frozen featurizer and a fresh output layer address it as they do ElemNet.
-  """
-
-  config: ElemNetConfig
-  frozen_layers: tuple[int, ...] = ()
-
-  @nn.compact
-  def __call__(self, x_BxF, *, dropout: bool = False, hidden_layer: int | None = None, one_mask: bool = False):
-    """As `ElemNet.__call__`."""
-    config = self.config
-    if hidden_layer is not None and not 1 <= hidden_layer <= len(config.widths):
-      raise ValueError(f'hidden_layer={hidden_layer}: the hidden layers are 1..{len(config.widths)}')
-    rates = dict(zip(config.dropout_after, config.dropout_rates))
-    x = x_BxF
-    for i, width in enumerate(config.widths):
-      x = _ResidualBlock(width, config.activation, name=f'dense_{i}')(x)
-      if hidden_layer == i + 1:
-        return x
-      if config.use_dropout and i + 1 in rates and i + 1 not in self.frozen_layers:
-        x = nn.Dropout(rates[i + 1], broadcast_dims=(0,) if one_mask else (), deterministic=not dropout)(x)
-    return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
-
-
-# Architectures by `ElemNetConfig.name`: modules built as `Module(config, frozen_layers)`.
-ARCHITECTURES: dict[str, type[nn.Module]] = {'elemnet': ElemNet, 'residual': ResidualElemNet}
-
-
-def build_model(config: ElemNetConfig, frozen_layers: tuple[int, ...] = ()) -> nn.Module:
-  """The network `config.name` names."""
-  return ARCHITECTURES[config.name](config, frozen_layers=frozen_layers)
-
-
-def count_params(params) -> int:
-  return sum(leaf.size for leaf in jax.tree.leaves(params))

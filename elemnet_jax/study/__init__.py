@@ -21,7 +21,7 @@ from absl import logging
 from elemnet_jax import checks, data, ridge, run, transfer, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration, regression_metrics
-from elemnet_jax.models.elemnet import ElemNetConfig
+from elemnet_jax.models import config_from_dict
 from elemnet_jax.predict import evaluate
 from elemnet_jax.study.plan import (
   Arm,
@@ -364,7 +364,7 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   study = config.study
   if study.pretrained:
     source_dirs, meta = named_sources(config)
-    model_config, featurizer_config = ElemNetConfig.from_dict(meta['model']), meta['featurizer']
+    model_config, featurizer_config = config_from_dict(meta['model']), meta['featurizer']
   else:
     if study.exclude_target_from_source:
       config.source.dataset.exclude_from = config.target.dataset.name

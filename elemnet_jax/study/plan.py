@@ -11,7 +11,8 @@ from absl import logging
 
 from elemnet_jax import checks, data, transfer
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNetConfig
+from elemnet_jax.models import ModelConfig
+from elemnet_jax.models.elemnet import ElemNetConfig, mlp_config
 
 # featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
 METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
@@ -117,15 +118,9 @@ def training_order(n_train: int, split_seed: int, fold_index: int) -> np.ndarray
   return np.random.default_rng(split_seed + 100 + fold_index).permutation(n_train)
 
 
-def head_config(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> ElemNetConfig:
-  """The small network trained on frozen hidden activations: `study.head_widths`, no dropout."""
-  return ElemNetConfig(
-    widths=tuple(study.head_widths),
-    dropout_after=(),
-    dropout_rates=(),
-    use_dropout=False,
-    activation=model_config.activation,
-  )
+def head_config(study: ml_collections.ConfigDict, model_config: ModelConfig) -> ElemNetConfig:
+  """The small network trained on frozen hidden activations: an MLP of `study.head_widths`, no dropout."""
+  return mlp_config(tuple(study.head_widths), getattr(model_config, 'activation', 'relu'))
 
 
 def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
@@ -205,14 +200,13 @@ def _check_validation_options(study: ml_collections.ConfigDict) -> None:
     )
 
 
-def check_study_depths(study: ml_collections.ConfigDict, model_config: ElemNetConfig) -> None:
+def check_study_depths(study: ml_collections.ConfigDict, model_config: ModelConfig) -> None:
   """Raises UserError unless the freeze depths and the featurizer layer exist in the source model."""
   for depth in study.freeze_layers:
     transfer.layer_rules(depth, model_config)
-  if not 1 <= study.featurizer_layer <= len(model_config.widths):
-    raise UserError(
-      f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{len(model_config.widths)}'
-    )
+  hidden = len(model_config.hidden_sizes())
+  if not 1 <= study.featurizer_layer <= hidden:
+    raise UserError(f'--config.study.featurizer_layer={study.featurizer_layer}: the hidden layers are 1..{hidden}')
 
 
 class Timer:

@@ -14,7 +14,7 @@ from absl import logging
 from elemnet_jax import data, run, transfer, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
+from elemnet_jax.models import ModelConfig, config_from_dict
 from elemnet_jax.study.plan import check_study_depths, make_folds
 
 
@@ -23,15 +23,15 @@ class Source:
   """The pretrained model a study transfers from: one or several finished runs as one ensemble."""
 
   dirs: list[Path]
-  model: ElemNet
+  model: Any  # the Flax module
   params: Any  # [K, ...]
   meta: dict
   metrics: list[dict]  # metrics.json of each run
   test_mae: float  # of the ensemble on the source's test split
 
   @property
-  def model_config(self) -> ElemNetConfig:
-    return ElemNetConfig.from_dict(self.meta['model'])
+  def model_config(self) -> ModelConfig:
+    return config_from_dict(self.meta['model'])
 
 
 def read_source(source_dirs: list[Path]) -> Source:
@@ -109,7 +109,7 @@ def leakage_record(source: Source, examples: data.Examples, target_name: str, da
   }
 
 
-def load_target(config, model_config: ElemNetConfig, featurizer_config: dict):
+def load_target(config, model_config: ModelConfig, featurizer_config: dict):
   """The target examples, featurized as the source model's inputs are, and its folds."""
   study, target = config.study, config.target
   target.featurizer = ml_collections.ConfigDict(

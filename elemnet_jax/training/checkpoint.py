@@ -25,7 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig, build_model
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict
 from elemnet_jax.training.fit import Progress
 
 MODEL_DIR = 'model'
@@ -141,7 +141,7 @@ def read_meta(workdir: str | os.PathLike, required: tuple[str, ...] = ('model', 
 
 
 def _leaf_names(tree: Any) -> list[str]:
-  """'params/dense_0/kernel'-style names of a parameter tree's leaves, in flattening order."""
+  """'params/<group>/kernel'-style names of a parameter tree's leaves, in flattening order."""
   return ['/'.join(str(key.key) for key in path) for path, _ in jax.tree_util.tree_flatten_with_path(tree)[0]]
 
 
@@ -184,17 +184,20 @@ def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
 MODEL_META = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'members')  # what save_model writes
 
 
-def stacked_abstract_params(model_config: ElemNetConfig, width: int, members: int):
+def stacked_abstract_params(model_config: ModelConfig, width: int, members: int):
   """Shapes and dtypes of the parameters of `members` stacked models (an orbax restore target)."""
   model = build_model(model_config)
   abstract = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct((members,) + a.shape, a.dtype), abstract)
 
 
-def load_trained(workdir: str | os.PathLike) -> tuple[ElemNet, Any, dict]:
+def load_trained(workdir: str | os.PathLike) -> tuple[Any, Any, dict]:
   """(model, parameters [K, ...], meta) of a finished run."""
   meta = read_meta(workdir, MODEL_META)
-  model_config = ElemNetConfig.from_dict(meta['model'])
+  try:
+    model_config = config_from_dict(meta['model'])
+  except (TypeError, ValueError) as error:
+    raise UserError(f'{Path(workdir) / MODEL_DIR / META_FILE}: model config: {error}') from None
   model = build_model(model_config, frozen_layers=tuple(meta.get('frozen_layers', ())))
   width = len(meta['feature_scaling']['keep'])
   return model, load_model(workdir, stacked_abstract_params(model_config, width, meta['members'])), meta

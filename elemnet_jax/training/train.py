@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,7 +21,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.elemnet import ElemNet
+from elemnet_jax.models import with_tables
 
 Params = Any
 
@@ -57,14 +58,17 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
 
 
 def init_state(
-  model: ElemNet,
+  model: nn.Module,
   optimizer: optax.GradientTransformation,
   width: int,
   seed: int,
   params: Params | None = None,
   moving_average: bool = False,
+  tables: dict | None = None,
 ) -> TrainState:
   """A fresh state; `params` (e.g. pretrained) replace the random initialisation.
+
+  `tables` (path -> array, e.g. published element vectors) replace those leaves of a fresh initialisation.
 
   With `moving_average` the state also keeps an exponential moving average of the weights,
   starting from `params` (see `make_train_step`'s `ema_decay`).
@@ -72,13 +76,13 @@ def init_state(
   key = jax.random.PRNGKey(seed)
   init_key, rng = jax.random.split(key)
   if params is None:
-    params = model.init(init_key, jnp.zeros((1, width), jnp.float32))
+    params = with_tables(model.init(init_key, jnp.zeros((1, width), jnp.float32)), tables or {})
   average = jax.tree.map(jnp.array, params) if moving_average else None  # a copy: states are donated
   return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params), rng, average)
 
 
 def make_train_step(
-  model: ElemNet,
+  model: nn.Module,
   optimizer: optax.GradientTransformation,
   loss: str = 'mae',
   frozen: frozenset[tuple[str, ...]] = frozenset(),
@@ -195,7 +199,7 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   return train_epoch
 
 
-def make_predict(model: ElemNet, hidden_layer: int | None = None, dropout_passes: int = 0):
+def make_predict(model: nn.Module, hidden_layer: int | None = None, dropout_passes: int = 0):
   """Jitted `predict(params_K, x) -> [K, B]` over an ensemble axis of the parameters.
 
   `x` is one batch for every member, [B, F], or each member's own, [K, B, F].
@@ -237,7 +241,7 @@ def predict_in_batches(predict, params, x: np.ndarray, batch_size: int = 8192) -
 class Members:
   """An ensemble ready to train: the network, its optimizer, states stacked on a member axis [K, ...], frozen paths."""
 
-  model: ElemNet
+  model: nn.Module
   optimizer: optax.GradientTransformation
   states: TrainState
   frozen: frozenset[tuple[str, ...]] = frozenset()

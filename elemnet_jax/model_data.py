@@ -1,0 +1,65 @@
+"""What a model family needs from the data: inputs of the kind it reads, and the published tables it starts from."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+from absl import logging
+
+from elemnet_jax.data import FeatureScaling
+from elemnet_jax.errors import UserError
+from elemnet_jax.models import ModelConfig, build_model
+
+
+def check_inputs(model_config: ModelConfig, featurizer: dict, scaling: FeatureScaling, x_NxF: np.ndarray) -> None:
+  """A family that reads raw element fractions ('composition') gets exactly those: one line otherwise."""
+  if model_config.input_kind != 'composition':
+    return
+  if featurizer.get('name') != 'composition':
+    raise UserError(
+      f'--config.model.name={model_config.name!r} reads compositions; the featurizer is {featurizer.get("name")!r} '
+      "(use --config.featurizer.name='composition')"
+    )
+  if scaling != FeatureScaling.identity(featurizer['width']):
+    raise UserError(
+      f'--config.model.name={model_config.name!r} reads the raw element fractions: set '
+      '--config.features.drop_constant=False and --config.features.standardize=False'
+    )
+  counts = (x_NxF > 0).sum(axis=1)
+  limit = getattr(model_config, 'max_elements', x_NxF.shape[1])
+  if len(counts) and counts.max() > limit:
+    row = int(np.argmax(counts))
+    raise UserError(
+      f'example {row} has {counts[row]} elements, more than --config.model.max_elements={limit}; raise it to '
+      f'{counts.max()} (the most in this data)'
+    )
+
+
+def load_tables(model_config: ModelConfig, column_names: list[str], data_dir: str | None) -> dict[tuple, np.ndarray]:
+  """The published tables (element vectors) a fresh model of `model_config` starts from, rows in column order."""
+  tables, wanted = {}, model_config.data_tables()
+  if wanted:
+    from elemnet_jax.data import elements
+
+    model = build_model(model_config)
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, len(column_names)), np.float32)))
+  for path, name in wanted.items():
+    symbols, vectors = elements.load(name, data_dir=data_dir)
+    index = {symbol: i for i, symbol in enumerate(symbols)}
+    missing = [symbol for symbol in column_names if symbol not in index]
+    if missing:
+      logging.warning('%s element vectors lack %s: they start as zero vectors', name, ', '.join(missing))
+    table = np.zeros((len(column_names), vectors.shape[1]), np.float32)
+    for row, symbol in enumerate(column_names):
+      if symbol in index:
+        table[row] = vectors[index[symbol]]
+    expected = shapes['params']
+    for key in path:
+      expected = expected[key]
+    if tuple(expected.shape) != table.shape:
+      raise UserError(
+        f'{name} element vectors are {table.shape[1]} wide, the model expects {expected.shape[1]}: set '
+        f'--config.model.vector_width={table.shape[1]}'
+      )
+    tables[path] = table
+  return tables

@@ -19,7 +19,7 @@ _CHOICES = {
   'decay_toward': ('zero', 'start'),
 }
 _POSITIVE_INTEGERS = ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every')
-_NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes')
+_NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TrainConfig:
   eval_dropout_passes: int = 0
   target_scaling: str = 'none'
   checkpoint_every: int = 1
+  checkpoint_seconds: float = 60.0
   log_every: int = 1
   data_parallel: bool = False
   retrain_with_validation: bool = False

@@ -292,7 +292,9 @@ def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[s
 def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]:
   """Fits the members with early stopping, resuming from and saving resumable checkpoints."""
   path = run.workdir.path
-  manager = checkpoint.TrainingCheckpoints(path / 'checkpoints', run.train.checkpoint_every)
+  manager = checkpoint.TrainingCheckpoints(
+    path / 'checkpoints', run.train.checkpoint_every, run.train.checkpoint_seconds
+  )
   resume = None
   if run.workdir.resume and manager.latest_epoch() is not None:
     states, best, progress = manager.restore(members.states, jax.tree.map(jnp.copy, members.states.params))

@@ -34,6 +34,7 @@ OPTIONAL_FIELDS = {
   'learning_rates': [],
   'exclude_from': '',
   'frozen_layers': [],
+  'checkpoint_seconds': 60.0,
   'resplit': False,
   'unit': '',
   'name': 'elemnet',  # a model config's architecture

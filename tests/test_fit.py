@@ -197,6 +197,19 @@ def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tm
     np.testing.assert_array_equal(a, b)
 
 
+def test_checkpoints_are_written_at_most_once_per_interval_and_always_at_the_end(ssub, tmp_path):
+  every_epoch = checkpoint.TrainingCheckpoints(tmp_path / 'every', every=1, seconds=0.0)
+  _fit(ssub, [0], epochs=3, save=every_epoch.save)
+  hourly = checkpoint.TrainingCheckpoints(tmp_path / 'hourly', every=1, seconds=3600.0)
+  states, _, progress = _fit(ssub, [0], epochs=3, save=hourly.save)[1]
+  assert every_epoch.latest_epoch() == 3 and hourly.latest_epoch() is None  # 3 epochs take less than an hour
+  assert hourly.save(states, states.params, progress, force=True) and hourly.latest_epoch() == 3
+  hourly.close()
+  every_epoch.close()
+  assert sorted(p.name for p in (tmp_path / 'every').iterdir()) == ['2', '3']  # the last two kept
+  assert sorted(p.name for p in (tmp_path / 'hourly').iterdir()) == ['3']
+
+
 def test_moving_average_trails_the_weights_and_is_what_validation_scores(ssub):
   model, optimizer = ElemNet(CONFIG), make_optimizer(1e-3)
   state = train.init_state(model, optimizer, 86, 0, moving_average=True)

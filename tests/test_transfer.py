@@ -59,7 +59,9 @@ def test_regex_rules_and_errors():
 
 @pytest.mark.parametrize('depth', [-1, 5, 17])
 def test_freeze_depth_outside_the_model(depth):
-  with pytest.raises(UserError, match=r'freeze_layers=.* is outside the model: its elemnet network has 4 freezable layers'):
+  with pytest.raises(
+    UserError, match=r'freeze_layers=.* is outside the model: its elemnet network has 4 freezable layers'
+  ):
     transfer.layer_rules(depth, CONFIG)
 
 

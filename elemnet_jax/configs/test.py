@@ -20,7 +20,7 @@ TINY = {
 def _tiny(config, family: str):
   config.model = default.model_section(family)
   config.model.update(TINY[family])
-  config.train.update(batch_size=64, learning_rate=1e-3, max_epochs=3, patience=3)
+  config.train.update(batch_size=64, learning_rate=1e-3, max_epochs=3, patience=3, checkpoint_seconds=0.0)
   return config
 
 

@@ -15,6 +15,7 @@ import dataclasses
 import json
 import os
 import shutil
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,35 +40,52 @@ def _abstract(tree: Any) -> Any:
 
 
 class TrainingCheckpoints:
-  """Saves `(states, best_params, progress)` every `every` epochs and restores the latest."""
+  """Saves `(states, best_params, progress)` in the background and restores the latest.
 
-  def __init__(self, directory: str | os.PathLike, every: int = 1, keep: int = 2):
-    self.every = max(int(every), 1)
+  An epoch is saved when it is a multiple of `every` and at least `seconds` have passed since the last
+  save (0: every such epoch), so a kill loses at most about `seconds` of training; the last epoch
+  (`force`, or training stopped) is always saved. Saves are asynchronous: training goes on while
+  orbax writes a host copy of the arrays; `close` waits for the last one.
+  """
+
+  def __init__(self, directory: str | os.PathLike, every: int = 1, seconds: float = 0.0, keep: int = 2):
+    self.every, self.seconds = max(int(every), 1), float(seconds)
+    self.last_save = time.monotonic()
     self.manager = ocp.CheckpointManager(
       Path(directory).absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True),
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True),
       item_names=('state', 'progress'),
     )
 
   def latest_epoch(self) -> int | None:
     return self.manager.latest_step()
 
-  def save(self, states, best_params, progress: Progress, force: bool = False) -> None:
-    if not (force or progress.stopped or progress.epoch % self.every == 0):
-      return
-    if self.manager.latest_step() == progress.epoch:
-      return
+  def due(self, progress: Progress, force: bool = False) -> bool:
+    """Whether `save` would write this epoch."""
+    if force or progress.stopped:
+      return self.manager.latest_step() != progress.epoch
+    interval = progress.epoch % self.every == 0 and time.monotonic() - self.last_save >= self.seconds
+    return interval and self.manager.latest_step() != progress.epoch
+
+  def save(self, states, best_params, progress: Progress, force: bool = False) -> bool:
+    """Starts writing this epoch if it is due; True if it did."""
+    if not self.due(progress, force):
+      return False
+    # Host copies: the next epoch donates the device buffers while orbax is still writing.
+    arrays = jax.tree.map(np.array, jax.device_get({'states': states, 'best_params': best_params}))
     self.manager.save(
       progress.epoch,
       args=ocp.args.Composite(
-        state=ocp.args.StandardSave({'states': states, 'best_params': best_params}),
+        state=ocp.args.StandardSave(arrays),
         progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
       ),
     )
-    self.manager.wait_until_finished()
+    self.last_save = time.monotonic()
+    return True
 
   def restore(self, states, best_params) -> tuple[Any, Any, Progress]:
     """Restores the latest checkpoint into the structure of `states` and `best_params`."""
+    self.manager.wait_until_finished()
     epoch = self.manager.latest_step()
     try:
       restored = self.manager.restore(
@@ -86,6 +104,8 @@ class TrainingCheckpoints:
     return state['states'], state['best_params'], Progress(**restored['progress'])
 
   def close(self) -> None:
+    """Waits for the last save to be complete on disk."""
+    self.manager.wait_until_finished()
     self.manager.close()
 
 

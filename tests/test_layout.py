@@ -21,6 +21,8 @@ LAYERS = [
   'featurizers',
   'data.readers',
   'data.fetch',
+  'data.crabnet',
+  'data.element_vectors',
   'data.datasets',
   'data',
   'training',

@@ -26,6 +26,7 @@ LAYERS = [
   'data.datasets',
   'data',
   'training',
+  'training.guard',
   'training.optimizer',
   'training.train',
   'training.fit',

@@ -19,7 +19,7 @@ _CHOICES = {
   'decay_toward': ('zero', 'start'),
 }
 _POSITIVE_INTEGERS = ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every')
-_NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds')
+_NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds', 'guard_epochs')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +48,7 @@ class TrainConfig:
   log_every: int = 1
   data_parallel: bool = False
   retrain_with_validation: bool = False
+  guard_epochs: int = 3
 
   @classmethod
   def from_config(cls, section: ml_collections.ConfigDict, where: str = 'train') -> TrainConfig:

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from elemnet_jax.data import FeatureScaling
+from elemnet_jax.data import FeatureScaling, element_vectors
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model
 
@@ -36,23 +36,19 @@ def check_inputs(model_config: ModelConfig, featurizer: dict, scaling: FeatureSc
 
 
 def load_tables(model_config: ModelConfig, column_names: list[str], data_dir: str | None) -> dict[tuple, np.ndarray]:
-  """The published tables (element vectors) a fresh model of `model_config` starts from, rows in column order."""
-  tables, wanted = {}, model_config.data_tables()
-  if wanted:
-    from elemnet_jax.data import elements
+  """The published tables (element vectors) a fresh model of `model_config` starts from, rows in column order.
 
-    model = build_model(model_config)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, len(column_names)), np.float32)))
+  Empty cells of a table (NaN) start as 0.
+  """
+  tables, wanted = {}, model_config.data_tables()
+  if not wanted:
+    return tables
+  model = build_model(model_config)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, len(column_names)), np.float32)))
   for path, name in wanted.items():
-    symbols, vectors = elements.load(name, data_dir=data_dir)
-    index = {symbol: i for i, symbol in enumerate(symbols)}
-    missing = [symbol for symbol in column_names if symbol not in index]
-    if missing:
-      logging.warning('%s element vectors lack %s: they start as zero vectors', name, ', '.join(missing))
-    table = np.zeros((len(column_names), vectors.shape[1]), np.float32)
-    for row, symbol in enumerate(column_names):
-      if symbol in index:
-        table[row] = vectors[index[symbol]]
+    _, table = element_vectors.load(name, data_dir=data_dir or None, elements=column_names)
+    if np.isnan(table).any():
+      logging.info('%s element vectors: %d empty cells start as 0', name, int(np.isnan(table).sum()))
     expected = shapes['params']
     for key in path:
       expected = expected[key]
@@ -61,5 +57,5 @@ def load_tables(model_config: ModelConfig, column_names: list[str], data_dir: st
         f'{name} element vectors are {table.shape[1]} wide, the model expects {expected.shape[1]}: set '
         f'--config.model.vector_width={table.shape[1]}'
       )
-    tables[path] = table
+    tables[path] = np.nan_to_num(table).astype(np.float32)
   return tables

@@ -26,7 +26,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint
+from elemnet_jax.training import checkpoint, guard
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, write_history
 from elemnet_jax.training.optimizer import learning_rate_schedule, make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
@@ -245,6 +245,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   source_meta = source_params = None
   config = config.copy_and_resolve_references()
   if source_dirs:  # every source run checked and loaded before any work
+    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
@@ -307,11 +308,12 @@ def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]
 
   inputs = run.inputs
   tic = time.perf_counter()
+  watch = guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
   states, best_params, progress = fit(
     members,
     (inputs.x['train'], inputs.y['train']),
     (inputs.x['val'], inputs.y['val']),
-    fit_options(run.train, inputs.target_scaling, len(inputs.parts['train'])),
+    dataclasses.replace(fit_options(run.train, inputs.target_scaling, len(inputs.parts['train'])), guard=watch),
     mesh=mesh,
     resume=resume,
     save=save,
@@ -366,6 +368,8 @@ def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
     'frozen_layers': list(model.frozen_layers),
     'pretrained': source_dir or None,
   }
+  splits = {'val': (parts['val'].y, val_predictions.mean(axis=0)), 'test': (test.y, predictions.mean(axis=0))}
+  guard.record(metrics, parts['train'].y, splits, path.name)
   checkpoint.save_model(path, best_params, model_meta(run, model))
   write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
@@ -377,6 +381,7 @@ def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
     metrics['test']['r2'],
     metrics['test']['n'],
   )
+  (logging.info if metrics['guard']['learned'] else logging.warning)('%s', metrics['guard']['verdict'])
   return metrics
 
 

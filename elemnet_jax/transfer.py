@@ -12,12 +12,13 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import traverse_util
 
 from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig
-from elemnet_jax.training import checkpoint
+from elemnet_jax.training import checkpoint, guard
 from elemnet_jax.workdir import differences, read_json
 
 LABELS = ('frozen', 'body', 'head')
@@ -197,3 +198,15 @@ def load_sources(workdirs: Sequence[str | os.PathLike]) -> tuple[Any, Any, dict]
   loaded = [checkpoint.load_trained(workdir) for workdir in workdirs]
   params = jax.tree.map(lambda *members: np.concatenate(members), *(params for _, params, _ in loaded))
   return loaded[0][0], params, meta
+
+
+def refuse_unlearned(
+  workdirs: Sequence[str | os.PathLike], allow: bool, consent: str = 'transfer.allow_collapsed_source'
+):
+  """UserError for a source run whose metrics.json says it learned nothing (see training.guard), unless `allow`."""
+  for source in workdirs:
+    refusal = guard.refusal(read_json(Path(source) / 'metrics.json', 'the run did not finish'), str(source), consent)
+    if refusal and not allow:
+      raise UserError(refusal)
+    if refusal:
+      logging.warning('%s (allowed by --config.%s)', refusal.split('; transferring')[0], consent)

@@ -72,3 +72,22 @@ def test_the_study_runs_every_method_on_the_family(source, tmp_path):
   methods = {(row['method'], row.get('freeze_layers')) for row in rows}
   assert {'scratch', 'finetune', 'featurizer', 'direct'} <= {method for method, _ in methods}
   assert all(np.isfinite(row['mae']) for row in rows)
+
+
+def test_the_transformer_starts_from_published_element_vectors_and_keeps_them(tmp_path):
+  from elemnet_jax.data import element_vectors
+  from elemnet_jax.errors import UserError
+  from elemnet_jax.featurizers.composition import ELEMENTS
+
+  require_dataset('ssub')
+  try:
+    _, mat2vec = element_vectors.load('mat2vec', elements=ELEMENTS)
+  except UserError as error:
+    pytest.skip(f'mat2vec cannot be obtained here: {error}')
+  fields = {'model.element_vectors': 'mat2vec', 'model.vector_width': 200, 'train.max_epochs': 1}
+  run.train_and_evaluate(config_with('test:train,transformer', fields), tmp_path / 'run')
+  _, params, _ = checkpoint.load_trained(tmp_path / 'run')
+  np.testing.assert_array_equal(params['params']['embed']['element_vectors'][0], mat2vec)  # features, not weights
+  wrong = {**fields, 'model.vector_width': 100}
+  with pytest.raises(UserError, match='vector_width=200'):
+    run.train_and_evaluate(config_with('test:train,transformer', wrong), tmp_path / 'wrong')

@@ -62,6 +62,8 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       log_every=1,
       data_parallel=False,  # shard each batch over all local devices (jax.sharding)
       retrain_with_validation=False,  # then train again on training + validation rows for the epochs chosen
+      guard_epochs=3,  # from this epoch (and 200 steps) on, stop if validation predictions are constant or no
+      # better than the training median (training.guard); 0: never
     )
   )
   config.transfer = ml_collections.ConfigDict(
@@ -71,6 +73,7 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       freeze_regex=(),  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
       reinit_head=False,  # draw the output layer afresh
       target_scaling='source',  # source: the pretrained model's target statistics; refit: the target train split's
+      allow_collapsed_source=False,  # fine-tune even from a source whose metrics.json says it learned nothing
     )
   )
   return config

@@ -43,6 +43,7 @@ def get_config(model: str = 'elemnet'):
       featurizer_layer=16,  # hidden layer whose activations feed ridge (16 = the last, 32 wide)
       head_widths=(64, 32),  # method 'head': a small network on those activations, trained as scratch is
       min_train_size=8,
+      allow_collapsed_source=False,  # transfer even from a source whose metrics.json says it learned nothing
     )
   )
   if model == 'transformer':

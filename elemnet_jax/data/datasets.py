@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from elemnet_jax.data import crabnet
 from elemnet_jax.data.fetch import RemoteFile, fetch
 from elemnet_jax.data.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
 from elemnet_jax.errors import UserError
@@ -78,6 +79,23 @@ register(
     max_abs_target=5.0,
   )
 )
+
+for _benchmark in crabnet.BENCHMARKS:  # DFT properties with CrabNet's published train/val/test split
+  register(
+    DatasetSpec(
+      name=_benchmark.name,
+      description=f'{_benchmark.description}, CrabNet benchmark split (train/val/test)',
+      input_kind='formula',
+      targets=('target',),
+      files=crabnet.split_files(_benchmark.folder),
+      read=read_split_csvs,
+      licence=crabnet.LICENCE,
+      citation=f'{_benchmark.citation}; {crabnet.SPLIT_CITATION}',
+      quantity=_benchmark.quantity,
+      unit=_benchmark.unit,
+      max_abs_target=_benchmark.max_abs_target,
+    )
+  )
 
 register(
   DatasetSpec(

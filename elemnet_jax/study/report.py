@@ -114,6 +114,7 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
       lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} ({runs} folds).')
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
   lines.append(_protocol(study, leakage, runs_per_cell, any(arm.method == 'featurizer' for arm in summary)))
+  lines += [f'Source: {verdict}.' for verdict in leakage.get('source_verdicts', [])]  # against the training median
   scratch = summary.get(Arm('scratch'), {})
   transfer_arms = [a for a in arms if a.method in ('finetune', 'featurizer', 'head')]
   if scratch and transfer_arms:

@@ -106,6 +106,7 @@ def leakage_record(source: Source, examples: data.Examples, target_name: str, da
     'target_excluded_from_source': removed,
     'excluded_count': min(found['count'] for found in excluded) if removed else 0,
     'source_members': source.meta['members'],
+    'source_verdicts': [m['guard']['verdict'] for m in source.metrics if 'guard' in m],
   }
 
 

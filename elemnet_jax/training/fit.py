@@ -59,6 +59,7 @@ class FitOptions:
   ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
   learning_rate: Callable[[int], float] | None = None  # the schedule, step -> rate, for the history
   ensemble_schedule: str = 'auto'  # K > 1 members: 'vmap', 'sequential' or 'auto' (see `ensemble_schedule`)
+  guard: Callable[[int, int, np.ndarray], None] | None = None  # (epoch, step, val predictions [K, N]); may stop
 
   @property
   def loss_scale(self) -> float:
@@ -250,6 +251,8 @@ def fit(
     _check_finite(losses_KxS, name, epoch, start_step)
     val_pred = predict_in_batches(predict, evaluation_params(states), x_val, options.eval_batch_size)
     val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
+    if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
+      options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
     if better.any():
       best_params = _select_members(jnp.asarray(better), evaluation_params(states), best_params)

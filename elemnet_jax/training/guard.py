@@ -1,0 +1,142 @@
+"""The baseline guard: does a run beat the trivial predictor (the training median), and do its predictions vary?
+
+A network that collapsed (dead ReLUs, every output pulled to the median of a zero-inflated target)
+predicts a near-constant value and scores about the median's MAE. `judge` says so for finished
+predictions, `monitor` stops training that shows it after a few epochs, and `refusal` keeps a source
+that learned nothing from being transferred without consent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+from absl import logging
+
+from elemnet_jax.errors import UserError
+
+
+class TrainingCollapsed(UserError):
+  """Training stopped early: its validation predictions are constant or no better than the training median."""
+
+
+@dataclasses.dataclass(frozen=True)
+class GuardOptions:
+  epochs: int = 3  # the first epoch whose validation is judged during training (0: never)
+  min_steps: int = 200  # and not before this many optimizer steps
+  std_fraction: float = 0.01  # predictions whose std is below this share of the targets' std are constant
+  margin: float = 0.01  # a MAE above (1 - margin) x the median's is no better than the baseline
+
+
+@dataclasses.dataclass(frozen=True)
+class Judgement:
+  """One split's scores against the trivial predictor."""
+
+  mae: float
+  baseline_mae: float  # of predicting the training median for every row
+  prediction_std: float
+  target_std: float
+  options: GuardOptions = GuardOptions()
+
+  @property
+  def constant(self) -> bool:
+    return self.prediction_std <= self.options.std_fraction * self.target_std
+
+  @property
+  def no_better(self) -> bool:
+    return self.mae >= (1 - self.options.margin) * self.baseline_mae
+
+  def problem(self) -> str:
+    """'' for a run that learned, else what is wrong ('constant predictions', 'no better than the median')."""
+    found = ['constant predictions'] * self.constant + ['no better than the training median'] * self.no_better
+    return ' and '.join(found)
+
+  def describe(self, split: str) -> str:
+    """One line: the MAE against the baseline's, the predictions' spread against the targets'."""
+    return (
+      f'{split} MAE {self.mae:.4g} vs {self.baseline_mae:.4g} for the training median; '
+      f"predictions' std {self.prediction_std:.3g} vs the targets' {self.target_std:.3g}"
+    )
+
+
+def judge(y_train, y, prediction, options: GuardOptions = GuardOptions()) -> Judgement:
+  """`prediction` [N] of targets `y` [N] against the median of `y_train`, all in one unit."""
+  y, prediction = np.asarray(y, np.float64), np.asarray(prediction, np.float64)
+  median = float(np.median(np.asarray(y_train, np.float64)))
+  return Judgement(
+    float(np.mean(np.abs(prediction - y))),
+    float(np.mean(np.abs(median - y))),
+    float(np.std(prediction)),
+    float(np.std(y)),
+    options,
+  )
+
+
+def verdict(judgement: Judgement, name: str, split: str = 'val') -> str:
+  """The one line a run ends with: what it learned or that it learned nothing."""
+  problem = judgement.problem()
+  if not problem:
+    return f'{name}: learned: {judgement.describe(split)}'
+  return f'{name}: LEARNED NOTHING ({problem}): {judgement.describe(split)}'
+
+
+def record(metrics: dict, y_train, splits: dict, name: str, options: GuardOptions = GuardOptions()) -> Judgement:
+  """Adds `baseline_mae` and `prediction_std` beside each split's scores in `metrics`, and a 'guard' entry.
+
+  `splits`: split name -> (targets [N], mean prediction [N]); the verdict (one line) is validation's.
+  """
+  judgements = {split: judge(y_train, y, p, options) for split, (y, p) in splits.items()}
+  for split, judgement in judgements.items():
+    metrics[split].update(baseline_mae=judgement.baseline_mae, prediction_std=judgement.prediction_std)
+  val = judgements['val']
+  metrics['guard'] = {
+    'learned': not val.problem(),
+    'problem': val.problem(),
+    'training_median': float(np.median(y_train)),
+    'verdict': verdict(val, name),
+  }
+  return val
+
+
+def monitor(
+  y_train, y_val, epochs: int, name: str, options: GuardOptions = GuardOptions()
+) -> Callable[[int, int, np.ndarray], None]:
+  """`check(epoch, step, val predictions [K, N])` for `fit`: from epoch `epochs` on (0: never), raises
+  TrainingCollapsed once every member's predictions are constant or no better than the training median.
+
+  Targets and predictions in the model's units (the median commutes with an affine target scaling).
+  """
+  y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
+  options = dataclasses.replace(options, epochs=epochs)
+
+  def check(epoch: int, step: int, predictions_KxN: np.ndarray) -> None:
+    if not options.epochs or epoch < options.epochs or step < options.min_steps:
+      return
+    truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
+    judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
+    if all(j.problem() for j in judgements):
+      worst = judgements[0]
+      message = (
+        f'{name}: training stopped at epoch {epoch} (step {step}): the network learned nothing '
+        f'({worst.problem()}; {worst.describe("val")}, in training units); lower the learning rate, '
+        'standardise the target (--config.train.target_scaling=standard) or change the loss '
+        '(--config.train.guard_epochs=0 trains on regardless)'
+      )
+      logging.error('%s', message)
+      raise TrainingCollapsed(message)
+
+  return check
+
+
+def refusal(metrics: dict, source: str, consent: str) -> str:
+  """'' for a source that learned (or whose metrics.json predates the guard), else the one-line refusal."""
+  guard = metrics.get('guard')
+  if not guard or guard.get('learned', True):
+    return ''
+  val = metrics.get('val', {})
+  return (
+    f'{source}: this source learned nothing ({guard.get("problem")}: val MAE {val.get("mae", float("nan")):.4g} '
+    f'vs {val.get("baseline_mae", float("nan")):.4g} for the training median); transferring from it passes '
+    f'on a constant. Pretrain it again (see docs/results.md) or pass --config.{consent}=True to use it anyway'
+  )

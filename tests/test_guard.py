@@ -1,0 +1,88 @@
+"""The baseline guard: a run that learned nothing is stopped early, says so, and is not transferred from."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import config_with, require_dataset, user_error
+from test_cli import assert_user_error, elemnet_jax
+
+from elemnet_jax import run
+from elemnet_jax.study import run_study
+from elemnet_jax.training import guard
+
+# Adam at rate 1 kills every ReLU of the tiny network within an epoch: the output is a constant.
+COLLAPSING = {'dataset.name': 'qmpy_legacy', 'train.batch_size': 64, 'train.learning_rate': 1.0}
+
+
+def test_judgement_of_constant_median_and_good_predictions():
+  rng = np.random.default_rng(0)
+  y_train, y = rng.normal(size=500), rng.normal(size=200)
+  constant = guard.judge(y_train, y, np.full(200, np.median(y_train)))
+  assert constant.constant and constant.no_better and constant.mae == pytest.approx(constant.baseline_mae)
+  noisy = guard.judge(y_train, y, rng.normal(size=200))  # varies, but knows nothing
+  assert not noisy.constant and noisy.no_better
+  good = guard.judge(y_train, y, y + 0.1 * rng.normal(size=200))
+  assert not good.problem() and good.mae < 0.2 * good.baseline_mae
+  assert 'LEARNED NOTHING (constant predictions and no better' in guard.verdict(constant, 'run')
+
+
+def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
+  require_dataset('qmpy_legacy')
+  config = config_with('test', {**COLLAPSING, 'train.max_epochs': 50, 'train.patience': 50, 'train.guard_epochs': 2})
+  message = user_error(
+    lambda: run.train_and_evaluate(config, tmp_path / 'collapsed'),
+    'training stopped at epoch 2',
+    'learned nothing (constant predictions',
+    'target_scaling=standard',
+  )
+  assert 'training stopped at epoch 2' in (tmp_path / 'collapsed' / 'log.txt').read_text(), message
+  assert not (tmp_path / 'collapsed' / 'metrics.json').exists()
+
+
+def test_a_healthy_run_is_not_flagged(pretrained):
+  metrics = json.loads((pretrained / 'metrics.json').read_text())
+  assert metrics['guard']['learned'] and metrics['guard']['verdict'].startswith('pretrain: learned: val MAE')
+  for split in ('val', 'test'):
+    assert metrics[split]['mae'] < 0.5 * metrics[split]['baseline_mae'] and metrics[split]['prediction_std'] > 0.3
+  assert metrics['guard']['verdict'] in (pretrained / 'log.txt').read_text().splitlines()[-1]
+
+
+@pytest.fixture(scope='module')
+def collapsed_source(tmp_path_factory):
+  """A finished run that learned nothing: the guard was off, so it trained to the end."""
+  require_dataset('qmpy_legacy')
+  source = tmp_path_factory.mktemp('runs') / 'source'
+  config = config_with('test', {**COLLAPSING, 'train.max_epochs': 2, 'train.guard_epochs': 0})
+  metrics = run.train_and_evaluate(config, source)
+  assert not metrics['guard']['learned'] and metrics['val']['prediction_std'] == pytest.approx(0, abs=1e-6)
+  assert 'LEARNED NOTHING' in (source / 'log.txt').read_text().splitlines()[-1]
+  return source
+
+
+def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed_source, tmp_path):
+  fine = config_with('test', {'transfer.pretrained': str(collapsed_source), 'train.max_epochs': 1})
+  user_error(
+    lambda: run.train_and_evaluate(fine, tmp_path / 'fine'),
+    f'{collapsed_source}: this source learned nothing',
+    '--config.transfer.allow_collapsed_source=True',
+  )
+  assert not (tmp_path / 'fine').exists()
+  fine.transfer.allow_collapsed_source = True
+  assert run.train_and_evaluate(fine, tmp_path / 'fine')['pretrained'] == str(collapsed_source)
+
+
+def test_a_study_refuses_a_source_that_learned_nothing(collapsed_source, tmp_path):
+  config = config_with('test:study', {'study.pretrained': str(collapsed_source)})
+  user_error(
+    lambda: run_study(config, tmp_path / 'study'), 'this source learned nothing', 'study.allow_collapsed_source=True'
+  )
+  assert not (tmp_path / 'study' / 'results.json').exists()
+
+
+def test_the_command_ends_with_the_collapse_in_one_line(tmp_path):
+  require_dataset('qmpy_legacy')
+  flags = ['--config.dataset.name=qmpy_legacy', '--config.train.batch_size=64', '--config.train.learning_rate=1.0']
+  flags += ['--config.train.max_epochs=50', '--config.train.guard_epochs=2']
+  done = elemnet_jax('train', '--config=test', '--workdir=w', *flags, cwd=tmp_path, check=False)
+  assert_user_error(done, 'training stopped at epoch 2', 'learned nothing (constant predictions')

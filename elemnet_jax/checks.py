@@ -8,6 +8,8 @@ import ml_collections
 
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, config_from_dict
+from elemnet_jax.training.fit import FitOptions
+from elemnet_jax.training.optimizer import learning_rate_schedule
 
 _CHOICES = {
   'optimizer': ('adam', 'adamw'),
@@ -18,6 +20,10 @@ _CHOICES = {
   'target_scaling': ('none', 'standard'),
   'decay_toward': ('zero', 'start'),
 }
+# The train settings `fit` takes as they are.
+_FIT_FIELDS = (
+  'batch_size max_epochs patience loss log_every mode eval_dropout_passes ema_decay ensemble_schedule'.split()
+)
 _POSITIVE_INTEGERS = ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every')
 _NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds', 'guard_epochs')
 
@@ -90,6 +96,18 @@ class TrainConfig:
 
   def steps_per_epoch(self, n_train: int) -> int:
     return -(-n_train // self.batch_size)
+
+  def fit_options(self, target_scale: float, n_train: int) -> FitOptions:
+    """What `fit` takes for `n_train` training rows whose targets are in units of `target_scale`."""
+    steps = self.steps_per_epoch(n_train)
+    rate = learning_rate_schedule(
+      self.learning_rate, self.schedule, int(self.warmup_epochs * steps), self.max_epochs * steps
+    )
+    return FitOptions(
+      **{name: getattr(self, name) for name in _FIT_FIELDS},
+      log_scale=target_scale,
+      learning_rate=rate if callable(rate) else (lambda step, rate=rate: rate),
+    )
 
 
 def check_train_config(section, where: str = 'train') -> TrainConfig:

@@ -26,9 +26,9 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint, guard
+from elemnet_jax.training import checkpoint, guard, timing
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, write_history
-from elemnet_jax.training.optimizer import learning_rate_schedule, make_optimizer
+from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
 # The record (metrics.json) and the config last: a run being set aside reads as finished until the end.
@@ -142,24 +142,6 @@ def make_inputs(parts, featurizer_description: dict, config, source_meta=None, n
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 
-# The train settings `fit` takes as they are.
-_FIT_FIELDS = (
-  'batch_size max_epochs patience loss log_every mode eval_dropout_passes ema_decay ensemble_schedule'.split()
-)
-
-
-def fit_options(train: TrainConfig, target_scaling: data.TargetScaling | None, n_train: int) -> FitOptions:
-  steps = train.steps_per_epoch(n_train)
-  rate = learning_rate_schedule(
-    train.learning_rate, train.schedule, int(train.warmup_epochs * steps), train.max_epochs * steps
-  )
-  return FitOptions(
-    **{name: getattr(train, name) for name in _FIT_FIELDS},
-    log_scale=target_scaling.scale if target_scaling else 1.0,
-    learning_rate=rate if callable(rate) else (lambda step, rate=rate: rate),
-  )
-
-
 def build(
   model_config: ModelConfig,
   train: TrainConfig,
@@ -245,8 +227,8 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   source_meta = source_params = None
   config = config.copy_and_resolve_references()
   if source_dirs:  # every source run checked and loaded before any work
-    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     _, source_params, source_meta = transfer.load_sources(source_dirs)
+    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)
@@ -290,7 +272,7 @@ def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[s
   return data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
 
 
-def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]:
+def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None) -> tuple[Any, Progress]:
   """Fits the members with early stopping, resuming from and saving resumable checkpoints."""
   path = run.workdir.path
   manager = checkpoint.TrainingCheckpoints(
@@ -309,18 +291,22 @@ def train_members(run: Run, members: Members, mesh=None) -> tuple[Any, Progress]
   inputs = run.inputs
   tic = time.perf_counter()
   watch = guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
-  states, best_params, progress = fit(
-    members,
-    (inputs.x['train'], inputs.y['train']),
-    (inputs.x['val'], inputs.y['val']),
-    dataclasses.replace(fit_options(run.train, inputs.target_scaling, len(inputs.parts['train'])), guard=watch),
-    mesh=mesh,
-    resume=resume,
-    save=save,
-    name=path.name,
-  )
-  manager.save(states, best_params, progress, force=True)
-  manager.close()
+  try:
+    states, best_params, progress = fit(
+      members,
+      (inputs.x['train'], inputs.y['train']),
+      (inputs.x['val'], inputs.y['val']),
+      dataclasses.replace(run.train.fit_options(inputs.target_scaling.scale, len(inputs.parts['train'])), guard=watch),
+      mesh=mesh,
+      resume=resume,
+      save=save,
+      name=path.name,
+      phases=phases,
+    )
+    with phases('checkpoint'):
+      manager.save(states, best_params, progress, force=True)
+  finally:  # a checkpoint still being written completes, whatever stopped training
+    manager.close()
   write_history(path / 'history.csv', progress)
   logging.info('training took %.1fs', time.perf_counter() - tic)
   return best_params, progress
@@ -332,17 +318,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, path: str | os.PathLik
   Writes config.json, sources.json (when fine-tuning), split.csv, log.txt, history.csv,
   checkpoints/ (resumable), model/, predictions_test.csv and metrics.json into `path`.
   """
-  run = prepare(config, path, overwrite)
-  members = run.start(len(run.inputs.parts['train']))
+  phases = timing.Phases()
+  with phases('load'):  # read, featurize, load the source
+    run = prepare(config, path, overwrite)
+    members = run.start(len(run.inputs.parts['train']))
   run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
   with workdir.log_to(run.workdir.path / 'log.txt'):
     data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
     mesh = data_mesh() if run.train.data_parallel else None
-    best_params, progress = train_members(run, members, mesh)
-    return finish(run, members.model, best_params, progress, mesh)
+    best_params, progress = train_members(run, members, phases, mesh)
+    return finish(run, members.model, best_params, progress, phases, mesh)
 
 
-def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
+def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phases, mesh=None) -> dict:
   """Scores the members on test (retrained first if asked), saves the model, predictions and metrics."""
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts = inputs.parts
@@ -350,7 +338,7 @@ def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
   val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
-    options = fit_options(train, inputs.target_scaling, len(parts['train']))
+    options = train.fit_options(inputs.target_scaling.scale, len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
   predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
   test, source_dir = parts['test'], ','.join(run.sources)
@@ -369,19 +357,16 @@ def finish(run: Run, model, best_params, progress: Progress, mesh=None) -> dict:
     'pretrained': source_dir or None,
   }
   splits = {'val': (parts['val'].y, val_predictions.mean(axis=0)), 'test': (test.y, predictions.mean(axis=0))}
-  guard.record(metrics, parts['train'].y, splits, path.name)
-  checkpoint.save_model(path, best_params, model_meta(run, model))
-  write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
+  guard.record(metrics, parts['train'].y, splits)
+  with phases('save'):
+    checkpoint.save_model(path, best_params, model_meta(run, model))
+    write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
+  metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
-  logging.info(
-    'test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)',
-    metrics['test']['mae'],
-    metrics['test']['rmse'],
-    metrics['test']['r2'],
-    metrics['test']['n'],
-  )
-  (logging.info if metrics['guard']['learned'] else logging.warning)('%s', metrics['guard']['verdict'])
+  logging.info('time: %s', phases.describe())
+  logging.info('test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)', *(metrics['test'][k] for k in ('mae', 'rmse', 'r2', 'n')))
+  (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 
 

@@ -42,7 +42,7 @@ def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
 
 def test_a_healthy_run_is_not_flagged(pretrained):
   metrics = json.loads((pretrained / 'metrics.json').read_text())
-  assert metrics['guard']['learned'] and metrics['guard']['verdict'].startswith('pretrain: learned: val MAE')
+  assert metrics['guard']['learned'] and metrics['guard']['verdict'].startswith('learned: val MAE')
   for split in ('val', 'test'):
     assert metrics[split]['mae'] < 0.5 * metrics[split]['baseline_mae'] and metrics[split]['prediction_std'] > 0.3
   assert metrics['guard']['verdict'] in (pretrained / 'log.txt').read_text().splitlines()[-1]

@@ -266,7 +266,7 @@ class Study:
         rules=rules,
         reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
       )
-      members, options = start(n_train), run.fit_options(config, scaling, n_train)
+      members, options = start(n_train), config.fit_options(scaling.scale, n_train)
       try:
         _, best, progress = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}')
       except train.TrainingDiverged as error:

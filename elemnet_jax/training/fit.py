@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import functools
@@ -18,19 +19,21 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from elemnet_jax import workdir
+from elemnet_jax.training.timing import Phases
 from elemnet_jax.training.train import (
   Members,
   Params,
   TrainingDiverged,
   TrainState,
   compiler_options,
+  device_chunks,
   epoch_order,
   evaluation_params,
   make_indexed_step,
   make_predict,
   make_train_epoch,
   make_train_step,
-  predict_in_batches,
+  predict_chunks,
 )
 
 
@@ -220,6 +223,7 @@ def fit(
   resume: tuple[Params, Progress] | None = None,
   save: Callable[[TrainState, Params, Progress], None] | None = None,
   name: str = 'fit',
+  phases: Phases | None = None,
 ) -> tuple[TrainState, Params, Progress]:
   """Trains K members with early stopping on validation MAE; (final states, best parameters, progress).
 
@@ -227,7 +231,10 @@ def fit(
   leading member axis, (x [K, N, F], y [K, N]), all members' sets of one size.
   `save(states, best_params, progress)` is called after every epoch (it decides how often to
   write); passing what it saved back as `members.states` and `resume=(best_params, progress)` resumes the run.
+  `phases` (`training.timing.Phases`) counts the time of the epochs ('train'), of validation ('evaluate')
+  and of `save` ('checkpoint').
   """
+  phase = phases or _untimed
   x_val, y_val = val
   count = members.count
   own_val = x_val.ndim == 3
@@ -243,14 +250,17 @@ def fit(
     best_params = jax.tree.map(jnp.copy, evaluation_params(states))
   if mesh is not None:
     best_params = jax.device_put(best_params, NamedSharding(mesh, P()))
+  val_chunks = device_chunks(x_val, options.eval_batch_size)  # on the device once, for every epoch
   while not progress.stopped and progress.epoch < options.max_epochs:
     epoch, start_step = progress.epoch + 1, int(np.asarray(states.step).reshape(-1)[0])
     tic = time.perf_counter()
-    states, losses_KxS = run_epoch(states, x_train, y_train)
-    losses_KxS = np.asarray(losses_KxS)
+    with phase('train'):
+      states, losses_KxS = run_epoch(states, x_train, y_train)
+      losses_KxS = np.asarray(losses_KxS)  # waits for the epoch
     _check_finite(losses_KxS, name, epoch, start_step)
-    val_pred = predict_in_batches(predict, evaluation_params(states), x_val, options.eval_batch_size)
-    val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
+    with phase('evaluate'):
+      val_pred = predict_chunks(predict, evaluation_params(states), val_chunks)
+      val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
     if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
@@ -259,7 +269,8 @@ def fit(
     if epoch % options.log_every == 0 or progress.stopped or epoch == options.max_epochs:
       _log_epoch(name, progress, options, losses_KxS, count * int(x_train.shape[-2]))
     if save is not None:
-      save(states, best_params, progress)
+      with phase('checkpoint'):
+        save(states, best_params, progress)
   return states, best_params, progress
 
 
@@ -334,6 +345,10 @@ def fit_epochs(
     if epoch % options.log_every == 0 or epoch == last:
       logging.info('%s epoch %d/%d  train_loss %.4f', name, epoch, last, float(losses_KxS.mean()) * options.loss_scale)
   return params
+
+
+def _untimed(name: str):
+  return contextlib.nullcontext()
 
 
 def _duration(seconds: float) -> str:

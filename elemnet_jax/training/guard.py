@@ -75,13 +75,13 @@ def judge(y_train, y, prediction, options: GuardOptions = GuardOptions()) -> Jud
 
 def verdict(judgement: Judgement, name: str, split: str = 'val') -> str:
   """The one line a run ends with: what it learned or that it learned nothing."""
-  problem = judgement.problem()
+  problem, prefix = judgement.problem(), f'{name}: ' if name else ''
   if not problem:
-    return f'{name}: learned: {judgement.describe(split)}'
-  return f'{name}: LEARNED NOTHING ({problem}): {judgement.describe(split)}'
+    return f'{prefix}learned: {judgement.describe(split)}'
+  return f'{prefix}LEARNED NOTHING ({problem}): {judgement.describe(split)}'
 
 
-def record(metrics: dict, y_train, splits: dict, name: str, options: GuardOptions = GuardOptions()) -> Judgement:
+def record(metrics: dict, y_train, splits: dict, options: GuardOptions = GuardOptions()) -> Judgement:
   """Adds `baseline_mae` and `prediction_std` beside each split's scores in `metrics`, and a 'guard' entry.
 
   `splits`: split name -> (targets [N], mean prediction [N]); the verdict (one line) is validation's.
@@ -94,7 +94,7 @@ def record(metrics: dict, y_train, splits: dict, name: str, options: GuardOption
     'learned': not val.problem(),
     'problem': val.problem(),
     'training_median': float(np.median(y_train)),
-    'verdict': verdict(val, name),
+    'verdict': verdict(val, ''),
   }
   return val
 

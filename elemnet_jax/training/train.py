@@ -221,20 +221,31 @@ def make_predict(model: nn.Module, hidden_layer: int | None = None, dropout_pass
   return lambda params, x: (own if x.ndim == 3 else shared)(params, x)
 
 
-def predict_in_batches(predict, params, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
-  """Runs `predict` over fixed-size padded chunks of the example axis (one compilation); [K, N, ...].
-
-  `x`: [N, F] for every member, or [K, N, F] with each member's own examples.
-  """
+def device_chunks(x: np.ndarray, batch_size: int = 8192) -> list[tuple[jax.Array, int]]:
+  """`x` ([N, F], or [K, N, F] each member's own) as zero-padded chunks of one size along the example
+  axis, placed on the device once: [(chunk, rows of it that are examples)]."""
   n = x.shape[-2]
   size = min(batch_size, max(n, 1))
   chunks = []
   for start in range(0, n, size):
-    chunk = x[..., start : start + size, :]
+    chunk = np.asarray(x[..., start : start + size, :])
     padded = np.zeros(x.shape[:-2] + (size, x.shape[-1]), x.dtype)
     padded[..., : chunk.shape[-2], :] = chunk
-    chunks.append(np.asarray(predict(params, padded))[:, : chunk.shape[-2]])
-  return np.concatenate(chunks, axis=1)
+    chunks.append((jax.device_put(padded), chunk.shape[-2]))
+  return chunks
+
+
+def predict_chunks(predict, params, chunks: list[tuple[jax.Array, int]]) -> np.ndarray:
+  """`predict` over `device_chunks` (one compilation for all of them); [K, N, ...]."""
+  return np.concatenate([np.asarray(predict(params, chunk))[:, :rows] for chunk, rows in chunks], axis=1)
+
+
+def predict_in_batches(predict, params, x: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+  """Runs `predict` over fixed-size padded chunks of the example axis; [K, N, ...].
+
+  `x`: [N, F] for every member, or [K, N, F] with each member's own examples.
+  """
+  return predict_chunks(predict, params, device_chunks(x, batch_size))
 
 
 @dataclasses.dataclass

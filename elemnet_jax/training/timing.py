@@ -1,0 +1,64 @@
+"""Where a run's wall time goes: named phases, with tracing and XLA compilation counted apart wherever they happen."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import time
+from collections.abc import Iterator
+
+import jax
+
+# JAX reports how long each trace, lowering and backend compile took; their sum is a run's compile time.
+_COMPILE_EVENTS = (
+  '/jax/core/compile/jaxpr_trace_duration',
+  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+  '/jax/core/compile/backend_compile_duration',
+)
+_compiled = [0.0]  # seconds spent compiling in this process so far
+
+
+def _count_compiles(event: str, duration: float, **_) -> None:
+  if event in _COMPILE_EVENTS:
+    _compiled[0] += duration
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compiles)
+
+
+def compile_seconds() -> float:
+  """Seconds this process has spent tracing, lowering and compiling JAX programs."""
+  return _compiled[0]
+
+
+class Phases:
+  """Wall time by phase since creation: `with phases('train'):` adds to 'train' all but the compiling inside.
+
+  Phases do not nest. `summary()` adds 'compile' and 'other' (what no phase covered) and the total.
+  """
+
+  def __init__(self):
+    self.start, self.compile_start = time.perf_counter(), compile_seconds()
+    self.seconds: dict[str, float] = collections.defaultdict(float)
+
+  @contextlib.contextmanager
+  def __call__(self, name: str) -> Iterator[None]:
+    tic, compiled = time.perf_counter(), compile_seconds()
+    try:
+      yield
+    finally:
+      self.seconds[name] += (time.perf_counter() - tic) - (compile_seconds() - compiled)
+
+  def summary(self) -> dict[str, float]:
+    """Seconds per phase, 'compile', 'other' and 'total', rounded to milliseconds."""
+    total = time.perf_counter() - self.start
+    seconds = {**self.seconds, 'compile': compile_seconds() - self.compile_start}
+    seconds['other'] = max(total - sum(seconds.values()), 0.0)
+    return {name: round(value, 3) for name, value in {**seconds, 'total': total}.items()}
+
+  def describe(self) -> str:
+    """'train 91% (180.2 s), compile 2% (3.1 s), ...' of the time so far, largest first."""
+    summary = self.summary()
+    total = max(summary.pop('total'), 1e-9)
+    parts = sorted(summary.items(), key=lambda item: -item[1])
+    return ', '.join(f'{name} {100 * value / total:.0f}% ({value:.1f} s)' for name, value in parts)

@@ -210,6 +210,17 @@ def test_checkpoints_are_written_at_most_once_per_interval_and_always_at_the_end
   assert sorted(p.name for p in (tmp_path / 'hourly').iterdir()) == ['3']
 
 
+def test_fits_that_differ_only_in_rate_share_their_compiled_programs(ssub):
+  from elemnet_jax.training import timing
+
+  _, (_, fast, _) = _fit(ssub, [0], epochs=1, learning_rate=1e-3)  # compiles the epoch and the validation programs
+  before = timing.compile_count()
+  _, (_, slow, _) = _fit(ssub, [0], epochs=1, learning_rate=1e-5)  # a new model, optimizer and rate
+  assert timing.compile_count() == before
+  first = jax.tree.leaves(fast)[0]  # the same start, trained at its own rate
+  assert not np.array_equal(first, jax.tree.leaves(slow)[0])
+
+
 def test_moving_average_trails_the_weights_and_is_what_validation_scores(ssub):
   model, optimizer = ElemNet(CONFIG), make_optimizer(1e-3)
   state = train.init_state(model, optimizer, 86, 0, moving_average=True)

@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -106,29 +107,53 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   platform = mesh.devices.flat[0].platform if mesh is not None else None
   schedule = ensemble_schedule(options.ensemble_schedule, platform)
-  train_step = make_train_step(members.model, members.optimizer, options.loss, members.frozen, options.ema_decay)
   if mesh is not None:
     replicated = NamedSharding(mesh, P())
     states, x_train, y_train = jax.device_put((states, x_train, y_train), replicated)
   data_axis = 0 if own_data else None
+  step = Program(members.model, members.optimizer, options.loss, members.frozen, options.ema_decay, mesh, platform)
   if options.mode == 'epoch':
-    jit = functools.partial(jax.jit, donate_argnums=0, compiler_options=compiler_options(platform))
-    train_epoch = make_train_epoch(train_step, options.batch_size, mesh)
     if count == 1:  # one member runs without its member axis: XLA:CPU runs batched matmuls slower than plain ones
-      return jit(_without_member_axis(train_epoch)), states, x_train, y_train
+      return _compiled_epoch(step, options.batch_size, 'single'), states, x_train, y_train
     if schedule == 'vmap':
-      return jit(jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis))), states, x_train, y_train
-    return _one_after_another(jit(train_epoch), own_data), states, x_train, y_train
+      return _compiled_epoch(step, options.batch_size, 'vmap', data_axis), states, x_train, y_train
+    return _one_after_another(_compiled_epoch(step, options.batch_size, 'plain'), own_data), states, x_train, y_train
   if options.mode == 'step':
-    step = make_indexed_step(train_step, mesh)
     if count == 1:  # the member axis is dropped and restored once per epoch, not in every step call
-      single = _step_loop(step, options.batch_size, platform)
+      single = _step_loop(step, options.batch_size)
       return (lambda states, x, y: _unsqueeze(single(_squeeze(states), x, y))), states, x_train, y_train
     if schedule == 'vmap':
-      run_epoch = _step_loop(step, options.batch_size, platform, member_axis=True, data_axis=data_axis)
-      return run_epoch, states, x_train, y_train
-    return _one_after_another(_step_loop(step, options.batch_size, platform), own_data), states, x_train, y_train
+      return _step_loop(step, options.batch_size, member_axis=True, data_axis=data_axis), states, x_train, y_train
+    return _one_after_another(_step_loop(step, options.batch_size), own_data), states, x_train, y_train
   raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
+
+
+@dataclasses.dataclass(frozen=True)
+class Program:
+  """What fixes a compiled train step: equal values share one compilation across fits, folds, seeds and rates."""
+
+  model: Any  # a Flax module (hashable: its config is a frozen dataclass)
+  optimizer: Any  # `training.optimizer.Optimizer`: compared by its structure, not its rates
+  loss: str
+  frozen: frozenset
+  ema_decay: float
+  mesh: Mesh | None
+  platform: str | None
+
+  def train_step(self):
+    return make_train_step(self.model, self.optimizer, self.loss, self.frozen, self.ema_decay)
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_epoch(program: Program, batch_size: int, layout: str, data_axis: int | None = None):
+  """One jitted epoch of `program` (donating the state): of one member ('single', stacked on an axis of one),
+  of a member without its axis ('plain'), or of every member at once ('vmap')."""
+  train_epoch = make_train_epoch(program.train_step(), batch_size, program.mesh)
+  if layout == 'single':
+    train_epoch = _without_member_axis(train_epoch)
+  elif layout == 'vmap':
+    train_epoch = jax.vmap(train_epoch, in_axes=(0, data_axis, data_axis))
+  return jax.jit(train_epoch, donate_argnums=0, compiler_options=compiler_options(program.platform))
 
 
 def _without_member_axis(train_epoch):
@@ -141,16 +166,23 @@ def _without_member_axis(train_epoch):
   return one_member
 
 
-def _step_loop(step, batch_size: int, platform, member_axis: bool = False, data_axis: int | None = None):
-  """`run_epoch(state, x, y) -> (state, losses [S])`: a reshuffle, then one jitted `step` call per minibatch.
+@functools.lru_cache(maxsize=64)
+def _compiled_step(program: Program, member_axis: bool, data_axis: int | None):
+  """(jitted reshuffle, jitted indexed step) of `program`, vmapped over stacked members with `member_axis`."""
+  order = jax.vmap(epoch_order, in_axes=(0, None, None)) if member_axis else epoch_order  # each member reshuffles
+  step = make_indexed_step(program.train_step(), program.mesh)
+  if member_axis:
+    step = jax.vmap(step, in_axes=(0, data_axis, data_axis, 0, 0, None))
+  jitted_step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options(program.platform))
+  return jax.jit(order, static_argnums=(1, 2)), jitted_step
+
+
+def _step_loop(program: Program, batch_size: int, member_axis: bool = False, data_axis: int | None = None):
+  """`run_epoch(state, x, y) -> (state, losses [S])`: a reshuffle, then one jitted step call per minibatch.
 
   With `member_axis`, the states are stacked [K, ...] and the steps vmapped over them (losses [K, S]).
   """
-  order = jax.vmap(epoch_order, in_axes=(0, None, None)) if member_axis else epoch_order  # each member reshuffles
-  if member_axis:
-    step = jax.vmap(step, in_axes=(0, data_axis, data_axis, 0, 0, None))
-  order = jax.jit(order, static_argnums=(1, 2))
-  step = jax.jit(step, donate_argnums=0, compiler_options=compiler_options(platform))
+  order, step = _compiled_step(program, member_axis, data_axis)
 
   def run_epoch(states, x, y):
     rng, index_SxB, mask_SxB = order(states.rng, x.shape[-2], batch_size)

@@ -1,12 +1,17 @@
-"""Optimizers: Adam(W) with an optional warm-up + cosine schedule, L2-SP, and frozen parameter subtrees."""
+"""Optimizers: Adam(W) with an optional warm-up + cosine schedule, L2-SP, and frozen parameter subtrees.
+
+The schedule's numbers live in the optimizer state, so a change of rate is data and not a new program.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import traverse_util
 
 Params = Any
 
@@ -37,7 +42,8 @@ def decay_toward_start(weight_decay: float) -> optax.GradientTransformation:
 
 
 def learning_rate_schedule(peak: float, schedule: str, warmup_steps: int = 0, total_steps: int = 0):
-  """The rate: `peak` throughout ('constant'), or cosine decay from `peak` after a linear warm-up."""
+  """The rate on the host (the history's column): `peak` throughout ('constant'), or cosine decay from `peak`
+  after a linear warm-up; `ScheduledRate` computes the same on the device."""
   if schedule == 'constant':
     return peak
   if schedule == 'cosine' and warmup_steps <= 0:  # no warm-up: the first step already at the peak
@@ -45,6 +51,66 @@ def learning_rate_schedule(peak: float, schedule: str, warmup_steps: int = 0, to
   if schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
   raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
+
+
+class RateState(NamedTuple):
+  """The schedule's numbers, as data: optimizers that differ only in them share one compiled step."""
+
+  count: jax.Array  # int32 [], steps taken
+  peak: jax.Array  # float32 []
+  warmup_steps: jax.Array  # float32 []
+  total_steps: jax.Array  # float32 []
+
+
+def rate_at(schedule: str, state: RateState) -> jax.Array:
+  """The rate of step `state.count`: constant, or linear warm-up then cosine decay to 0 at `total_steps`."""
+  if schedule == 'constant':
+    return state.peak
+  count = state.count.astype(jnp.float32)
+  warmup = state.warmup_steps
+  total = jnp.maximum(state.total_steps, warmup + jnp.where(warmup > 0, 1.0, 0.0))
+  total = jnp.maximum(total, 1.0)
+  warming = state.peak * count / jnp.maximum(warmup, 1.0)
+  progress = jnp.clip((count - warmup) / jnp.maximum(total - warmup, 1.0), 0.0, 1.0)
+  return jnp.where(count < warmup, warming, state.peak * 0.5 * (1.0 + jnp.cos(jnp.pi * progress)))
+
+
+def scheduled_rate(schedule: str, peak: float = 0.0, warmup_steps: int = 0, total_steps: int = 0):
+  """Scales updates by minus the scheduled rate; the numbers enter the state at `init`, the code knows only
+  the schedule's kind."""
+  if schedule not in ('constant', 'cosine'):
+    raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
+
+  def init(params):
+    del params
+    numbers = (peak, warmup_steps, total_steps)
+    return RateState(jnp.zeros((), jnp.int32), *(jnp.asarray(n, jnp.float32) for n in numbers))
+
+  def update(updates, state, params=None):
+    del params
+    rate = rate_at(schedule, state)
+    return jax.tree.map(lambda u: -rate * u, updates), state._replace(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformation(init, update)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+  """An optax transformation and the key of its structure.
+
+  Optimizers with one `key` (the same kind, schedule kind, weight decay and frozen/body/head labels)
+  update alike and differ only in the numbers their `init` puts in the state (rates, schedule
+  lengths, the body's rate factor): they share one compiled train step.
+  """
+
+  key: tuple
+  transformation: optax.GradientTransformation = dataclasses.field(compare=False, hash=False)
+
+  def init(self, params):
+    return self.transformation.init(params)
+
+  def update(self, updates, state, params=None):
+    return self.transformation.update(updates, state, params)
 
 
 def make_optimizer(
@@ -58,7 +124,7 @@ def make_optimizer(
   decay_toward: str = 'zero',
   labels: Params | None = None,
   body_lr_scale: float = 1.0,
-) -> optax.GradientTransformation:
+) -> Optimizer:
   """Adam(W) with an optional warm-up + cosine schedule.
 
   AdamW's decoupled weight decay pulls the weights toward zero (`decay_toward='zero'`) or toward
@@ -68,22 +134,21 @@ def make_optimizer(
   'body' leaves learn at `body_lr_scale` times the head's rate.
   """
 
-  def rate(scale: float):
-    return learning_rate_schedule(learning_rate * scale, schedule, warmup_steps, total_steps)
-
   def base(scale: float) -> optax.GradientTransformation:
+    rate = scheduled_rate(schedule, learning_rate * scale, warmup_steps, total_steps)
     if name == 'adam':
-      return optax.adam(rate(scale))
+      return optax.chain(optax.scale_by_adam(), rate)
     if name == 'adamw' and decay_toward == 'zero':
-      return optax.adamw(rate(scale), weight_decay=weight_decay)
+      return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(weight_decay), rate)
     if name == 'adamw' and decay_toward == 'start':
-      return optax.chain(
-        optax.scale_by_adam(), decay_toward_start(weight_decay), optax.scale_by_learning_rate(rate(scale))
-      )
+      return optax.chain(optax.scale_by_adam(), decay_toward_start(weight_decay), rate)
     if name == 'adamw':
       raise ValueError(f'unknown decay_toward {decay_toward!r}; use zero or start')
     raise ValueError(f'unknown optimizer {name!r}; use adam or adamw')
 
+  structure = (name, schedule, float(weight_decay) if name == 'adamw' else 0.0, decay_toward)
   if labels is None:
-    return base(1.0)
-  return optax.multi_transform({'head': base(1.0), 'body': base(body_lr_scale), 'frozen': optax.set_to_zero()}, labels)
+    return Optimizer(structure, base(1.0))
+  partition = {'head': base(1.0), 'body': base(body_lr_scale), 'frozen': optax.set_to_zero()}
+  key = structure + (tuple(sorted(traverse_util.flatten_dict(labels).items())),)
+  return Optimizer(key, optax.multi_transform(partition, labels))

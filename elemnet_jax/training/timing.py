@@ -15,12 +15,14 @@ _COMPILE_EVENTS = (
   '/jax/core/compile/jaxpr_to_mlir_module_duration',
   '/jax/core/compile/backend_compile_duration',
 )
-_compiled = [0.0]  # seconds spent compiling in this process so far
+_compiled = [0.0, 0]  # seconds spent compiling in this process so far, backend compilations
 
 
 def _count_compiles(event: str, duration: float, **_) -> None:
   if event in _COMPILE_EVENTS:
     _compiled[0] += duration
+  if event == _COMPILE_EVENTS[-1]:
+    _compiled[1] += 1
 
 
 jax.monitoring.register_event_duration_secs_listener(_count_compiles)
@@ -29,6 +31,11 @@ jax.monitoring.register_event_duration_secs_listener(_count_compiles)
 def compile_seconds() -> float:
   """Seconds this process has spent tracing, lowering and compiling JAX programs."""
   return _compiled[0]
+
+
+def compile_count() -> int:
+  """XLA compilations in this process so far (a cached program is not compiled again)."""
+  return _compiled[1]
 
 
 class Phases:

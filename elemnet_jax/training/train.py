@@ -7,6 +7,7 @@ on a leading member axis of the state, vmapped or one after another, so a single
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -199,10 +200,12 @@ def make_train_epoch(train_step, batch_size: int, mesh: Mesh | None = None):
   return train_epoch
 
 
+@functools.lru_cache(maxsize=64)
 def make_predict(model: nn.Module, hidden_layer: int | None = None, dropout_passes: int = 0):
   """Jitted `predict(params_K, x) -> [K, B]` over an ensemble axis of the parameters.
 
-  `x` is one batch for every member, [B, F], or each member's own, [K, B, F].
+  `x` is one batch for every member, [B, F], or each member's own, [K, B, F]. The same model, layer and
+  passes get the same compiled function back (one compilation per batch shape).
   With `dropout_passes > 0`, each prediction is the mean of that many stochastic dropout passes
   (as the TF1 ElemNet evaluated). Pass p applies one thinned network, drawn from a fixed key, to
   every row, so an input's prediction is reproducible and the same at any position in any batch.

@@ -66,6 +66,7 @@ class Model:
 
   workdirs: list[str]
   meta: dict  # the first run's model meta (featurizer, scalings, target and its unit)
+  loaded: list | None = dataclasses.field(default=None, repr=False)  # read at the first prediction, then kept
 
   @property
   def unit(self) -> str:
@@ -73,7 +74,9 @@ class Model:
 
   def predict(self, inputs: Sequence[str]) -> predict.Predictions:
     """Mean and std over every member for each input (formulas or SMILES); invalid ones have NaN and a reason."""
-    return predict.predict_inputs(self.workdirs, list(inputs))
+    if self.loaded is None:
+      self.loaded = predict.load_models(self.workdirs)
+    return predict.predict_inputs(self.workdirs, list(inputs), self.loaded)
 
   def fingerprint(self, inputs: Sequence[str], layer: int = 0, member: int = 0) -> np.ndarray:
     """Activations after hidden layer `layer` (1-based; 0: the last) of one member, [N, width]; NaN where invalid."""

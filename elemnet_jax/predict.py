@@ -105,9 +105,17 @@ def _domain_warnings(featurizer, x: np.ndarray, metas: list[dict]) -> list[str]:
   return warnings
 
 
-def predict_inputs(workdirs: list[str], inputs: list[str]) -> Predictions:
-  """Every member of every model on `inputs`; featurized once (every model must use the same featurizer)."""
-  loaded = _load_models(workdirs)
+def load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
+  """(model, parameters [K, ...], meta) of each finished run, read once; they must share a featurizer."""
+  return _load_models(workdirs)
+
+
+def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None = None) -> Predictions:
+  """Every member of every model on `inputs`; featurized once (every model must use the same featurizer).
+
+  `loaded`: the runs as `load_models` gave them, so that repeated calls read no checkpoint again.
+  """
+  loaded = loaded or _load_models(workdirs)
   featurizer = _featurizer_of(workdirs[0], loaded[0][2]['featurizer'])
   x, _, invalid = featurizer.featurize(inputs)
   errors = [''] * len(inputs)

@@ -226,9 +226,10 @@ def make_predict(model: nn.Module, hidden_layer: int | None = None, dropout_pass
 
 def device_chunks(x: np.ndarray, batch_size: int = 8192) -> list[tuple[jax.Array, int]]:
   """`x` ([N, F], or [K, N, F] each member's own) as zero-padded chunks of one size along the example
-  axis, placed on the device once: [(chunk, rows of it that are examples)]."""
+  axis (`batch_size`, or the power of two that holds N), placed on the device once: [(chunk, rows of it
+  that are examples)]."""
   n = x.shape[-2]
-  size = min(batch_size, max(n, 1))
+  size = min(batch_size, 1 << max(n - 1, 0).bit_length())  # a power of two: few shapes, few compilations
   chunks = []
   for start in range(0, n, size):
     chunk = np.asarray(x[..., start : start + size, :])

@@ -163,7 +163,8 @@ def predict_file(
   Columns: the input CSV's own (or `input`), then the prediction and std with the property and its
   unit in their headers, then `error` (why an input has no prediction) and `warning`.
   """
-  if output and Path(output).exists() and not overwrite:
+  output = None if output == '-' else output  # standard output
+  if output and workdir.replaces(output) and not overwrite:
     raise UserError(f'{output}: already exists; pass --overwrite to replace it')
   texts, rows, table, where = read_inputs(input_csv, column, inputs)
   if not texts:

@@ -251,6 +251,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
   parts = _split(examples, config)
+  run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
   notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]

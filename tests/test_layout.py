@@ -11,6 +11,8 @@ MAX_FUNCTION_LINES = 80
 # Lowest first: a module may import only modules listed before it.
 LAYERS = [
   'errors',
+  'outputs',
+  'lock',
   'workdir',
   'metrics',
   'ridge',

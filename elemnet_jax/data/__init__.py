@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -151,6 +152,17 @@ def split_examples(
         'use a larger dataset or other split fractions'
       )
   return parts
+
+
+def fingerprint(parts: dict[str, Examples]) -> str:
+  """SHA-256 of what a run trains and is scored on: each split's keys, features and targets, in order."""
+  digest = hashlib.sha256()
+  for name, part in sorted(parts.items()):
+    digest.update(f'{name}:{len(part)}:{part.x.shape}\n'.encode())
+    digest.update('\n'.join(part.keys).encode())
+    digest.update(np.ascontiguousarray(part.x, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(part.y, np.float32).tobytes())
+  return digest.hexdigest()
 
 
 def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:

@@ -106,6 +106,9 @@ def _domain_warnings(featurizer, x: np.ndarray, metas: list[dict]) -> list[str]:
   return warnings
 
 
+BLANK_WARNING = 'all features are zero: the model predicts the same for every such input'
+
+
 def predict_inputs(workdirs: list[str], inputs: list[str]) -> Predictions:
   """Every member of every model on `inputs`; featurized once (every model must use the same featurizer)."""
   loaded = _load_models(workdirs)
@@ -132,6 +135,10 @@ def predict_inputs(workdirs: list[str], inputs: list[str]) -> Predictions:
     )
     mean[kept], std[kept] = predictions.mean(axis=0), predictions.std(axis=0)
   warnings = _domain_warnings(featurizer, x, [meta for _, _, meta in loaded])
+  warnings = [
+    '; '.join(filter(None, [warning, BLANK_WARNING if blank else '']))
+    for warning, blank in zip(warnings, featurizers.blank_rows(featurizer, x))
+  ]
   warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
   return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2])
 

@@ -39,6 +39,7 @@ OPTIONAL_FIELDS = {
   'resplit': False,
   'unit': '',
   'name': 'elemnet',  # a model config's architecture
+  'max_atoms': 500,  # the estate featurizer's limit
 }
 _ABSENT = object()
 

@@ -12,10 +12,10 @@ import re
 import numpy as np
 from absl import logging
 
-from elemnet_jax import workdir
+from elemnet_jax import featurizers, workdir
 from elemnet_jax.data.datasets import DatasetSpec
 from elemnet_jax.data.readers import RawTable
-from elemnet_jax.errors import UserError, format_rows
+from elemnet_jax.errors import UserError, format_rows, listing
 
 SPLITS = ('train', 'val', 'test')
 _SINGLE_ELEMENT = re.compile(r'\s*[A-Z][a-z]?\s*[\d.]*\s*')
@@ -45,19 +45,33 @@ class Examples:
     )
 
 
+# A decimal number as data files write it: ASCII digits, an optional sign, point and exponent; no '_' or spaces.
+_NUMBER = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?', re.ASCII)
+_NOT_FINITE = re.compile(r'[+-]?(?:nan|inf|infinity)', re.IGNORECASE)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def parse_target(text: str) -> tuple[float, str]:
+  """(value, '') for a decimal number finite in float32; (nan, why not) otherwise."""
+  if not text:
+    return math.nan, 'target is missing'
+  if _NOT_FINITE.fullmatch(text):
+    return math.nan, f'target is {text}'
+  if not _NUMBER.fullmatch(text):
+    return math.nan, 'target is not a number'
+  value = float(text)
+  if abs(value) > FLOAT32_MAX:  # finite in float64, inf in the float32 the model trains in
+    return math.nan, f'target is outside the float32 range (|y| <= {FLOAT32_MAX:.4g})'
+  return value, ''
+
+
 def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
   values = np.full(len(table.targets), np.nan, np.float64)
   invalid = []
   for i, text in enumerate(table.targets):
-    try:
-      value = float(text)
-    except ValueError:
-      invalid.append((i, 'target is not a number' if text else 'target is missing'))
-      continue
-    if not math.isfinite(value):
-      invalid.append((i, f'target is {text}'))
-      continue
-    values[i] = value
+    values[i], reason = parse_target(text)
+    if reason:
+      invalid.append((i, reason))
   return values, invalid
 
 
@@ -101,6 +115,15 @@ def prepare(
   notes['invalid_skipped'] = len(problems)
   keep = np.ones(len(table.inputs), bool)
   keep[[i for i, _ in problems]] = False
+  blank = keep & featurizers.blank_rows(featurizer, x)  # e.g. methane and water under E-state: indistinguishable
+  notes['all_zero_features'] = int(blank.sum())
+  if blank.any():
+    logging.warning(
+      '%s: %d rows have features that are all zero, so the model cannot tell them apart (%s)',
+      table.path,
+      blank.sum(),
+      listing([f'row {table.rows[i]} ({table.inputs[i]!r})' for i in np.flatnonzero(blank)], 5),
+    )
   if spec.max_abs_target is not None:
     beyond = keep & (np.abs(np.nan_to_num(targets)) > spec.max_abs_target)
     notes['dropped_abs_target_above'] = {'limit': spec.max_abs_target, 'count': int(beyond.sum())}

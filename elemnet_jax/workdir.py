@@ -253,6 +253,11 @@ class Workdir:
 _STARTED: list[Workdir] = []  # started and not finished, innermost last
 
 
+def started() -> list[Workdir]:
+  """The workdirs this process started and has not finished, innermost last."""
+  return list(_STARTED)
+
+
 def interruption_message() -> str:
   """What a Ctrl-C or SIGTERM leaves: the line the command ends with."""
   if not _STARTED:
@@ -264,10 +269,14 @@ _NOISY = ('/orbax/', '/etils/')
 
 
 class QuietLibraries(python_logging.Filter):
-  """Drops INFO chatter of orbax and friends; their warnings and errors still show."""
+  """Drops INFO chatter of orbax and friends, and their threads' reports of errors raised again in ours."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
+    if not any(n in record.pathname for n in _NOISY):
+      return True
+    if 'raised an exception' in str(record.msg):  # an orbax thread's error, raised again where we report it
+      return False
+    return record.levelno >= python_logging.WARNING
 
 
 @contextlib.contextmanager

@@ -198,6 +198,30 @@ def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
         writer.writerow([text, key, repr(float(target)), name])
 
 
+def _finite(value) -> bool:
+  return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def scaling_problem(meta: dict) -> str:
+  """What is wrong with the feature and target scaling a model's meta.json holds ('' if nothing)."""
+  features, target = meta.get('feature_scaling'), meta.get('target_scaling')
+  if not isinstance(features, dict) or not all(isinstance(features.get(k), list) for k in ('keep', 'mean', 'scale')):
+    return 'feature_scaling needs lists keep, mean and scale'
+  keep, mean, scale = features['keep'], features['mean'], features['scale']
+  width = (meta.get('featurizer') or {}).get('width')
+  if not (len(keep) == len(mean) == len(scale)) or not keep:
+    return 'feature_scaling: keep, mean and scale differ in length'
+  if not all(isinstance(j, int) and 0 <= j < (width if isinstance(width, int) else j + 1) for j in keep):
+    return f'feature_scaling.keep: column numbers must lie in 0..{width - 1 if isinstance(width, int) else "width"}'
+  if not all(map(_finite, mean)) or not all(_finite(v) and v != 0 for v in scale):
+    return 'feature_scaling: mean must be finite numbers, scale finite and non-zero'
+  if not isinstance(target, dict) or not (_finite(target.get('shift')) and _finite(target.get('scale'))):
+    return 'target_scaling needs finite numbers shift and scale'
+  if target['scale'] == 0 or set(target) - {'shift', 'scale'}:
+    return 'target_scaling: scale must be non-zero, and shift and scale its only fields'
+  return ''
+
+
 @dataclasses.dataclass(frozen=True)
 class FeatureScaling:
   """Columns kept and their standardisation, fitted on the training split and saved with a model."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import ml_collections
 
@@ -26,6 +27,7 @@ _FIT_FIELDS = (
 )
 _POSITIVE_INTEGERS = ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every')
 _NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds', 'guard_epochs')
+_REAL = ('learning_rate', 'weight_decay', 'ema_decay', 'warmup_epochs', 'body_lr_scale')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +68,10 @@ class TrainConfig:
 
   def check(self, where: str = 'train') -> None:
     """Rejects settings that would otherwise fail deep inside JAX or optax."""
+    for field in _REAL:
+      value = getattr(self, field)
+      if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise UserError(f'--config.{where}.{field}={value!r}: must be a finite number')
     for field, choices in _CHOICES.items():
       if getattr(self, field) not in choices:
         raise UserError(f'--config.{where}.{field}={getattr(self, field)!r}: use one of {", ".join(choices)}')
@@ -129,7 +135,7 @@ def check_dataset(dataset, where: str = 'dataset') -> tuple[float, float, float]
     fractions = ()
   # the train split takes every row not drawn for val or test, so a train fraction below 1 - val - test
   # would silently train on more rows than asked for
-  if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+  if len(fractions) != 3 or not all(0 <= f <= 1 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
     raise UserError(
       f'--config.{where}.split={tuple(split)!r}: give three non-negative fractions (train, val, test) that sum to 1'
     )

@@ -5,8 +5,11 @@ User mistakes (files, flags, config fields) end with one line ``error: ...`` and
 
 from __future__ import annotations
 
+import errno
 import logging as python_logging
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +17,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from elemnet_jax import configs
+from elemnet_jax import configs, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.workdir import QuietLibraries
 
@@ -59,19 +62,31 @@ def _unknown_field(error: Exception, argv: list[str]) -> str:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with its mistakes reported as one line and status 2 like the rest."""
+  absl_logger = python_logging.getLogger('absl')
+  level = absl_logger.level
+  absl_logger.setLevel(python_logging.ERROR)  # ml_collections' warning for a None config: the error below says it
   try:
     rest = flags.FLAGS(argv)
     if 'config' in flags.FLAGS:
       flags.FLAGS.config  # noqa: B018 - loads the config file and applies the overrides now
+    absl_logger.setLevel(level)
   except (flags.Error, ValueError, OSError, TypeError) as error:  # e.g. an unknown config variant or path
     fail(str(error))
   except (AttributeError, KeyError) as error:
     fail(_unknown_field(error, argv))
+  except Exception as error:  # noqa: BLE001 - a config file's own code: it raised, failed to import or to parse
+    fail(f'{_config_given(argv)}: cannot be loaded ({type(error).__name__}: {error})')
+  if 'config' in flags.FLAGS and not hasattr(flags.FLAGS.config, 'items'):
+    fail(f'{_config_given(argv)}: get_config() returned {flags.FLAGS.config!r}, not an ml_collections.ConfigDict')
   if 'workdir' in flags.FLAGS and flags.FLAGS['workdir'].present and not flags.FLAGS.workdir:
     fail('--workdir is empty')  # it would mean the current folder
   if len(rest) > 1:
     fail(f'unexpected argument {rest[1]!r}; flags are given as --name=value')
   return rest
+
+
+def _config_given(argv: list[str]) -> str:
+  return next((arg for arg in argv if arg.startswith('--config=')), '--config')
 
 
 def config_fields(config, prefix: str = 'config') -> list[str]:
@@ -127,17 +142,60 @@ def _overview() -> str:
   return '\n'.join(lines)
 
 
+class Terminated(BaseException):
+  """SIGTERM, raised where the program is so that it ends like Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+  raise Terminated()
+
+
+_WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES)
+
+
+def _failed_write(error: BaseException) -> str | None:
+  """One line for an error caused by a failed write (disk full, say), naming the file; None for any other error."""
+  seen = error
+  while seen is not None:
+    if isinstance(seen, OSError):
+      return f'{seen.filename or _writing()}: cannot be written ({seen.strerror or seen})'
+    seen = seen.__cause__ or seen.__context__
+  text = str(error)
+  reason = next((os.strerror(code) for code in _WRITE_ERRORS if os.strerror(code) in text), None)
+  if reason is None:
+    return None
+  named = re.search(r'"(/[^"]+)"', text)  # tensorstore quotes the file; orbax writes a step in <step>.orbax-...
+  return f'{named.group(1).split(".orbax-checkpoint-tmp")[0] if named else _writing()}: cannot be written ({reason})'
+
+
+def _writing() -> str:
+  """The workdir being written, for an error that names no file."""
+  return str(workdir.started()[-1].path) if workdir.started() else 'an output'
+
+
 def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
-  """`absl.app.run(main)` on `argv`, a UserError or OSError ending the program with one line and status 2."""
+  """`absl.app.run(main)` on `argv`: a UserError or failed write ends it with one line and status 2, Ctrl-C or
+  SIGTERM with one line and status 130 or 143 (the last checkpoint kept)."""
 
   def wrapped(args):
     python_logging.getLogger('absl').addFilter(QuietLibraries())
     python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)  # "no TPU backend"
     sys.unraisablehook = _drop_closed_loop_reports
+    signal.signal(signal.SIGTERM, _terminate)
     try:
       return main(args)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
       fail(str(error))
+    except (KeyboardInterrupt, Terminated) as interrupt:  # the last checkpoint is complete: orbax renames it last
+      for name in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(name, signal.SIG_IGN)
+      print(workdir.interruption_message(), file=sys.stderr)
+      sys.exit(143 if isinstance(interrupt, Terminated) else 130)
+    except Exception as error:  # noqa: BLE001 - a library's wrapping of a failed write (orbax, tensorstore)
+      failed_write = _failed_write(error)
+      if failed_write is None:
+        raise
+      fail(failed_write)
 
   app.run(wrapped, argv=argv, flags_parser=_parse_flags)
 

@@ -96,7 +96,7 @@ def _input_flags() -> list[str]:
 
 
 def predict() -> Callable:
-  flags.DEFINE_string('output', None, 'Output CSV (default: standard output).')
+  flags.DEFINE_string('output', None, 'Output CSV (default or -: standard output).')
   flags.DEFINE_bool('fail_on_invalid', False, 'Stop with an error listing invalid inputs instead of reporting them.')
   from elemnet_jax.predict import predict_file
 
@@ -115,15 +115,18 @@ def predict() -> Callable:
 
 
 def fingerprint() -> Callable:
-  flags.DEFINE_string('output', None, 'Output file: .npy (an array) or .csv (input, h1..hW, error).', required=True)
+  flags.DEFINE_string(
+    'output',
+    None,
+    'Output file: .npy (an array) or .csv (input, h1..hW, error); - is standard output (CSV).',
+    required=True,
+  )
   flags.DEFINE_integer('layer', 0, 'Hidden layer (1-based) whose activations to export; 0: the last.')
   flags.DEFINE_integer('member', 0, 'Ensemble member whose activations to export.')
-  from pathlib import Path
-
-  from elemnet_jax import predict
+  from elemnet_jax import predict, workdir
 
   def main(argv):
-    if Path(FLAGS.output).exists() and not FLAGS.overwrite:
+    if workdir.replaces(FLAGS.output) and not FLAGS.overwrite:
       raise UserError(f'{FLAGS.output}: already exists; pass --overwrite to replace it')
     texts, _, _, where = predict.read_inputs(FLAGS.input, FLAGS.column, FLAGS.formulas)
     if not texts:

@@ -105,6 +105,9 @@ def _domain_warnings(featurizer, x: np.ndarray, metas: list[dict]) -> list[str]:
   return warnings
 
 
+BLANK_WARNING = 'all features are zero: the model predicts the same for every such input'
+
+
 def load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
   """(model, parameters [K, ...], meta) of each finished run, read once; they must share a featurizer."""
   return _load_models(workdirs)
@@ -139,6 +142,10 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
     )
     mean[kept], std[kept] = predictions.mean(axis=0), predictions.std(axis=0)
   warnings = _domain_warnings(featurizer, x, [meta for _, _, meta in loaded])
+  warnings = [
+    '; '.join(filter(None, [warning, BLANK_WARNING if blank else '']))
+    for warning, blank in zip(warnings, featurizers.blank_rows(featurizer, x))
+  ]
   warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
   return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2])
 
@@ -170,7 +177,8 @@ def predict_file(
   Columns: the input CSV's own (or `input`), then the prediction and std with the property and its
   unit in their headers, then `error` (why an input has no prediction) and `warning`.
   """
-  if output and Path(output).exists() and not overwrite:
+  output = None if output == '-' else output  # standard output
+  if output and workdir.replaces(output) and not overwrite:
     raise UserError(f'{output}: already exists; pass --overwrite to replace it')
   texts, rows, table, where = read_inputs(input_csv, column, inputs)
   if not texts:

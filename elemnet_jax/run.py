@@ -27,7 +27,8 @@ from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
 from elemnet_jax.training import checkpoint, guard, timing
-from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, write_history
+from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
+from elemnet_jax.training.history import write_history
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -237,6 +238,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
   parts = _split(examples, config)
+  run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
   notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]

@@ -16,11 +16,13 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from absl import logging
 
-from elemnet_jax.errors import UserError
+from elemnet_jax import lock
+from elemnet_jax.errors import UserError, listing
+from elemnet_jax.outputs import open_for_writing, replaces, save_figure, write_text  # noqa: F401 - used here and by callers
 
 # Fields a saved config or model meta may lack, with the value that reads the same as the field absent.
 OPTIONAL_FIELDS = {
@@ -38,6 +40,7 @@ OPTIONAL_FIELDS = {
   'resplit': False,
   'unit': '',
   'name': 'elemnet',  # a model config's architecture
+  'max_atoms': 500,  # the estate featurizer's limit
 }
 _ABSENT = object()
 
@@ -104,35 +107,95 @@ class Layout:
 SOURCES = 'sources.json'
 
 
+RECORD = 'workdir.json'  # written first by every run or study: the folder is ours, and what it writes
+
+
 class Workdir:
-  """The lifecycle of one workdir: `check_*` before any work, `start` once inputs are valid, `finish` at the end."""
+  """The lifecycle of one workdir: `check_*` before any work, `start` once inputs are valid, `finish` at the end.
+
+  A folder holding files but no record of a run or study (``workdir.json``, or the config and
+  progress an earlier version wrote) is refused: nothing in it is moved or deleted. One process at
+  a time writes a workdir (`lock`).
+  """
 
   def __init__(self, path: str | os.PathLike, layout: Layout, config, overwrite: bool = False):
     self.path, self.layout, self.config, self.overwrite = Path(path), layout, config, overwrite
-    self.resume = False
+    self.data_digest: str | None = None
+    self.resume = self._examine()
+
+  def _examine(self) -> bool:
+    """Whether to resume; refuses a folder of someone else's files, one in use, or one that cannot be reused."""
+    layout, path = self.layout, self.path
+    if path.exists() and not path.is_dir():
+      raise UserError(f'{path}: not a folder; choose another --workdir')
+    lock.check(path, layout.kind)
+    foreign = self.foreign_files()
+    if foreign:
+      raise UserError(
+        f'{path}: holds files that no {layout.kind} wrote ({listing(foreign, 5)}); nothing there is moved or '
+        'deleted: choose a new or empty --workdir'
+      )
     if self.finished():
-      if not overwrite:
+      if not self.overwrite:
         raise UserError(
-          f'{self.path}: holds a finished {layout.kind} ({layout.record}); choose another --workdir or pass '
+          f'{path}: holds a finished {layout.kind} ({layout.record}); choose another --workdir or pass '
           '--overwrite to replace it'
         )
-      return
-    saved = self.path / layout.config
-    if overwrite or not (saved.exists() and (self.path / layout.progress).exists()):
-      return
-    changed = config_differences(saved, config)
+      return False
+    saved = path / layout.config
+    if self.overwrite or not (saved.exists() and (path / layout.progress).exists()):
+      return False
+    changed = config_differences(saved, self.config)
     if changed:
       raise UserError(
-        f'{self.path}: holds an interrupted {layout.kind} with a different config ({", ".join(changed)}); resume it '
+        f'{path}: holds an interrupted {layout.kind} with a different config ({", ".join(changed)}); resume it '
         'with the same flags, choose another --workdir, or pass --overwrite'
       )
-    self.resume = True
+    return True
+
+  def foreign_files(self) -> list[str]:
+    """The entries of a folder that holds no record of ours (those of a run of ours inside it excepted)."""
+    if not self.path.is_dir() or self.record() is not None or self._recorded_by_earlier_version():
+      return []
+    ours = {lock.LOCK_FILE, RECORD}
+    return sorted(
+      entry.name
+      for entry in self.path.iterdir()
+      if entry.name not in ours and not (entry.is_dir() and (entry / RECORD).is_file())
+    )
+
+  def record(self) -> dict | None:
+    try:
+      found = json.loads((self.path / RECORD).read_text())
+    except (OSError, ValueError):
+      return None
+    return found if isinstance(found, dict) else None
+
+  def _recorded_by_earlier_version(self) -> bool:
+    """A workdir written before workdir.json existed: its config (a JSON object) and its progress or record."""
+    layout = self.layout
+    if not ((self.path / layout.progress).exists() or (self.path / layout.record).exists()):
+      return False
+    try:
+      return isinstance(json.loads((self.path / layout.config).read_text()), dict)
+    except (OSError, ValueError):
+      return False
 
   def finished(self) -> bool:
     try:
       return bool(json.loads((self.path / self.layout.record).read_text()).get('finished', True))
     except (OSError, ValueError, AttributeError):  # absent or cut short: not finished
       return False
+
+  def check_data(self, digest: str) -> None:
+    """An interrupted workdir resumes only on the data it started on (the SHA-256 `digest` of it)."""
+    self.data_digest = digest
+    before = (self.record() or {}).get('data_sha256')
+    if self.resume and before and before != digest:
+      raise UserError(
+        f'{self.path}: the training data changed since this {self.layout.kind} started; pass --overwrite to '
+        'start over on the data as it is now, or restore the data to resume'
+      )
 
   def check_sources(self, sources: dict[str, str]) -> None:
     """An interrupted workdir resumes only from the source runs it started from, as they were then."""
@@ -153,31 +216,68 @@ class Workdir:
         )
 
   def start(self, sources: dict[str, str] | None = None) -> None:
-    """Sets earlier outputs aside unless resuming, then records the config (and the sources)."""
+    """Takes the lock, records the workdir, sets earlier outputs aside unless resuming, records the config."""
+    lock.acquire(self.path, self.layout.kind)
+    if self._examine() != self.resume:  # another process changed it since it was examined
+      raise UserError(f'{self.path}: changed while this {self.layout.kind} was starting; run the command again')
+    outputs = (SOURCES,) + self.layout.outputs
+    record = {'kind': self.layout.kind, 'writes': [RECORD, *outputs, REPLACED]}
+    if self.data_digest:
+      record['data_sha256'] = self.data_digest
+    write_text(self.path / RECORD, json.dumps(record, indent=1))
     if not self.resume:
-      outputs = (SOURCES,) + self.layout.outputs
       aside = set_aside(self.path, outputs, finished=self.finished())
       if aside:
         logging.warning(
           '%s: the %s it replaces is kept in %s until this one finishes', self.path, self.layout.kind, aside
         )
-    self.path.mkdir(parents=True, exist_ok=True)
     write_text(self.path / self.layout.config, self.config.to_json(indent=2))
     if sources and not self.resume:
       write_text(self.path / SOURCES, json.dumps(sources, indent=1))
+    _STARTED.append(self)
 
   def finish(self) -> None:
     discard_set_aside(self.path)
+    if self in _STARTED:
+      _STARTED.remove(self)
+    lock.release(self.path)
+
+  def where_interrupted(self) -> str:
+    """'at epoch N' (the latest checkpoint, for a run), or '' when the progress is not counted in epochs."""
+    progress = self.path / self.layout.progress
+    if not progress.is_dir():
+      return ''
+    epochs = [int(entry.name) for entry in progress.iterdir() if entry.name.isdigit()]
+    return f' at epoch {max(epochs, default=0)}'
+
+
+_STARTED: list[Workdir] = []  # started and not finished, innermost last
+
+
+def started() -> list[Workdir]:
+  """The workdirs this process started and has not finished, innermost last."""
+  return list(_STARTED)
+
+
+def interruption_message() -> str:
+  """What a Ctrl-C or SIGTERM leaves: the line the command ends with."""
+  if not _STARTED:
+    return 'interrupted before any workdir was written'
+  return f'interrupted{_STARTED[-1].where_interrupted()}; run the same command to resume'
 
 
 _NOISY = ('/orbax/', '/etils/')
 
 
 class QuietLibraries(python_logging.Filter):
-  """Drops INFO chatter of orbax and friends; their warnings and errors still show."""
+  """Drops INFO chatter of orbax and friends, and their threads' reports of errors raised again in ours."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    return record.levelno >= python_logging.WARNING or not any(n in record.pathname for n in _NOISY)
+    if not any(n in record.pathname for n in _NOISY):
+      return True
+    if 'raised an exception' in str(record.msg):  # an orbax thread's error, raised again where we report it
+      return False
+    return record.levelno >= python_logging.WARNING
 
 
 @contextlib.contextmanager
@@ -199,43 +299,6 @@ def log_to(path: Path) -> Iterator[None]:
     logger.removeHandler(handler)
     logger.setLevel(level)
     handler.close()
-
-
-@contextlib.contextmanager
-def open_for_writing(path: str | os.PathLike, mode: str = 'w') -> Iterator[IO]:
-  """Opens a sibling temporary file; renames it over `path` only when the block succeeds.
-
-  The temporary name is hidden and ours (`.out.csv.elemnet_jax.tmp`), so that no file of the user's
-  (an `out.csv.tmp`, say) is overwritten, and the same each time, so that one left by a kill is reused.
-  """
-  path = Path(path)
-  temporary = path.with_name(f'.{path.name}.elemnet_jax.tmp')
-  try:  # closed by the `with` below, before the rename
-    stream = open(temporary, mode) if 'b' in mode else open(temporary, mode, newline='')
-  except OSError as error:  # named by the path the user gave, not the temporary one
-    raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
-  try:
-    with stream:
-      yield stream
-    try:
-      os.replace(temporary, path)
-    except OSError as error:
-      raise UserError(f'{path}: cannot be written ({error.strerror or error})') from None
-  finally:
-    temporary.unlink(missing_ok=True)
-
-
-def write_text(path: str | os.PathLike, text: str) -> None:
-  with open_for_writing(path) as stream:
-    stream.write(text)
-
-
-def save_figure(figure, path: Path) -> None:
-  """A matplotlib figure as PNG at `path` and as SVG beside it, each through a temporary sibling."""
-  with open_for_writing(path, 'wb') as stream:
-    figure.savefig(stream, format='png', dpi=120)
-  with open_for_writing(path.with_suffix('.svg'), 'wb') as stream:
-    figure.savefig(stream, format='svg')
 
 
 REPLACED = 'replaced'

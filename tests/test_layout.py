@@ -11,6 +11,8 @@ MAX_FUNCTION_LINES = 80
 # Lowest first: a module may import only modules listed before it.
 LAYERS = [
   'errors',
+  'outputs',
+  'lock',
   'workdir',
   'metrics',
   'ridge',
@@ -30,10 +32,12 @@ LAYERS = [
   'data',
   'model_data',
   'training',
+  'training.timing',
   'training.guard',
   'training.optimizer',
   'training.train',
   'training.fit',
+  'training.history',
   'training.checkpoint',
   'pretrained',
   'checks',

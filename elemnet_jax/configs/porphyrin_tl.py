@@ -18,7 +18,7 @@ from elemnet_jax.configs import paper
 def _molecules(config, dataset: str, target: str):
   config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles', skip_invalid=True)
   config.featurizer = ml_collections.ConfigDict(
-    dict(name='estate', parts='both', metals=True, morgan_bits=512, morgan_radius=2)
+    dict(name='estate', parts='both', metals=True, morgan_bits=512, morgan_radius=2, max_atoms=500)
   )
   # Columns are standardised but none dropped: a metal absent from the source (PBDD has only Zn
   # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -11,10 +12,10 @@ import re
 import numpy as np
 from absl import logging
 
-from elemnet_jax import workdir
+from elemnet_jax import featurizers, workdir
 from elemnet_jax.data.datasets import DatasetSpec
 from elemnet_jax.data.readers import RawTable
-from elemnet_jax.errors import UserError, format_rows
+from elemnet_jax.errors import UserError, format_rows, listing
 
 SPLITS = ('train', 'val', 'test')
 _SINGLE_ELEMENT = re.compile(r'\s*[A-Z][a-z]?\s*[\d.]*\s*')
@@ -44,19 +45,33 @@ class Examples:
     )
 
 
+# A decimal number as data files write it: ASCII digits, an optional sign, point and exponent; no '_' or spaces.
+_NUMBER = re.compile(r'[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?', re.ASCII)
+_NOT_FINITE = re.compile(r'[+-]?(?:nan|inf|infinity)', re.IGNORECASE)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def parse_target(text: str) -> tuple[float, str]:
+  """(value, '') for a decimal number finite in float32; (nan, why not) otherwise."""
+  if not text:
+    return math.nan, 'target is missing'
+  if _NOT_FINITE.fullmatch(text):
+    return math.nan, f'target is {text}'
+  if not _NUMBER.fullmatch(text):
+    return math.nan, 'target is not a number'
+  value = float(text)
+  if abs(value) > FLOAT32_MAX:  # finite in float64, inf in the float32 the model trains in
+    return math.nan, f'target is outside the float32 range (|y| <= {FLOAT32_MAX:.4g})'
+  return value, ''
+
+
 def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
   values = np.full(len(table.targets), np.nan, np.float64)
   invalid = []
   for i, text in enumerate(table.targets):
-    try:
-      value = float(text)
-    except ValueError:
-      invalid.append((i, 'target is not a number' if text else 'target is missing'))
-      continue
-    if not math.isfinite(value):
-      invalid.append((i, f'target is {text}'))
-      continue
-    values[i] = value
+    values[i], reason = parse_target(text)
+    if reason:
+      invalid.append((i, reason))
   return values, invalid
 
 
@@ -100,6 +115,15 @@ def prepare(
   notes['invalid_skipped'] = len(problems)
   keep = np.ones(len(table.inputs), bool)
   keep[[i for i, _ in problems]] = False
+  blank = keep & featurizers.blank_rows(featurizer, x)  # e.g. methane and water under E-state: indistinguishable
+  notes['all_zero_features'] = int(blank.sum())
+  if blank.any():
+    logging.warning(
+      '%s: %d rows have features that are all zero, so the model cannot tell them apart (%s)',
+      table.path,
+      blank.sum(),
+      listing([f'row {table.rows[i]} ({table.inputs[i]!r})' for i in np.flatnonzero(blank)], 5),
+    )
   if spec.max_abs_target is not None:
     beyond = keep & (np.abs(np.nan_to_num(targets)) > spec.max_abs_target)
     notes['dropped_abs_target_above'] = {'limit': spec.max_abs_target, 'count': int(beyond.sum())}
@@ -153,6 +177,17 @@ def split_examples(
   return parts
 
 
+def fingerprint(parts: dict[str, Examples]) -> str:
+  """SHA-256 of what a run trains and is scored on: each split's keys, features and targets, in order."""
+  digest = hashlib.sha256()
+  for name, part in sorted(parts.items()):
+    digest.update(f'{name}:{len(part)}:{part.x.shape}\n'.encode())
+    digest.update('\n'.join(part.keys).encode())
+    digest.update(np.ascontiguousarray(part.x, np.float32).tobytes())
+    digest.update(np.ascontiguousarray(part.y, np.float32).tobytes())
+  return digest.hexdigest()
+
+
 def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
   """Writes input, key, target and split of every example, so a run can be reproduced."""
   with workdir.open_for_writing(path) as stream:
@@ -161,6 +196,30 @@ def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
     for name, part in parts.items():
       for text, key, target in zip(part.inputs, part.keys, part.y):
         writer.writerow([text, key, repr(float(target)), name])
+
+
+def _finite(value) -> bool:
+  return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def scaling_problem(meta: dict) -> str:
+  """What is wrong with the feature and target scaling a model's meta.json holds ('' if nothing)."""
+  features, target = meta.get('feature_scaling'), meta.get('target_scaling')
+  if not isinstance(features, dict) or not all(isinstance(features.get(k), list) for k in ('keep', 'mean', 'scale')):
+    return 'feature_scaling needs lists keep, mean and scale'
+  keep, mean, scale = features['keep'], features['mean'], features['scale']
+  width = (meta.get('featurizer') or {}).get('width')
+  if not (len(keep) == len(mean) == len(scale)) or not keep:
+    return 'feature_scaling: keep, mean and scale differ in length'
+  if not all(isinstance(j, int) and 0 <= j < (width if isinstance(width, int) else j + 1) for j in keep):
+    return f'feature_scaling.keep: column numbers must lie in 0..{width - 1 if isinstance(width, int) else "width"}'
+  if not all(map(_finite, mean)) or not all(_finite(v) and v != 0 for v in scale):
+    return 'feature_scaling: mean must be finite numbers, scale finite and non-zero'
+  if not isinstance(target, dict) or not (_finite(target.get('shift')) and _finite(target.get('scale'))):
+    return 'target_scaling needs finite numbers shift and scale'
+  if target['scale'] == 0 or set(target) - {'shift', 'scale'}:
+    return 'target_scaling: scale must be non-zero, and shift and scale its only fields'
+  return ''
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,8 @@ apart from the featurizer and saved with the checkpoint.
 
 from __future__ import annotations
 
+import numpy as np
+
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
 
 FEATURIZERS: dict[str, type] = {CompositionFeaturizer.name: CompositionFeaturizer}
@@ -30,6 +32,12 @@ def build(description: dict):
   if name not in FEATURIZERS:
     raise ValueError(f'unknown featurizer {name!r}; known: {sorted(FEATURIZERS)}')
   return FEATURIZERS[name](**options)
+
+
+def blank_rows(featurizer, x: np.ndarray) -> np.ndarray:
+  """[n] bool: rows that carry no information about the input (all features zero, or the featurizer's `blank`)."""
+  blank = getattr(featurizer, 'blank', None)
+  return np.asarray(blank(x) if blank else ~np.asarray(x).any(axis=1), bool)
 
 
 from elemnet_jax.featurizers.estate import EStateFeaturizer  # noqa: E402

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from elemnet_jax import data
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict
 from elemnet_jax.training.fit import Progress
@@ -157,6 +158,8 @@ def read_meta(workdir: str | os.PathLike, required: tuple[str, ...] = ('model', 
   missing = [key for key in required if key not in meta]
   if missing:
     raise UserError(f'{path}: corrupted model metadata (missing {", ".join(missing)})')
+  if 'feature_scaling' in required and data.scaling_problem(meta):
+    raise UserError(f'{path}: corrupted model metadata ({data.scaling_problem(meta)})')
   return meta
 
 

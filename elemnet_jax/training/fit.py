@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
 import functools
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,7 +17,6 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from elemnet_jax import workdir
 from elemnet_jax.training.timing import Phases
 from elemnet_jax.training.train import (
   Members,
@@ -386,22 +383,3 @@ def _untimed(name: str):
 def _duration(seconds: float) -> str:
   minutes, seconds = divmod(int(seconds), 60)
   return f'{minutes // 60}h{minutes % 60:02d}m' if minutes >= 60 else f'{minutes}m{seconds:02d}s'
-
-
-def write_history(path: Path, progress: Progress) -> None:
-  """history.csv: one row per epoch; train loss and validation MAE per member, in target units."""
-  members = len(progress.best_epoch)
-  with workdir.open_for_writing(path) as stream:
-    writer = csv.writer(stream)
-    writer.writerow(
-      ['epoch']
-      + [f'train_loss_{k}' for k in range(members)]
-      + [f'val_mae_{k}' for k in range(members)]
-      + ['learning_rate', 'seconds']
-    )
-    for entry in progress.history:
-      writer.writerow(
-        [entry['epoch']]
-        + [f'{v:.6g}' for v in entry['train_loss'] + entry['val_mae']]
-        + ['' if entry.get('learning_rate') is None else f'{entry["learning_rate"]:.6g}', entry.get('seconds', '')]
-      )

@@ -9,11 +9,21 @@ from elemnet_jax import checks, transfer, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.study import plan as study_plan
 
-TRAIN_CONFIGS = [('default', ()), ('oqmd', ()), ('finetune', ()), ('test', ())]
+TRAIN_CONFIGS = [
+  ('default', ()),
+  ('oqmd', ()),
+  ('finetune', ()),
+  ('test', ()),
+  ('default', ('residual',)),
+  ('oqmd', ('transformer',)),
+  ('test', ('train,transformer',)),
+]
 STUDY_CONFIGS = [
   ('paper', ()),
   ('demo', ()),
   ('test', ('study',)),
+  ('paper', ('transformer',)),
+  ('test', ('study,transformer',)),
   *[('porphyrin_tl', (kind,)) for kind in ('E_gap', 'HOMO', 'LUMO', 'cross')],
 ]
 

@@ -61,7 +61,12 @@ def collapsed_source(tmp_path_factory):
 
 
 def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed_source, tmp_path):
-  fine = config_with('test', {'transfer.pretrained': str(collapsed_source), 'train.max_epochs': 1})
+  fields = {
+    'transfer.pretrained': str(collapsed_source),
+    'train.max_epochs': 1,
+    'transfer.allow_collapsed_source': False,
+  }
+  fine = config_with('test', fields)
   user_error(
     lambda: run.train_and_evaluate(fine, tmp_path / 'fine'),
     f'{collapsed_source}: this source learned nothing',
@@ -73,7 +78,7 @@ def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed
 
 
 def test_a_study_refuses_a_source_that_learned_nothing(collapsed_source, tmp_path):
-  config = config_with('test:study', {'study.pretrained': str(collapsed_source)})
+  config = config_with('test:study', {'study.pretrained': str(collapsed_source), 'study.allow_collapsed_source': False})
   user_error(
     lambda: run_study(config, tmp_path / 'study'), 'this source learned nothing', 'study.allow_collapsed_source=True'
   )

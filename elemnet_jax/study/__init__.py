@@ -20,7 +20,7 @@ from absl import logging
 
 from elemnet_jax import checks, data, ridge, run, transfer, workdir
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import calibration, regression_metrics
+from elemnet_jax.metrics import calibration
 from elemnet_jax.models import config_from_dict
 from elemnet_jax.predict import evaluate
 from elemnet_jax.study.plan import (
@@ -31,6 +31,7 @@ from elemnet_jax.study.plan import (
   head_config,
   member_rows,
   network_arms,
+  result_row,
   standardise_features,
   subset_sizes,
   training_order,
@@ -38,7 +39,7 @@ from elemnet_jax.study.plan import (
 )
 from elemnet_jax.study.report import write_report
 from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
-from elemnet_jax.training import train
+from elemnet_jax.training import timing, train
 
 FORMAT = 2  # of results.json
 LAYOUT = workdir.Layout(
@@ -63,6 +64,7 @@ class Results:
   context: dict  # for the report: quantity, unit, source and target dataset names
   runs: list[dict] = dataclasses.field(default_factory=list)
   parity: dict = dataclasses.field(default_factory=lambda: {'target': None, 'predictions': {}, 'val_mae': {}})
+  phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)  # where this process's time went
 
   def done(self) -> set[tuple]:
     return {_key(Arm.of(row), row['train_fraction'], row['fold']) for row in self.runs}
@@ -75,6 +77,7 @@ class Results:
       'sources': self.sources,
       'runs': self.runs,
       'parity': self.parity,
+      'seconds': self.phases.summary(),  # of this process (a resumed study: since it resumed)
       'finished': finished,
     }
     workdir.write_text(self.path / 'results.json', json.dumps(record, indent=1))
@@ -208,7 +211,7 @@ class Study:
     scaling = data.TargetScaling(**self.source.meta['target_scaling'])
     passes = self.source.meta.get('eval_dropout_passes', 0)
     prediction = evaluate(self.source.model, self.source.params, arrays.x['test'], scaling, passes).mean(axis=0)
-    return [_row(Arm('direct'), 0.0, 0, arrays.fold, None, prediction, 0.0)]
+    return [result_row(Arm('direct'), 0.0, 0, arrays.fold, None, prediction, 0.0)]
 
   def run_ridge(self, arrays: FoldData, fraction: float, index: np.ndarray) -> list[dict]:
     """Ridge on the frozen source's activations, in target units (ridge with an intercept needs no scaling)."""
@@ -228,7 +231,7 @@ class Study:
     prediction = features['test'] @ weights + intercept
     logging.info('featurizer ridge alpha %.0e: test MAE %.4f', alpha, np.abs(prediction - fold.test.y).mean())
     arm = Arm('featurizer', layer=self.study.featurizer_layer)
-    row = _row(arm, fraction, size, fold, None, prediction, time.perf_counter() - tic)
+    row = result_row(arm, fraction, size, fold, None, prediction, time.perf_counter() - tic)
     return [{**row, 'val_mae': round(float(np.abs(val_prediction - fold.val.y).mean()), 6)}]  # alpha's criterion
 
   def _network(self, arm: Arm, arrays: FoldData, train_rows: np.ndarray):
@@ -268,7 +271,8 @@ class Study:
       )
       members, options = start(n_train), config.fit_options(scaling.scale, n_train)
       try:
-        _, best, progress = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}')
+        fitted = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}', phases=self.results.phases)
+        _, best, progress = fitted
       except train.TrainingDiverged as error:
         if len(rates) == 1:
           raise
@@ -323,7 +327,7 @@ class Study:
       }
     rows = [
       {
-        **_row(arm, fraction, size, fold, seed, p, seconds),
+        **result_row(arm, fraction, size, fold, seed, p, seconds),
         'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
         'best_epoch': epoch,  # what early stopping kept (and retraining ran for)
         **chosen,
@@ -332,26 +336,10 @@ class Study:
     ]
     if len(self.seeds) > 1:
       mean, std = predictions.mean(axis=0), predictions.std(axis=0)
-      ensemble = _row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds))
+      ensemble = result_row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds))
       spread = calibration(fold.test.y, mean, std)  # how far the seeds' spread can be trusted
       rows.append({**ensemble, 'ensemble': True, 'val_mae': ensemble_val_mae, **chosen, **spread})
     return rows
-
-
-def _row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float) -> dict:
-  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is)."""
-  return {
-    'method': arm.method,
-    'freeze_layers': arm.freeze_layers,
-    'layer': arm.layer,
-    'train_fraction': fraction,
-    'train_size': int(size),
-    'fold': fold.index,
-    'seed': seed,
-    'ensemble': False,
-    **regression_metrics(fold.test.y, prediction),
-    'seconds': round(seconds, 2),
-  }
 
 
 def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bool = False) -> list[dict]:
@@ -360,7 +348,7 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   Everything that can be checked is checked before the (long) pretraining starts.
   """
   check_study_config(config)
-  config = config.copy_and_resolve_references()
+  config, phases = config.copy_and_resolve_references(), timing.Phases()
   study = config.study
   if study.pretrained:
     source_dirs, meta = named_sources(config)
@@ -388,10 +376,11 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
       'source': source.meta['dataset']['name'],
       'target': config.target.dataset.name,
     }
-    results = Results(study_dir.path, study, notes, leakage, sources, context, previous.get('runs', []))
+    results = Results(study_dir.path, study, notes, leakage, sources, context, previous.get('runs', []), phases=phases)
     results.parity = previous.get('parity', results.parity)
     Study(config, source, featurizer, folds, results).run()
     results.report()
+    logging.info('time: %s', results.phases.describe())
     results.save(finished=True)  # what a later --overwrite reads: this study is complete
   study_dir.finish()
   return results.runs

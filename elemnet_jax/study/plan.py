@@ -11,6 +11,7 @@ from absl import logging
 
 from elemnet_jax import checks, data, transfer
 from elemnet_jax.errors import UserError
+from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.models.elemnet import ElemNetConfig, mlp_config
 
@@ -226,3 +227,19 @@ class Timer:
   def end(self) -> None:
     self.done += 1
     self.seconds += time.perf_counter() - self.tic
+
+
+def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float) -> dict:
+  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is)."""
+  return {
+    'method': arm.method,
+    'freeze_layers': arm.freeze_layers,
+    'layer': arm.layer,
+    'train_fraction': fraction,
+    'train_size': int(size),
+    'fold': fold.index,
+    'seed': seed,
+    'ensemble': False,
+    **regression_metrics(fold.test.y, prediction),
+    'seconds': round(seconds, 2),
+  }

@@ -6,6 +6,7 @@ import pytest
 
 from elemnet_jax import benchmark
 from elemnet_jax.benchmark import report as benchmark_report
+from elemnet_jax.models import config_from_dict
 from elemnet_jax.models.elemnet import ElemNetConfig
 from elemnet_jax.training.fit import ensemble_schedule
 
@@ -48,22 +49,12 @@ def test_benchmark_rows_and_report(tmp_path):
   for row in rows:
     assert KEYS <= row.keys()
     assert row['samples_per_second'] > 0 and row['step_seconds'] > 0
-    assert row['flops_per_sample'] == 6 * (86 * 16 + 16 * 8 + 8 * 1)
-    # every member streams its parameters, gradient and Adam moments once per step
-    params = 86 * 16 + 16 + 16 * 8 + 8 + 8 + 1
-    per_step = benchmark_report.PARAMETER_PASSES * 4 * params * row['members']
-    assert row['parameter_bytes_per_second'] == pytest.approx(per_step / row['step_seconds'])
-    # the step's roofline bound: its matmul FLOPs at the peak plus that traffic at the bandwidth
-    flops = row['flops_per_sample'] * row['batch_size'] * row['members']
-    bound = (
-      flops / report['matmul_peak']['flops_per_second'] + per_step / report['memory_bandwidth']['bytes_per_second']
-    )
-    assert row['bound_step_seconds'] == pytest.approx(bound)
-    assert row['fraction_of_bound'] == pytest.approx(bound / row['step_seconds'])
+    assert 0 < row['bound_step_seconds'] and 0 < row['fraction_of_bound']
   assert [r['members'] for r in rows] == [1, 1, 2, 2, 1]
   assert rows[-1]['steps'] == 3  # 20 rows at batch 8, the last batch masked
   assert report['matmul_peak']['flops_per_second'] > 0 and report['matmul_peak']['calls'] == benchmark.PEAK_CALLS
-  assert report['memory_bandwidth']['bytes_per_second'] > 0 and report['model']['params'] == params
+  assert report['memory_bandwidth']['bytes_per_second'] > 0
+  assert report['model']['params'] == 86 * 16 + 16 + 16 * 8 + 8 + 8 + 1
   assert set(report['derived']['epoch_over_step']) == {'8'}
   assert set(report['derived']['ensemble_over_sequential']) == {'8'}
   # the ensemble is timed on both schedules; its row is the one fit picks on this backend
@@ -78,6 +69,24 @@ def test_benchmark_rows_and_report(tmp_path):
   table = md_path.read_text()
   assert md_path.name == 'bench.md' and '| ensemble | 2 | 8 |' in table and 'sequential runs' in table
   assert '% of bound' in table and f'(schedule {picked})' in table and 'roofline bound' in table
+
+
+@pytest.mark.parametrize(
+  'model',
+  [
+    {'name': 'elemnet', 'widths': (256, 128), 'dropout_after': (), 'dropout_rates': ()},
+    {'name': 'transformer', 'd_model': 64, 'layers': 2, 'ffn_width': 128, 'head_widths': (64,), 'vector_width': 32},
+  ],
+)
+def test_each_family_counts_the_flops_xla_counts_for_its_train_step(model):
+  # The benchmark's roofline uses the family's own count of matmul FLOPs; XLA's cost analysis of the
+  # compiled step also counts the elementwise work (activations, norms, softmax, Adam), so it is a
+  # little higher, never lower.
+  options = benchmark.BenchmarkOptions(
+    batch_sizes=(64,), modes=('step',), steps=2, repeats=1, matmul_size=64, bandwidth_mib=1
+  )
+  row = benchmark.run_benchmark(options, config_from_dict(model))['rows'][0]
+  assert 1.0 <= row['xla_flops_per_sample'] / row['flops_per_sample'] < 1.5
 
 
 def test_modes_take_turns_so_a_change_of_load_falls_on_all_of_them():

@@ -72,7 +72,7 @@ def test_whole_epoch_scan_equals_the_step_loop(ssub):
 
 
 def test_vmapped_ensemble_members_equal_single_runs(ssub):
-  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2)
+  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2, schedule='vmap')  # forced: 'auto' is sequential on CPU
   for k, seed in enumerate([0, 1, 2]):
     _, (single, _, alone) = _fit(ssub, [seed], epochs=2)
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-4)
@@ -85,7 +85,7 @@ def test_the_ensemble_schedule_picked_on_cpu_gives_the_members_of_solo_runs(ssub
   assert ensemble_schedule('auto', 'cpu') == 'sequential' and ensemble_schedule('auto', 'gpu') == 'vmap'
   if jax.default_backend() != 'cpu':
     pytest.skip('the schedule picked on CPU')
-  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2)
+  _, (ensemble, _, together) = _fit(ssub, [0, 1, 2], epochs=2, schedule='vmap')  # forced: 'auto' is sequential on CPU
   for k, seed in enumerate([0, 1, 2]):
     _, (single, _, alone) = _fit(ssub, [seed], epochs=2)
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-6)

@@ -62,12 +62,14 @@ class ElemNetConfig:
     return {}
 
   def train_flops_per_sample(self, features: int) -> int:
-    """Forward and backward matmuls: 3 x 2 x (multiply-adds of the dense layers)."""
+    """2 x multiply-adds of the dense layers, forward, for the weights' gradients and for the activations'
+    gradients (none for the input layer's: the features need none)."""
     dims = (features,) + self.widths + (1,)
     macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     if self.name == 'residual':  # the shortcuts projected where the width changes
       macs += sum(a * b for a, b in zip(dims[:-2], dims[1:-1]) if a != b)
-    return 6 * macs
+    first = features * self.widths[0] * (2 if self.name == 'residual' and features != self.widths[0] else 1)
+    return 2 * (3 * macs - first)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

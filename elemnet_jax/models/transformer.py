@@ -77,13 +77,15 @@ class TransformerConfig:
     return {} if self.element_vectors == 'learned' else {('embed', 'element_vectors'): self.element_vectors}
 
   def train_flops_per_sample(self, features: int) -> int:
-    del features  # the tokens, not the 86 fractions, set the cost
+    """2 x multiply-adds, forward, for the weights' and for the activations' gradients (none for the
+    embedding's inputs: element vectors and fraction encodings need none); the tokens set the cost."""
+    del features
     t, d = self.max_elements, self.d_model
-    macs = t * (self.vector_width + 4 * self.fraction_frequencies) * d
-    macs += self.layers * (4 * t * d * d + 2 * t * t * d + 2 * t * d * self.ffn_width)
+    embed = t * (self.vector_width + 4 * self.fraction_frequencies) * d
+    macs = embed + self.layers * (4 * t * d * d + 2 * t * t * d + 2 * t * d * self.ffn_width)
     dims = (d,) + self.head_widths + (1,)
     macs += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
-    return 6 * macs
+    return 2 * (3 * macs - embed)
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)

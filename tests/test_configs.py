@@ -154,3 +154,24 @@ def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
   assert workdir.config_differences(path, config) == ['study.seeds: 3, now 5', 'target.train.ema_decay: 0.0, now 0.99']
   path.write_text('{"truncated": ')
   assert workdir.config_differences(path, config) == ['config.json unreadable']
+
+
+@pytest.mark.parametrize(
+  ('field', 'value', 'instead'),
+  [
+    ('train.ensemble', 5, 'study.seeds'),
+    ('train.data_parallel', True, ''),
+    ('transfer.freeze_layers', 4, 'study.freeze_layers'),
+    ('transfer.pretrained', 'w', 'study.pretrained'),
+    ('seed', 3, 'seed'),
+  ],
+)
+def test_a_study_refuses_target_fields_it_does_not_read(field, value, instead):
+  config = _load('paper', ())
+  section, *path = [config.target] + field.split('.')
+  for key in path[:-1]:
+    section = section[key]
+  section[path[-1]] = value
+  with pytest.raises(UserError, match=rf'--config\.target\.{field}=.*: a study does not read it'):
+    study_plan.check_study_config(config)
+  assert 'model' not in _load('paper', ()).target  # the study trains the source's network: no field to set

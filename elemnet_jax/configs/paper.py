@@ -26,6 +26,7 @@ def get_config(model: str = 'elemnet'):
   config.data_dir = ''
   config.source = oqmd.get_config(model)
   config.target = finetune.get_config()
+  del config.target['model']  # the study trains the source's network
   config.target.train.update(max_epochs=300, patience=50)
   config.study = ml_collections.ConfigDict(
     dict(

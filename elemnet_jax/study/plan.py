@@ -156,6 +156,7 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
         '--config.study.retrain_with_validation=True'
       )
   checks.check_dataset(target.dataset, 'target.dataset')
+  _refuse_unread_target_fields(target)
   checks.check_seed(config.seed, count=study.seeds)
   checks.check_transfer_config(target.transfer, 'target.transfer')
   rates = tuple(study.get('learning_rates', ()))
@@ -243,3 +244,25 @@ def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | Non
     **regression_metrics(fold.test.y, prediction),
     'seconds': round(seconds, 2),
   }
+
+
+# Fields of `target` that a study does not read: their neutral value, and what it reads instead.
+_UNREAD_IN_A_STUDY = {
+  'train.ensemble': (1, 'study.seeds'),
+  'train.data_parallel': (False, ''),
+  'transfer.freeze_layers': (0, 'study.freeze_layers'),
+  'transfer.freeze_regex': ((), 'study.freeze_layers'),
+  'transfer.pretrained': ('', 'study.pretrained'),
+  'seed': (0, 'seed'),
+}
+
+
+def _refuse_unread_target_fields(target: ml_collections.ConfigDict) -> None:
+  """A `target` field the study would ignore, set to other than its neutral value: one line."""
+  for dotted, (neutral, instead) in _UNREAD_IN_A_STUDY.items():
+    given = target
+    for key in dotted.split('.'):
+      given = given.get(key) if isinstance(given, ml_collections.ConfigDict) else None
+    if given is not None and (tuple(given) if isinstance(given, list | tuple) else given) != neutral:
+      use = f' (use --config.{instead})' if instead else ''
+      raise UserError(f'--config.target.{dotted}={given!r}: a study does not read it{use}')

@@ -36,6 +36,7 @@ LAYERS = [
   'transfer',
   'predict',
   'run',
+  'diagnose',
   'study.plan',
   'study.report',
   'study.sources',

@@ -27,6 +27,23 @@ def test_judgement_of_constant_median_and_good_predictions():
   assert 'LEARNED NOTHING (constant predictions and no better' in guard.verdict(constant, 'run')
 
 
+def test_the_monitor_stops_constant_runs_early_and_runs_no_better_than_the_median_later():
+  rng = np.random.default_rng(1)
+  y_train, y_val = rng.normal(size=400), rng.normal(size=100)
+  check = guard.monitor(y_train, y_val, 3, 'run')
+  constant, noisy, good = np.zeros((2, 100)), rng.normal(size=(2, 100)), y_val + 0.1 * rng.normal(size=(2, 100))
+  check(2, 1000, constant)  # before epoch 3: not judged
+  check(3, 100, constant)  # nor before 200 steps
+  with pytest.raises(guard.TrainingCollapsed, match='run: training stopped at epoch 3 .step 300.'):
+    check(3, 300, constant)
+  check(5, 500, noisy)  # no better than the median, but not constant: judged from epoch 6
+  with pytest.raises(guard.TrainingCollapsed, match='no better than the training median'):
+    check(6, 600, noisy)
+  check(6, 600, np.stack([noisy[0], good[0]]))  # one member learned: training goes on
+  check(50, 5000, good)
+  guard.monitor(y_train, y_val, 0, 'off')(50, 5000, constant)  # guard_epochs=0: never
+
+
 def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
   require_dataset('qmpy_legacy')
   config = config_with('test', {**COLLAPSING, 'train.max_epochs': 50, 'train.patience': 50, 'train.guard_epochs': 2})

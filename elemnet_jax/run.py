@@ -242,8 +242,8 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   source_meta = source_params = None
   config = config.copy_and_resolve_references()
   if source_dirs:  # every source run checked and loaded before any work
-    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     _, source_params, source_meta = transfer.load_sources(source_dirs)
+    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)

@@ -89,12 +89,19 @@ def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed
   assert run.train_and_evaluate(fine, tmp_path / 'fine')['pretrained'] == str(collapsed_source)
 
 
-def test_a_study_refuses_a_source_that_learned_nothing(collapsed_source, tmp_path):
+def test_a_study_refuses_a_source_that_learned_nothing_unless_allowed_and_reports_it(collapsed_source, tmp_path):
   config = config_with('test:study', {'study.pretrained': str(collapsed_source)})
   user_error(
     lambda: run_study(config, tmp_path / 'study'), 'this source learned nothing', 'study.allow_collapsed_source=True'
   )
   assert not (tmp_path / 'study' / 'results.json').exists()
+  small = {'study.methods': ('scratch', 'finetune'), 'study.train_fractions': (1.0,), 'study.seeds': 1}
+  config = config_with('test:study', {'study.pretrained': str(collapsed_source), **small})
+  config.study.freeze_layers = (0,)
+  config.study.allow_collapsed_source = True
+  run_study(config, tmp_path / 'study')
+  report = (tmp_path / 'study' / 'results.md').read_text()
+  assert 'Source: source: LEARNED NOTHING (constant predictions' in report
 
 
 def test_the_command_ends_with_the_collapse_in_one_line(tmp_path):

@@ -27,6 +27,23 @@ def test_judgement_of_constant_median_and_good_predictions():
   assert 'LEARNED NOTHING (constant predictions and no better' in guard.verdict(constant, 'run')
 
 
+def test_the_monitor_stops_constant_runs_early_and_runs_no_better_than_the_median_later():
+  rng = np.random.default_rng(1)
+  y_train, y_val = rng.normal(size=400), rng.normal(size=100)
+  check = guard.monitor(y_train, y_val, 3, 'run')
+  constant, noisy, good = np.zeros((2, 100)), rng.normal(size=(2, 100)), y_val + 0.1 * rng.normal(size=(2, 100))
+  check(2, 1000, constant)  # before epoch 3: not judged
+  check(3, 100, constant)  # nor before 200 steps
+  with pytest.raises(guard.TrainingCollapsed, match='run: training stopped at epoch 3 .step 300.'):
+    check(3, 300, constant)
+  check(5, 500, noisy)  # no better than the median, but not constant: judged from epoch 6
+  with pytest.raises(guard.TrainingCollapsed, match='no better than the training median'):
+    check(6, 600, noisy)
+  check(6, 600, np.stack([noisy[0], good[0]]))  # one member learned: training goes on
+  check(50, 5000, good)
+  guard.monitor(y_train, y_val, 0, 'off')(50, 5000, constant)  # guard_epochs=0: never
+
+
 def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
   require_dataset('qmpy_legacy')
   config = config_with('test', {**COLLAPSING, 'train.max_epochs': 50, 'train.patience': 50, 'train.guard_epochs': 2})
@@ -77,12 +94,20 @@ def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed
   assert run.train_and_evaluate(fine, tmp_path / 'fine')['pretrained'] == str(collapsed_source)
 
 
-def test_a_study_refuses_a_source_that_learned_nothing(collapsed_source, tmp_path):
-  config = config_with('test:study', {'study.pretrained': str(collapsed_source), 'study.allow_collapsed_source': False})
+def test_a_study_refuses_a_source_that_learned_nothing_unless_allowed_and_reports_it(collapsed_source, tmp_path):
+  fields = {'study.pretrained': str(collapsed_source), 'study.allow_collapsed_source': False}
+  config = config_with('test:study', fields)
   user_error(
     lambda: run_study(config, tmp_path / 'study'), 'this source learned nothing', 'study.allow_collapsed_source=True'
   )
   assert not (tmp_path / 'study' / 'results.json').exists()
+  small = {'study.methods': ('scratch', 'finetune'), 'study.train_fractions': (1.0,), 'study.seeds': 1}
+  config = config_with('test:study', {'study.pretrained': str(collapsed_source), **small})
+  config.study.freeze_layers = (0,)
+  config.study.allow_collapsed_source = True
+  run_study(config, tmp_path / 'study')
+  report = (tmp_path / 'study' / 'results.md').read_text()
+  assert 'Source: LEARNED NOTHING (constant predictions' in report
 
 
 def test_the_command_ends_with_the_collapse_in_one_line(tmp_path):

@@ -44,6 +44,7 @@ LAYERS = [
   'transfer',
   'predict',
   'run',
+  'diagnose',
   'study.plan',
   'study.report',
   'study.sources',

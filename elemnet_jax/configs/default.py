@@ -62,8 +62,8 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       log_every=1,
       data_parallel=False,  # shard each batch over all local devices (jax.sharding)
       retrain_with_validation=False,  # then train again on training + validation rows for the epochs chosen
-      guard_epochs=3,  # from this epoch (and 200 steps) on, stop if validation predictions are constant or no
-      # better than the training median (training.guard); 0: never
+      guard_epochs=3,  # stop if validation predictions are constant from this epoch (and 200 steps) on, or
+      # no better than the training median from twice this epoch on (training.guard); 0: never
     )
   )
   config.transfer = ml_collections.ConfigDict(

@@ -102,8 +102,9 @@ def record(metrics: dict, y_train, splits: dict, options: GuardOptions = GuardOp
 def monitor(
   y_train, y_val, epochs: int, name: str, options: GuardOptions = GuardOptions()
 ) -> Callable[[int, int, np.ndarray], None]:
-  """`check(epoch, step, val predictions [K, N])` for `fit`: from epoch `epochs` on (0: never), raises
-  TrainingCollapsed once every member's predictions are constant or no better than the training median.
+  """`check(epoch, step, val predictions [K, N])` for `fit`: raises TrainingCollapsed once every member's
+  validation predictions are constant (from epoch `epochs` on; 0: never) or no better than the training
+  median (from epoch 2 x `epochs` on: a network still finding its way is not yet stopped).
 
   Targets and predictions in the model's units (the median commutes with an affine target scaling).
   """
@@ -115,7 +116,7 @@ def monitor(
       return
     truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
     judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
-    if all(j.problem() for j in judgements):
+    if all(j.constant or (epoch >= 2 * options.epochs and j.no_better) for j in judgements):
       worst = judgements[0]
       message = (
         f'{name}: training stopped at epoch {epoch} (step {step}): the network learned nothing '

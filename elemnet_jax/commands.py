@@ -172,6 +172,7 @@ def benchmark() -> Callable:
   flags.DEFINE_integer('bandwidth_mib', 0, 'MiB of the bandwidth measurement (0: 256 on CPU, else 2048).')
   flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial parameters.')
   flags.DEFINE_string('output', 'workdirs/benchmark.json', 'JSON report path ("": print only).')
+  flags.DEFINE_integer('processes', 0, 'Time data-parallel scaling instead: 1 vs this many processes (1 device each).')
   flags.DEFINE_string(
     'model', 'elemnet', 'Model family to time, at its default config (elemnet, residual, transformer).'
   )
@@ -183,6 +184,21 @@ def benchmark() -> Callable:
       raise UserError(f'--{flag.name} must be comma-separated integers, not {",".join(flag.value)}') from None
 
   def main(argv):
+    if FLAGS.processes:
+      import json
+      from pathlib import Path
+
+      from elemnet_jax import workdir
+      from elemnet_jax.benchmark import scaling
+
+      rows = scaling.run_scaling(FLAGS.processes, ints(batch_sizes)[-1], FLAGS.steps, FLAGS.repeats)
+      print(scaling.format_scaling(rows, ints(batch_sizes)[-1]), end='')
+      if FLAGS.output:  # beside the throughput report: NAME_scaling.json
+        path = Path(FLAGS.output).with_name(Path(FLAGS.output).stem + '_scaling.json')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        workdir.write_text(path, json.dumps(rows, indent=1))
+        print(f'wrote {path}')
+      return
     names = ('steps', 'repeats', 'warmup', 'members', 'ensemble_max_batch', 'full_epoch_rows', 'full_epoch_repeats')
     options = benchmark.BenchmarkOptions(
       batch_sizes=ints(batch_sizes),

@@ -52,6 +52,7 @@ LAYERS = [
   'study',
   'benchmark.report',
   'benchmark',
+  'benchmark.scaling',
   'configs.default',
   'configs.oqmd',
   'configs.finetune',

@@ -132,6 +132,7 @@ def test_two_processes_write_what_one_process_writes(one_process, tmp_path):
   assert not workdirs[1].parent.exists(), 'process 1 wrote files'
   two, same_mesh = _files(workdirs[0]), _files(one_process[2])
   assert two.keys() == same_mesh.keys()
+  assert ('3', 'val_mae/member_0') in [(str(step), tag) for step, tag, _ in two[events.FOLDER]]  # TensorBoard scalars
   for name in two:
     assert two[name] == same_mesh[name], name
   for mine, one_device in zip(_params(workdirs[0]), _params(one_process[1]), strict=True):

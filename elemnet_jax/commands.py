@@ -18,10 +18,12 @@ def _config():
   if FLAGS.print_config:
     print(config)
     sys.exit(0)
-  if FLAGS.distributed:  # the coordinator comes from the environment (Cloud TPU, SLURM, ...)
-    import jax
+  if FLAGS.distributed:  # the coordinator from the flags, else from the environment (SLURM, Open MPI, Cloud TPU)
+    from elemnet_jax.training import distributed
 
-    jax.distributed.initialize()
+    distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout)
+  elif FLAGS.coordinator or FLAGS.num_processes is not None or FLAGS.process_id is not None:
+    raise UserError('--coordinator, --num_processes and --process_id need --distributed')
   return config
 
 
@@ -36,9 +38,19 @@ def _run_flags() -> list[str]:
   flags.DEFINE_string('data_dir', None, 'Data directory (overrides $ELEMNET_JAX_DATA).')
   flags.DEFINE_bool('overwrite', False, 'Replace what --workdir holds.')
   flags.DEFINE_bool(
-    'distributed', False, 'Call jax.distributed.initialize() first (several hosts; with train.data_parallel).'
+    'distributed',
+    False,
+    'Join several processes into one data-parallel run (jax.distributed.initialize; with train.data_parallel).',
   )
-  return ['workdir', 'data_dir', 'overwrite', 'distributed']
+  flags.DEFINE_string('coordinator', None, 'With --distributed: HOST:PORT of process 0 (else from the environment).')
+  flags.DEFINE_integer('num_processes', None, 'With --distributed: how many processes (else from the environment).')
+  flags.DEFINE_integer('process_id', None, 'With --distributed: this process, 0 .. num_processes-1 (0 writes).')
+  flags.DEFINE_integer('distributed_timeout', 100, 'With --distributed: seconds of silence after which a peer is lost.')
+  flags.DEFINE_integer('profile_steps', 0, 'Trace this many training steps with jax.profiler into WORKDIR/tensorboard.')
+  return ['workdir', 'data_dir', 'overwrite', 'distributed', 'coordinator', 'num_processes', 'process_id'] + [
+    'distributed_timeout',
+    'profile_steps',
+  ]
 
 
 def train() -> Callable:
@@ -47,7 +59,7 @@ def train() -> Callable:
   def main(argv):
     config = _config()
     _data_dir(config)
-    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite, profile_steps=FLAGS.profile_steps)
 
   return main
 
@@ -65,7 +77,7 @@ def finetune() -> Callable:
     config = _config()
     config.transfer.pretrained = FLAGS.pretrained
     _data_dir(config)
-    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
+    train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite, profile_steps=FLAGS.profile_steps)
 
   return main
 
@@ -160,6 +172,7 @@ def benchmark() -> Callable:
   flags.DEFINE_integer('bandwidth_mib', 0, 'MiB of the bandwidth measurement (0: 256 on CPU, else 2048).')
   flags.DEFINE_integer('seed', 0, 'Seed of the synthetic data and the initial parameters.')
   flags.DEFINE_string('output', 'workdirs/benchmark.json', 'JSON report path ("": print only).')
+  flags.DEFINE_integer('processes', 0, 'Time data-parallel scaling instead: 1 vs this many processes (1 device each).')
   flags.DEFINE_string(
     'model', 'elemnet', 'Model family to time, at its default config (elemnet, residual, transformer).'
   )
@@ -171,6 +184,21 @@ def benchmark() -> Callable:
       raise UserError(f'--{flag.name} must be comma-separated integers, not {",".join(flag.value)}') from None
 
   def main(argv):
+    if FLAGS.processes:
+      import json
+      from pathlib import Path
+
+      from elemnet_jax import workdir
+      from elemnet_jax.benchmark import scaling
+
+      rows = scaling.run_scaling(FLAGS.processes, ints(batch_sizes)[-1], FLAGS.steps, FLAGS.repeats)
+      print(scaling.format_scaling(rows, ints(batch_sizes)[-1]), end='')
+      if FLAGS.output:  # beside the throughput report: NAME_scaling.json
+        path = Path(FLAGS.output).with_name(Path(FLAGS.output).stem + '_scaling.json')
+        path.parent.mkdir(parents=True, exist_ok=True)
+        workdir.write_text(path, json.dumps(rows, indent=1))
+        print(f'wrote {path}')
+      return
     names = ('steps', 'repeats', 'warmup', 'members', 'ensemble_max_batch', 'full_epoch_rows', 'full_epoch_repeats')
     options = benchmark.BenchmarkOptions(
       batch_sizes=ints(batch_sizes),

@@ -26,9 +26,8 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint, guard, timing
+from elemnet_jax.training import checkpoint, distributed, events, guard, timing
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
-from elemnet_jax.training.history import write_history
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -44,6 +43,7 @@ LAYOUT = workdir.Layout(
     'history.csv',
     'log.txt',
     'checkpoints',
+    events.FOLDER,
     checkpoint.MODEL_DIR,
     'metrics.json',
     'config.json',
@@ -227,6 +227,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_meta = source_params = None
   config = config.copy_and_resolve_references()
+  distributed.check_config(config.to_json(), train.data_parallel)
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
@@ -238,6 +239,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
   parts = _split(examples, config)
+  distributed.check_same('data', data.fingerprint(parts), 'give every process the same data files')
   run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
   notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
@@ -274,21 +276,22 @@ def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[s
   return data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
 
 
-def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None) -> tuple[Any, Progress]:
-  """Fits the members with early stopping, resuming from and saving resumable checkpoints."""
+def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, profile_steps: int = 0):
+  """(best parameters, progress): fits the members with early stopping, resuming from and saving checkpoints."""
   path = run.workdir.path
   manager = checkpoint.TrainingCheckpoints(
     path / 'checkpoints', run.train.checkpoint_every, run.train.checkpoint_seconds
   )
   resume = None
-  if run.workdir.resume and manager.latest_epoch() is not None:
+  if distributed.from_writer_json(run.workdir.resume and manager.latest_epoch() is not None):  # process 0 decides
     states, best, progress = manager.restore(members.states, jax.tree.map(jnp.copy, members.states.params))
     members, resume = dataclasses.replace(members, states=states), (best, progress)
     logging.info('resuming %s from epoch %d', path, progress.epoch)
+  records = events.EpochRecords(path, len(run.inputs.parts['train']) * len(run.seeds), profile_steps)
 
   def save(states, best_params, progress):
     manager.save(states, best_params, progress)
-    write_history(path / 'history.csv', progress)
+    records.epoch(progress, int(np.asarray(states.step).reshape(-1)[0]))
 
   inputs = run.inputs
   tic = time.perf_counter()
@@ -309,33 +312,37 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None) 
       manager.save(states, best_params, progress, force=True)
   finally:  # a checkpoint still being written completes, whatever stopped training
     manager.close()
-  write_history(path / 'history.csv', progress)
+    records.close()
+  records.history(progress)
   logging.info('training took %.1fs', time.perf_counter() - tic)
   return best_params, progress
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> dict:
+def train_and_evaluate(config, path: str | os.PathLike, overwrite: bool = False, profile_steps: int = 0) -> dict:
   """Pretrains, or fine-tunes when `config.transfer.pretrained` names finished runs; returns the metrics.
 
-  Writes config.json, sources.json (when fine-tuning), split.csv, log.txt, history.csv,
-  checkpoints/ (resumable), model/, predictions_test.csv and metrics.json into `path`.
+  Writes config.json, sources.json (when fine-tuning), split.csv, log.txt, history.csv, tensorboard/, checkpoints/
+  (resumable), model/, predictions_test.csv and metrics.json into `path` (process 0 alone: `training.distributed`).
   """
   phases = timing.Phases()
   with phases('load'):  # read, featurize, load the source
     run = prepare(config, path, overwrite)
     members = run.start(len(run.inputs.parts['train']))
-  run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
-  with workdir.log_to(run.workdir.path / 'log.txt'):
-    data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
+  distributed.barrier('prepared')  # every process has examined the workdir before process 0 writes it
+  if distributed.is_writer():
+    run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
+  with distributed.writer_only(workdir.log_to(run.workdir.path / 'log.txt')):
+    if distributed.is_writer():
+      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
     mesh = data_mesh() if run.train.data_parallel else None
-    best_params, progress = train_members(run, members, phases, mesh)
+    best_params, progress = train_members(run, members, phases, mesh, profile_steps)
     return finish(run, members.model, best_params, progress, phases, mesh)
 
 
 def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phases, mesh=None) -> dict:
   """Scores the members on test (retrained first if asked), saves the model, predictions and metrics."""
   inputs, train, path = run.inputs, run.train, run.workdir.path
-  parts = inputs.parts
+  parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
   val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
@@ -360,6 +367,8 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   }
   splits = {'val': (parts['val'].y, val_predictions.mean(axis=0)), 'test': (test.y, predictions.mean(axis=0))}
   guard.record(metrics, parts['train'].y, splits)
+  if not distributed.is_writer():  # process 0 writes the outputs; this process's exit waits for it (`distributed`)
+    return metrics
   with phases('save'):
     checkpoint.save_model(path, best_params, model_meta(run, model))
     write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)

@@ -28,6 +28,7 @@ import orbax.checkpoint as ocp
 from elemnet_jax import data
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict
+from elemnet_jax.training import distributed
 from elemnet_jax.training.fit import Progress
 
 MODEL_DIR = 'model'
@@ -40,6 +41,11 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def _process_zero_only() -> ocp.options.MultiprocessingOptions:
+  """Orbax options of a checkpointer that process 0 runs alone (no barrier waits for the other processes)."""
+  return ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
+
+
 class TrainingCheckpoints:
   """Saves `(states, best_params, progress)` in the background and restores the latest.
 
@@ -47,19 +53,29 @@ class TrainingCheckpoints:
   save (0: every such epoch), so a kill loses at most about `seconds` of training; the last epoch
   (`force`, or training stopped) is always saved. Saves are asynchronous: training goes on while
   orbax writes a host copy of the arrays; `close` waits for the last one.
+
+  With several processes, process 0 alone saves and restores; `restore` hands what it read to the
+  others.
   """
 
   def __init__(self, directory: str | os.PathLike, every: int = 1, seconds: float = 0.0, keep: int = 2):
     self.every, self.seconds = max(int(every), 1), float(seconds)
     self.last_save = time.monotonic()
-    self.manager = ocp.CheckpointManager(
-      Path(directory).absolute(),
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=True, create=True),
-      item_names=('state', 'progress'),
-    )
+    self.manager = None
+    if distributed.is_writer():
+      several = {'multiprocessing_options': _process_zero_only()} if distributed.count() > 1 else {}
+      Path(directory).mkdir(parents=True, exist_ok=True)  # orbax creates it only when every process runs it
+      self.manager = ocp.CheckpointManager(
+        Path(directory).absolute(),
+        options=ocp.CheckpointManagerOptions(
+          max_to_keep=keep, enable_async_checkpointing=True, create=not several, **several
+        ),
+        item_names=('state', 'progress'),
+      )
 
   def latest_epoch(self) -> int | None:
-    return self.manager.latest_step()
+    """The last epoch saved; None when there is none, or on a process other than 0."""
+    return self.manager.latest_step() if self.manager is not None else None
 
   def due(self, progress: Progress, force: bool = False) -> bool:
     """Whether `save` would write this epoch."""
@@ -69,11 +85,11 @@ class TrainingCheckpoints:
     return interval and self.manager.latest_step() != progress.epoch
 
   def save(self, states, best_params, progress: Progress, force: bool = False) -> bool:
-    """Starts writing this epoch if it is due; True if it did."""
-    if not self.due(progress, force):
+    """Starts writing this epoch if it is due (on process 0); True if it did."""
+    if self.manager is None or not self.due(progress, force):
       return False
     # Host copies: the next epoch donates the device buffers while orbax is still writing.
-    arrays = jax.tree.map(np.array, jax.device_get({'states': states, 'best_params': best_params}))
+    arrays = jax.tree.map(np.array, jax.device_get(distributed.local({'states': states, 'best_params': best_params})))
     self.manager.save(
       progress.epoch,
       args=ocp.args.Composite(
@@ -85,14 +101,24 @@ class TrainingCheckpoints:
     return True
 
   def restore(self, states, best_params) -> tuple[Any, Any, Progress]:
-    """Restores the latest checkpoint into the structure of `states` and `best_params`."""
+    """Restores the latest checkpoint into the structure of `states` and `best_params` (every process)."""
+    target = {'states': states, 'best_params': best_params}
+    if self.manager is not None:
+      target, progress = self._restore(target)
+    else:
+      progress = None
+    restored = distributed.from_writer(target)
+    progress = Progress(**distributed.from_writer_json(progress))
+    return restored['states'], restored['best_params'], progress
+
+  def _restore(self, target) -> tuple[Any, dict]:
     self.manager.wait_until_finished()
     epoch = self.manager.latest_step()
     try:
       restored = self.manager.restore(
         epoch,
         args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract({'states': states, 'best_params': best_params})),
+          state=ocp.args.StandardRestore(_abstract(target)),
           progress=ocp.args.JsonRestore(),
         ),
       )
@@ -101,13 +127,13 @@ class TrainingCheckpoints:
         f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
         f'({_reason(error)}); delete it or start a new workdir'
       ) from None
-    state = restored['state']
-    return state['states'], state['best_params'], Progress(**restored['progress'])
+    return restored['state'], dict(restored['progress'])
 
   def close(self) -> None:
     """Waits for the last save to be complete on disk."""
-    self.manager.wait_until_finished()
-    self.manager.close()
+    if self.manager is not None:
+      self.manager.wait_until_finished()
+      self.manager.close()
 
 
 def _reason(error: Exception) -> str:
@@ -122,8 +148,9 @@ def save_model(workdir: str | os.PathLike, params: Any, meta: dict) -> Path:
   partial = final.with_name(MODEL_DIR + '.partial')
   shutil.rmtree(partial, ignore_errors=True)
   partial.mkdir(parents=True)
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(partial / 'params', jax.device_get(params))
+  several = {'multiprocessing_options': _process_zero_only()} if distributed.count() > 1 else {}  # process 0 alone
+  checkpointer = ocp.StandardCheckpointer(**several)
+  checkpointer.save(partial / 'params', jax.device_get(distributed.local(params)))
   checkpointer.wait_until_finished()
   meta = {'format_version': FORMAT_VERSION, **meta}
   (partial / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))

@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
+from jax.sharding import Mesh
 
+from elemnet_jax.training import distributed
 from elemnet_jax.training.timing import Phases
 from elemnet_jax.training.train import (
   Members,
@@ -104,9 +104,8 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   platform = mesh.devices.flat[0].platform if mesh is not None else None
   schedule = ensemble_schedule(options.ensemble_schedule, platform)
-  if mesh is not None:
-    replicated = NamedSharding(mesh, P())
-    states, x_train, y_train = jax.device_put((states, x_train, y_train), replicated)
+  if mesh is not None:  # on every device of every process
+    states, x_train, y_train = distributed.replicate((states, x_train, y_train), mesh)
   data_axis = 0 if own_data else None
   step = Program(members.model, members.optimizer, options.loss, members.frozen, options.ema_decay, mesh, platform)
   if options.mode == 'epoch':
@@ -278,7 +277,7 @@ def fit(
   if best_params is None:
     best_params = jax.tree.map(jnp.copy, evaluation_params(states))
   if mesh is not None:
-    best_params = jax.device_put(best_params, NamedSharding(mesh, P()))
+    best_params = distributed.replicate(best_params, mesh)
   val_chunks = device_chunks(x_val, options.eval_batch_size)  # on the device once, for every epoch
   while not progress.stopped and progress.epoch < options.max_epochs:
     epoch, start_step = progress.epoch + 1, int(np.asarray(states.step).reshape(-1)[0])
@@ -288,13 +287,13 @@ def fit(
       losses_KxS = np.asarray(losses_KxS)  # waits for the epoch
     _check_finite(losses_KxS, name, epoch, start_step)
     with phase('evaluate'):
-      val_pred = predict_chunks(predict, evaluation_params(states), val_chunks)
+      val_pred = predict_chunks(predict, distributed.local(evaluation_params(states)), val_chunks)
       val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
     if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
     if better.any():
-      best_params = _select_members(jnp.asarray(better), evaluation_params(states), best_params)
+      best_params = _select_members(better, evaluation_params(states), best_params)
     if epoch % options.log_every == 0 or progress.stopped or epoch == options.max_epochs:
       _log_epoch(name, progress, options, losses_KxS, count * int(x_train.shape[-2]))
     if save is not None:
@@ -370,10 +369,10 @@ def fit_epochs(
     losses_KxS = np.asarray(losses_KxS)
     _check_finite(losses_KxS, name, epoch, start_step)
     if (epochs_K == epoch).any():
-      params = _select_members(jnp.asarray(epochs_K == epoch), evaluation_params(states), params)
+      params = _select_members(epochs_K == epoch, evaluation_params(states), params)
     if epoch % options.log_every == 0 or epoch == last:
       logging.info('%s epoch %d/%d  train_loss %.4f', name, epoch, last, float(losses_KxS.mean()) * options.loss_scale)
-  return params
+  return distributed.local(params)  # this process's copy
 
 
 def _untimed(name: str):

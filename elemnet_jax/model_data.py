@@ -35,14 +35,16 @@ def check_inputs(model_config: ModelConfig, featurizer: dict, scaling: FeatureSc
     )
 
 
-def load_tables(model_config: ModelConfig, column_names: list[str], data_dir: str | None) -> dict[tuple, np.ndarray]:
-  """The published tables (element vectors) a fresh model of `model_config` starts from, rows in column order.
+def load_tables(model_config: ModelConfig, featurizer, data_dir: str | None) -> dict[tuple, np.ndarray]:
+  """The published tables (element vectors) a fresh model of `model_config` starts from, rows in the order of
+  `featurizer`'s columns.
 
   Empty cells of a table (NaN) start as 0.
   """
   tables, wanted = {}, model_config.data_tables()
   if not wanted:
     return tables
+  column_names = featurizer.column_names()
   model = build_model(model_config)
   shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), np.zeros((1, len(column_names)), np.float32)))
   for path, name in wanted.items():

@@ -251,7 +251,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   else:
     model_config, init_params, rules = checks.model_config_from(config), None, None
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
-  tables = None if source_meta else model_data.load_tables(model_config, featurizer.column_names(), config.data_dir)
+  tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(
     build,
     model_config,

@@ -275,8 +275,8 @@ class QuietLibraries(python_logging.Filter):
   def filter(self, record: python_logging.LogRecord) -> bool:
     if not any(n in record.pathname for n in _NOISY):
       return True
-    if 'raised an exception' in str(record.msg):  # an orbax thread's error, raised again where we report it
-      return False
+    if record.exc_info or 'raised an exception' in str(record.msg):
+      return False  # an orbax thread's error, raised again where we report it (an asynchronous save's at the next)
     return record.levelno >= python_logging.WARNING
 
 

@@ -55,8 +55,10 @@ def check(directory: str | os.PathLike, kind: str = 'run') -> None:
   """Refuses a workdir another live process holds: one line naming it."""
   owner = holder(directory)
   if owner:
+    here = owner['host'] == socket.gethostname()  # a process on another host cannot be checked from here
+    elsewhere = '' if here else f'; if none runs there any more, delete {Path(directory) / LOCK_FILE}'
     raise UserError(
-      f'{directory}: in use by {describe(owner)} (a {kind}); wait for it to end or choose another --workdir'
+      f'{directory}: in use by {describe(owner)} (a {kind}); wait for it to end or choose another --workdir{elsewhere}'
     )
 
 

@@ -88,7 +88,7 @@ def probe(config: ml_collections.ConfigDict, name: str, parts: dict, epochs: int
   predict = make_predict(members.model)
   first_marks = {max(1, round(per_epoch * (k + 1) / marks)) for k in range(marks)}
 
-  outputs = layer_outputs(members.model, len(model_config.widths))
+  outputs = layer_outputs(members.model, len(model_config.hidden_sizes()))
 
   def mark(state, steps):
     result.steps.append(steps)

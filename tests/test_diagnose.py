@@ -6,7 +6,8 @@ import numpy as np
 from conftest import config_with, require_dataset
 
 from elemnet_jax import diagnose
-from elemnet_jax.models.elemnet import ElemNetConfig, build_model
+from elemnet_jax.models import build_model
+from elemnet_jax.models.elemnet import ElemNetConfig
 
 
 def test_dead_units_counts_units_off_on_every_row():

@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, featurizers, model_data, transfer, workdir
+from elemnet_jax import calibration, checks, data, featurizers, model_data, transfer, workdir
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
@@ -360,8 +360,10 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   }
   splits = {'val': (parts['val'].y, val_predictions.mean(axis=0)), 'test': (test.y, predictions.mean(axis=0))}
   guard.record(metrics, parts['train'].y, splits)
+  calibrated, coverage = calibration.of_run(parts['val'].y, val_predictions, test.y, predictions)  # {}: one member
+  metrics.update(coverage)
   with phases('save'):
-    checkpoint.save_model(path, best_params, model_meta(run, model))
+    checkpoint.save_model(path, best_params, {**model_meta(run, model), **calibrated})
     write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))

@@ -15,6 +15,7 @@ LAYERS = [
   'lock',
   'workdir',
   'metrics',
+  'calibration',
   'ridge',
   'models.layers',
   'models.elemnet',

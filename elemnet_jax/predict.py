@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, featurizers, transfer, workdir
+from elemnet_jax import data, featurizers, tasks, transfer, workdir
 from elemnet_jax.calibration import Calibration, check_coverage
 from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
@@ -28,7 +28,9 @@ def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: 
 
 
 def property_label(meta: dict, what: str = '') -> str:
-  """A column header for a model's predictions: 'formation enthalpy (eV/atom)', 'E_gap std (eV)'."""
+  """A column header for a model's predictions: 'formation enthalpy (eV/atom)', 'E_gap std (eV)', 'P(metal=1)'."""
+  if tasks.is_classifier(meta):
+    return tasks.probability_label(meta) + (f' {what}' if what else '')
   target = meta.get('target') or {}
   name = target.get('quantity') or (meta.get('dataset') or {}).get('target') or 'prediction'
   unit = target.get('unit')
@@ -100,6 +102,8 @@ def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
   for name, (_, _, meta) in zip(workdirs[1:], loaded[1:]):
     if meta['featurizer'] != description:
       raise UserError(f'{name}: uses another featurizer than {workdirs[0]}; predict with one kind')
+    if tasks.is_classifier(meta) != tasks.is_classifier(loaded[0][2]):
+      raise UserError(f'{name}: a classifier and a regression model cannot predict together ({workdirs[0]})')
   return loaded
 
 
@@ -160,12 +164,15 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
   if len(kept):
     predictions = np.concatenate(
       [
-        evaluate(
-          model,
-          params,
-          data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
-          data.TargetScaling(**meta['target_scaling']),
-          meta.get('eval_dropout_passes', 0),
+        tasks.output(  # a classifier's probabilities
+          meta,
+          evaluate(
+            model,
+            params,
+            data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+            data.TargetScaling(**meta['target_scaling']),
+            meta.get('eval_dropout_passes', 0),
+          ),
         )
         for model, params, meta in loaded
       ]

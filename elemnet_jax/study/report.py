@@ -200,7 +200,7 @@ def _calibrated(rows: list[dict], fractions, sizes) -> list[str]:
         np.mean([r['calibrated'][f'{method}_{k}'][what] for r in group])
         for k, what in ((68, 'coverage'), (90, 'coverage'), (90, 'width'))
       )
-      return f'{low:.2f} / {high:.2f} ({width:.3g})'
+      return f'{low:.2f} / {high:.2f} ({width:.3f})'
 
     lines += ['', *_cells(rows, cell, fractions, sizes, f'{name}: share of target train (n)')]
   return lines

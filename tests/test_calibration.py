@@ -95,8 +95,13 @@ def test_predict_prints_the_calibrated_std_and_the_interval(ensemble, capsys):
   assert calibrated == pytest.approx(std * fitted.z_scale, rel=1e-4)
   assert lower < mean < upper and upper - mean == pytest.approx(fitted.conformal_factor(0.9) * std, rel=1e-3)
   assert xx[1:6] == [''] * 5
+  api = predict.predict_inputs([str(ensemble)], ['Fe2O3'])  # what ej.load(...).predict returns
+  assert api.interval(0.9)[0][0] == pytest.approx(lower, rel=1e-4)
+  assert api.calibrated_std[0] == pytest.approx(calibrated, rel=1e-4)
 
 
 def test_coverage_needs_a_calibrated_ensemble_and_a_share(ensemble, pretrained):
   user_error(lambda: predict.predict_file([str(pretrained)], inputs=['NaCl'], coverage=0.9), 'single member')
+  joined = predict.predict_inputs([str(ensemble), str(pretrained)], ['NaCl'])  # their joint spread: never calibrated
+  assert joined.calibration is None and np.isnan(joined.calibrated_std).all()
   user_error(lambda: predict.predict_file([str(ensemble)], inputs=['NaCl'], coverage=1.5), '--coverage=1.5')

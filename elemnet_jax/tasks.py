@@ -38,6 +38,8 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   classification; the finished run is judged on log-loss (`score_run`).
   """
   if task_of(config.dataset) == 'regression':
+    if config.train.get('loss') == 'bce':
+      raise UserError('--config.train.loss=bce is the loss of classification; add --config.dataset.task=classification')
     return config
   config = config.copy_and_resolve_references()
   config.train.update(loss='bce', target_scaling='none', guard_epochs=0)

@@ -49,6 +49,7 @@ def test_labels_are_two_classes_0_1_or_two_values_and_anything_else_is_one_line(
   user_error(lambda: tasks.encode_labels(three, _dataset(), {}), 'two classes', "it holds 3: 'a'; 'b'; 'c'")
   user_error(lambda: tasks.encode_labels(table, _dataset(positive='x'), {}), "positive='x'")
   user_error(lambda: tasks.resolve(config_with('test', {'dataset.task': 'ranking'})), 'dataset.task')
+  user_error(lambda: tasks.resolve(config_with('test', {'train.loss': 'bce'})), 'dataset.task=classification')
 
 
 def test_roc_auc_counts_ties_half_and_log_loss_is_the_mean_cross_entropy():

@@ -110,6 +110,7 @@ def _input_flags() -> list[str]:
 def predict() -> Callable:
   flags.DEFINE_string('output', None, 'Output CSV (default or -: standard output).')
   flags.DEFINE_bool('fail_on_invalid', False, 'Stop with an error listing invalid inputs instead of reporting them.')
+  flags.DEFINE_float('coverage', None, 'Add lower/upper columns: the calibrated interval of this coverage, e.g. 0.9.')
   from elemnet_jax.predict import predict_file
 
   def main(argv):
@@ -121,6 +122,7 @@ def predict() -> Callable:
       output=FLAGS.output,
       fail_on_invalid=FLAGS.fail_on_invalid,
       overwrite=FLAGS.overwrite,
+      coverage=FLAGS.coverage,
     )
 
   return main
@@ -226,7 +228,7 @@ def define(command: str) -> tuple[Callable, list[str]]:
   if command in ('predict', 'fingerprint'):
     names = _input_flags()
     body = predict() if command == 'predict' else fingerprint()
-    extra = ['output', 'fail_on_invalid'] if command == 'predict' else ['output', 'layer', 'member']
+    extra = ['output', 'fail_on_invalid', 'coverage'] if command == 'predict' else ['output', 'layer', 'member']
     return body, names + extra
   before = set(FLAGS)
   body = benchmark()

@@ -1,4 +1,4 @@
-"""Regression metrics and the calibration of an ensemble's spread."""
+"""Regression and classification metrics, and the calibration of an ensemble's spread."""
 
 from __future__ import annotations
 
@@ -17,6 +17,34 @@ def regression_metrics(target: np.ndarray, prediction: np.ndarray) -> dict[str, 
     'rmse': float(np.sqrt(np.square(error).mean())),
     'r2': float(1.0 - np.square(error).sum() / total) if total > 0 else float('nan'),
     'n': int(target.size),
+  }
+
+
+def roc_auc(label: np.ndarray, score: np.ndarray) -> float:
+  """ROC-AUC: P(score of a positive > score of a negative), ties counted half; NaN with one class."""
+  label, score = np.asarray(label) >= 0.5, np.asarray(score, np.float64)
+  positives, negatives = int(label.sum()), int((~label).sum())
+  if not positives or not negatives:
+    return float('nan')
+  order = np.argsort(score, kind='stable')
+  ranks = np.empty(score.size)
+  ranks[order] = np.arange(1, score.size + 1)
+  for value in np.unique(score[order][np.flatnonzero(np.diff(score[order]) == 0)]):  # tied scores share a rank
+    tied = score == value
+    ranks[tied] = ranks[tied].mean()
+  return float((ranks[label].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
+def classification_metrics(label: np.ndarray, probability: np.ndarray) -> dict[str, float]:
+  """ROC-AUC, accuracy at 0.5, log-loss, the positives' share and n; a label >= 0.5 counts as positive."""
+  label = np.asarray(label, np.float64)
+  p = np.clip(np.asarray(probability, np.float64), 1e-7, 1 - 1e-7)
+  return {
+    'roc_auc': roc_auc(label, p),
+    'accuracy': float(np.mean((p >= 0.5) == (label >= 0.5))),
+    'log_loss': float(-np.mean(label * np.log(p) + (1 - label) * np.log1p(-p))),
+    'positive_share': float(np.mean(label >= 0.5)),
+    'n': int(label.size),
   }
 
 

@@ -13,7 +13,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, featurizers, transfer, workdir
+from elemnet_jax import data, featurizers, tasks, transfer, workdir
+from elemnet_jax.calibration import Calibration, check_coverage
 from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
 from elemnet_jax.training import checkpoint, train
@@ -27,7 +28,9 @@ def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: 
 
 
 def property_label(meta: dict, what: str = '') -> str:
-  """A column header for a model's predictions: 'formation enthalpy (eV/atom)', 'E_gap std (eV)'."""
+  """A column header for a model's predictions: 'formation enthalpy (eV/atom)', 'E_gap std (eV)', 'P(metal=1)'."""
+  if tasks.is_classifier(meta):
+    return tasks.probability_label(meta) + (f' {what}' if what else '')
   target = meta.get('target') or {}
   name = target.get('quantity') or (meta.get('dataset') or {}).get('target') or 'prediction'
   unit = target.get('unit')
@@ -61,6 +64,35 @@ class Predictions:
   errors: list[str]  # '' for a valid input
   warnings: list[str]  # '' unless the input lies outside the training data (e.g. an element never seen)
   meta: dict
+  calibration: Calibration | None = None  # one model's, fitted on its validation split; None without one
+  models: str = ''  # the runs that predicted, comma-separated
+
+  @property
+  def calibrated_std(self) -> np.ndarray:
+    """The z-scaled std (NaN without a calibration)."""
+    return self.std * (self.calibration.z_scale if self.calibration else np.nan)
+
+  def interval(self, coverage: float) -> tuple[np.ndarray, np.ndarray]:
+    """(lower, upper) of the split-conformal interval of `coverage` (a share in (0, 1)) around each mean."""
+    if self.calibration is None:
+      raise UserError(f'--coverage: {self.models or "the model"} has no calibration ({NO_CALIBRATION})')
+    return self.calibration.interval(self.mean, self.std, check_coverage(coverage))
+
+
+NO_CALIBRATION = (
+  'intervals need one run trained with train.ensemble >= 2, which records its calibration on validation; '
+  'a single member has no spread'
+)
+
+
+def calibration_of(name: str, meta: dict) -> Calibration | None:
+  """The calibration saved with a model (meta.json), or None; a one-line error when it is malformed."""
+  if 'calibration' not in meta:
+    return None
+  try:
+    return Calibration.from_dict(meta['calibration'])
+  except ValueError as error:
+    raise UserError(f'{name}/model/meta.json: corrupted model metadata ({error})') from None
 
 
 def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
@@ -70,6 +102,8 @@ def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
   for name, (_, _, meta) in zip(workdirs[1:], loaded[1:]):
     if meta['featurizer'] != description:
       raise UserError(f'{name}: uses another featurizer than {workdirs[0]}; predict with one kind')
+    if tasks.is_classifier(meta) != tasks.is_classifier(loaded[0][2]):
+      raise UserError(f'{name}: a classifier and a regression model cannot predict together ({workdirs[0]})')
   return loaded
 
 
@@ -130,12 +164,15 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
   if len(kept):
     predictions = np.concatenate(
       [
-        evaluate(
-          model,
-          params,
-          data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
-          data.TargetScaling(**meta['target_scaling']),
-          meta.get('eval_dropout_passes', 0),
+        tasks.output(  # a classifier's probabilities
+          meta,
+          evaluate(
+            model,
+            params,
+            data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+            data.TargetScaling(**meta['target_scaling']),
+            meta.get('eval_dropout_passes', 0),
+          ),
         )
         for model, params, meta in loaded
       ]
@@ -147,7 +184,9 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
     for warning, blank in zip(warnings, featurizers.blank_rows(featurizer, x))
   ]
   warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
-  return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2])
+  calibrated = calibration_of(workdirs[0], loaded[0][2]) if len(loaded) == 1 else None  # a joined ensemble: none
+  names = ','.join(map(str, workdirs))
+  return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2], calibrated, names)
 
 
 def read_inputs(input_csv: str | None, column: str, inputs: list[str] | None):
@@ -171,12 +210,19 @@ def predict_file(
   output: str | None = None,
   fail_on_invalid: bool = False,
   overwrite: bool = False,
+  coverage: float | None = None,
 ) -> Predictions:
   """Predicts every input row and writes a CSV (to `output`, else standard output).
 
   Columns: the input CSV's own (or `input`), then the prediction and std with the property and its
-  unit in their headers, then `error` (why an input has no prediction) and `warning`.
+  unit in their headers, the calibrated std where the model has a calibration, the lower and upper
+  ends of the `coverage` interval when asked, then `error` (why an input has no prediction) and `warning`.
   """
+  if coverage is not None:
+    try:
+      coverage = check_coverage(coverage)
+    except ValueError as error:
+      raise UserError(str(error)) from None
   output = None if output == '-' else output  # standard output
   if output and workdir.replaces(output) and not overwrite:
     raise UserError(f'{output}: already exists; pass --overwrite to replace it')
@@ -188,10 +234,16 @@ def predict_file(
   if invalid and fail_on_invalid:
     raise UserError(format_rows(invalid, 'input', where, 'fix them, or drop --fail_on_invalid to list their errors'))
   header, cells = table if table else (['input'], [[text] for text in texts])
-  header = header + [property_label(result.meta), property_label(result.meta, 'std'), 'error', 'warning']
+  columns, names = _spread_columns(result, coverage)
+  header = header + [property_label(result.meta), property_label(result.meta, 'std')] + names + ['error', 'warning']
   lines = [
-    cell + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}', error, warning]
-    for cell, m, s, error, warning in zip(cells, result.mean, result.std, result.errors, result.warnings)
+    cell
+    + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}']
+    + ['' if error else f'{v:.6g}' for v in extra]
+    + [error, warning]
+    for cell, m, s, extra, error, warning in zip(
+      cells, result.mean, result.std, columns, result.errors, result.warnings
+    )
   ]
   if invalid:
     logging.warning('%d of %d inputs have no prediction (see the error column)', len(invalid), len(texts))
@@ -209,6 +261,18 @@ def predict_file(
   else:
     csv.writer(sys.stdout, lineterminator='\n').writerows([header] + lines)
   return result
+
+
+def _spread_columns(result: Predictions, coverage: float | None) -> tuple[np.ndarray, list[str]]:
+  """Per input the calibrated std (where calibrated) and the interval's ends (when asked), and their headers."""
+  columns, names = [], []
+  if result.calibration is not None:
+    columns.append(result.calibrated_std)
+    names.append(property_label(result.meta, 'calibrated std'))
+  if coverage is not None:
+    columns += list(result.interval(coverage))
+    names += [property_label(result.meta, f'lower {coverage:g}'), property_label(result.meta, f'upper {coverage:g}')]
+  return np.stack(columns, axis=1) if columns else np.zeros((len(result.mean), 0)), names
 
 
 def fingerprint(models: list[str], inputs: list[str], layer: int = 0, member: int = 0) -> tuple[np.ndarray, list[str]]:

@@ -19,11 +19,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, featurizers, model_data, transfer, workdir
+from elemnet_jax import checks, data, featurizers, model_data, tasks, transfer, workdir
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, guard, timing
@@ -81,6 +80,7 @@ def load_examples(dataset, featurizer_config, data_dir: str | None = None):
   except (ValueError, TypeError) as error:
     raise UserError(f'--config.featurizer: {error}') from None
   notes: dict = {'dataset': dataset.name}
+  table = tasks.encode_labels(table, dataset, notes)  # classification: 0/1 labels
   tic = time.perf_counter()
   examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False), notes=notes)
   logging.info(
@@ -121,7 +121,7 @@ def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = N
   Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
   with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
   """
-  if source_meta is None:
+  if source_meta is None or tasks.task_of(config.dataset) == 'classification':
     return data.TargetScaling.fit(y_train, config.train.target_scaling)
   if config.transfer.get('target_scaling', 'source') == 'refit':
     return data.TargetScaling.fit(y_train, 'standard')
@@ -221,6 +221,7 @@ class Run:
 
 def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> Run:
   """Checks everything and loads the data; nothing is written."""
+  config = tasks.resolve(config)  # classification: sigmoid cross-entropy on 0/1 labels
   train = checks.TrainConfig.from_config(config.train)
   checks.check_seed(config.seed, count=train.ensemble)
   checks.check_dataset(config.dataset)  # before any data is read
@@ -241,7 +242,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   parts = _split(examples, config)
   distributed.check_same('data', data.fingerprint(parts), 'give every process the same data files')
   run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
-  notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0])
+  notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0]) | notes.pop('task', {})
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]
   if source_meta is not None:
@@ -260,7 +261,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False),
+    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta),
     tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
@@ -351,10 +352,9 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
   predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
   test, source_dir = parts['test'], ','.join(run.sources)
+  scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
   metrics = {
-    'test': regression_metrics(test.y, predictions.mean(axis=0)),
-    'val': regression_metrics(parts['val'].y, val_predictions.mean(axis=0)),
-    'test_members': [regression_metrics(test.y, p) for p in predictions],
+    **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
     'epochs': progress.epoch,
     'retrained_with_validation': train.retrain_with_validation,
@@ -365,18 +365,17 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
     'frozen_layers': list(model.frozen_layers),
     'pretrained': source_dir or None,
   }
-  splits = {'val': (parts['val'].y, val_predictions.mean(axis=0)), 'test': (test.y, predictions.mean(axis=0))}
-  guard.record(metrics, parts['train'].y, splits)
   if not distributed.is_writer():  # process 0 writes the outputs; this process's exit waits for it (`distributed`)
     return metrics
   with phases('save'):
-    checkpoint.save_model(path, best_params, model_meta(run, model))
-    write_predictions(path / 'predictions_test.csv', test.inputs, predictions, test.y)
+    meta = {**model_meta(run, model), **calibrated}
+    checkpoint.save_model(path, best_params, meta)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())
-  logging.info('test MAE %.4f  RMSE %.4f  R2 %.4f  (n=%d)', *(metrics['test'][k] for k in ('mae', 'rmse', 'r2', 'n')))
+  logging.info('test %s', tasks.describe(metrics['test']))
   (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 

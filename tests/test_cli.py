@@ -114,6 +114,11 @@ def test_help_lists_the_flags_and_every_config_field(tmp_path):
     (['train', '--workdir=unused', 'extra'], "unexpected argument 'extra'"),
     (['predict', '--models=', '--formulas=NaCl'], "--models='': name a finished workdir"),
     (['predict', '--models=absent', '--formulas=NaCl'], 'absent: no such workdir'),
+    (['predict', '--models=absent', '--formulas=NaCl', '--coverage=2'], '--coverage=2.0: give a share between 0 and 1'),
+    (
+      ['train', '--workdir=unused', '--config=test', '--config.dataset.task=ranking'],
+      "--config.dataset.task='ranking': use one of regression, classification",
+    ),
     (['tran'], "unknown command 'tran'"),
   ],
   ids=[
@@ -125,6 +130,8 @@ def test_help_lists_the_flags_and_every_config_field(tmp_path):
     'positional',
     'no models',
     'absent model',
+    'coverage outside 0..1',
+    'unknown task',
     'unknown command',
   ],
 )

@@ -32,12 +32,13 @@ def test_formulas_print_a_header_with_the_unit_and_every_row_in_order(finetuned,
     'input',
     'formation enthalpy (eV/atom)',
     'formation enthalpy std (eV/atom)',
+    'formation enthalpy calibrated std (eV/atom)',  # z-scaled on the validation split
     'error',
     'warning',
   ]
   assert [row[0] for row in rows] == ['Fe2O3', 'Xx', 'NaCl']
   assert all(float(rows[i][1]) < 0 and float(rows[i][2]) > 0 for i in (0, 2))  # mean and std of 2 members
-  assert rows[1][1:4] == ['', '', "unknown element symbol 'Xx'"]
+  assert rows[1][1:5] == ['', '', '', "unknown element symbol 'Xx'"]
 
 
 def test_a_csv_keeps_its_other_columns_and_its_row_order(finetuned, pretrained, tmp_path):

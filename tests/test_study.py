@@ -131,6 +131,10 @@ def test_each_network_keeps_the_learning_rate_validation_prefers_and_reports_its
   chosen = {r['method']: r['learning_rate'] for r in rows}
   assert chosen == {'scratch': 1e-3, 'finetune': 1e-3}  # 3 epochs at 1e-4 leave a network far from done
   assert all('within_1std' in r and 'within_2std' in r for r in rows if r['ensemble'])
+  # ... and the test coverage and width of intervals calibrated on the shared validation rows.
+  calibrated = [r['calibrated'] for r in rows if r['ensemble']]
+  assert calibrated and all(set(c) == {'z_68', 'z_90', 'conformal_68', 'conformal_90'} for c in calibrated)
+  assert all(c['z_90']['width'] > c['z_68']['width'] > 0 for c in calibrated)
   single = _runs(tmp_path / 'grid')
   one_rate = {**fields, 'study.learning_rates': (1e-3,), 'target.train.learning_rate': 1e-3}
   again = _study(tmp_path / 'single', one_rate)['runs']
@@ -140,6 +144,7 @@ def test_each_network_keeps_the_learning_rate_validation_prefers_and_reports_its
   assert 'Learning rate chosen on validation' in report and '| 0.001 | 0.001 |' in report
   assert 'with the lowest mean validation MAE of its seeds' in report
   assert 'share of test targets within 1 / 2 std of the ensemble mean, mean over folds (0.33 / 0.55' in report
+  assert 'inside the 68% / 90% intervals' in report and '| split-conformal: share of target train (n) |' in report
   user_error(lambda: _study(tmp_path / 'bad', {**fields, 'study.learning_rates': (1e-3, 0.0)}), 'learning_rates')
   unused = {**fields, 'study.learning_rates': (1e-4, 1e-3), 'target.train.learning_rate': 5e-4}
   user_error(lambda: _study(tmp_path / 'bad', unused), 'target.train.learning_rate=0.0005 is not used')

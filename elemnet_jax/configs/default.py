@@ -33,6 +33,8 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       min_split_size=1,
       exclude_from='',  # comma-separated datasets whose inputs are removed (leakage control)
       unit='',  # for CSV files: the targets' unit, e.g. 'eV/atom' (registered datasets know theirs)
+      task='regression',  # regression | classification (two classes, sigmoid cross-entropy; elemnet_jax.tasks)
+      positive='',  # classification: the value that is the positive class ('' -> 1, or the second in sorted order)
     )
   )
   config.featurizer = ml_collections.ConfigDict(dict(name='composition'))

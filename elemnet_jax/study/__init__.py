@@ -19,6 +19,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import checks, data, ridge, run, transfer, workdir
+from elemnet_jax.calibration import study_entry
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration
 from elemnet_jax.models import config_from_dict
@@ -305,10 +306,10 @@ class Study:
       arm, arm_config, len(index), scaling, train_data, val_data, name
     )
     passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
-    ensemble_val_mae = None  # with rotated validation rows there is no shared set to score
+    ensemble_val_mae = val_members = None  # with rotated validation rows there is no shared set to score
     if len(arrays.member_val) == 1:
-      val_mean = evaluate(members.model, best, val_in, scaling, passes).mean(axis=0)
-      ensemble_val_mae = round(float(np.abs(val_mean - fold.val.y).mean()), 6)
+      val_members = evaluate(members.model, best, val_in, scaling, passes)  # [K, N], also for the calibration
+      ensemble_val_mae = round(float(np.abs(val_members.mean(axis=0) - fold.val.y).mean()), 6)
     trained_rows = train_rows
     if self.study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
       trained_rows = np.concatenate([arrays.member_val, train_rows], axis=1)
@@ -337,7 +338,8 @@ class Study:
     if len(self.seeds) > 1:
       mean, std = predictions.mean(axis=0), predictions.std(axis=0)
       ensemble = result_row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds))
-      spread = calibration(fold.test.y, mean, std)  # how far the seeds' spread can be trusted
+      # How far the seeds' spread can be trusted: raw, and calibrated on the validation rows.
+      spread = calibration(fold.test.y, mean, std) | study_entry(fold.val.y, val_members, fold.test.y, predictions)
       rows.append({**ensemble, 'ensemble': True, 'val_mae': ensemble_val_mae, **chosen, **spread})
     return rows
 

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, transfer
+from elemnet_jax import checks, data, tasks, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig
@@ -135,6 +135,11 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   study, source, target = config.study, config.source, config.target
   if not study.methods:
     raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
+  if (
+    tasks.task_of(target.dataset, 'target.dataset') != 'regression'
+    or tasks.task_of(source.dataset, 'source.dataset') != 'regression'
+  ):
+    raise UserError('the study compares regression runs by MAE; train and fine-tune a classifier with finetune')
   for method in study.methods:
     if method not in METHODS:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')

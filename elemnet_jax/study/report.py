@@ -125,7 +125,8 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
   if ensembles:
     lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
     lines += _table(ensembles, fractions, sizes)
-  lines += _calibration(rows, fractions, sizes, study.seeds) + _rates(rows, fractions, sizes)
+  lines += _calibration(rows, fractions, sizes, study.seeds) + _calibrated(rows, fractions, sizes)
+  lines += _rates(rows, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   workdir.write_text(path / 'results.md', text)
   colours = _colours(summary)
@@ -177,6 +178,32 @@ def _calibration(rows: list[dict], fractions, sizes, members: int) -> list[str]:
     f"Over all cells {within[0]:.2f} / {within[1]:.2f} of the targets lie within 1 / 2 std: the seeds' spread is "
     f'{verdict} as an uncertainty.',
   ]
+
+
+def _calibrated(rows: list[dict], fractions, sizes) -> list[str]:
+  """Test coverage of the 68% and 90% intervals calibrated on validation, and the 90% width, per method."""
+  rows = [row for row in rows if row.get('ensemble') and row.get('calibrated')]
+  if not rows:
+    return []
+  lines = [
+    '',
+    "The seeds' spread calibrated on the validation rows: share of test targets inside the 68% / 90% "
+    'intervals and the mean width of the 90% interval (sharpness), mean over folds; z-scaling (a Gaussian '
+    'interval of the rescaled std) and split-conformal (quantiles of |error| / std):',
+  ]
+  for method, name in (('z', 'z-scaling'), ('conformal', 'split-conformal')):
+
+    def cell(group, method=method):
+      if not group:
+        return ''
+      low, high, width = (
+        np.mean([r['calibrated'][f'{method}_{k}'][what] for r in group])
+        for k, what in ((68, 'coverage'), (90, 'coverage'), (90, 'width'))
+      )
+      return f'{low:.2f} / {high:.2f} ({width:.3f})'
+
+    lines += ['', *_cells(rows, cell, fractions, sizes, f'{name}: share of target train (n)')]
+  return lines
 
 
 def _rates(rows: list[dict], fractions, sizes) -> list[str]:

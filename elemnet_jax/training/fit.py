@@ -17,6 +17,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from elemnet_jax.training import distributed
+from elemnet_jax.training.losses import validation_error
 from elemnet_jax.training.timing import Phases
 from elemnet_jax.training.train import (
   Members,
@@ -288,7 +289,7 @@ def fit(
     _check_finite(losses_KxS, name, epoch, start_step)
     with phase('evaluate'):
       val_pred = predict_chunks(predict, distributed.local(evaluation_params(states)), val_chunks)
-      val_mae = np.abs(val_pred - (y_val if own_data else y_val[None])).mean(axis=1)
+      val_mae = validation_error(options.loss, val_pred, y_val if own_data else y_val[None])  # bce: log-loss
     if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)

@@ -55,7 +55,9 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
     return jnp.square(error)
   if kind == 'huber':
     return optax.huber_loss(prediction, target, delta=0.1)
-  raise ValueError(f'unknown loss {kind!r}; use mae, mse or huber')
+  if kind == 'bce':  # the prediction is a logit, the target a 0/1 label
+    return optax.sigmoid_binary_cross_entropy(prediction, target)
+  raise ValueError(f'unknown loss {kind!r}; use mae, mse, huber or bce')
 
 
 def init_state(

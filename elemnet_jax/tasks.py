@@ -1,0 +1,165 @@
+"""What a run predicts: a number (regression) or the probability of the positive of two classes (classification).
+
+`dataset.task=classification` reads a column of two classes (0/1, or two other values; the second in
+sorted order, or `dataset.positive`, is the positive one), trains the network's one output as a logit
+with sigmoid cross-entropy (`train.loss` is set to 'bce', the target unscaled), stops early on the
+validation log-loss and scores ROC-AUC, accuracy and log-loss. A regression source fine-tuned into a
+classifier gets its output layer drawn afresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+import numpy as np
+
+from elemnet_jax import calibration
+from elemnet_jax.data.readers import RawTable
+from elemnet_jax.errors import UserError, listing
+from elemnet_jax.metrics import classification_metrics, regression_metrics
+from elemnet_jax.training import guard
+
+TASKS = ('regression', 'classification')
+
+
+def task_of(dataset, where: str = 'dataset') -> str:
+  """The dataset section's task, checked."""
+  task = dataset.get('task', 'regression') or 'regression'
+  if task not in TASKS:
+    raise UserError(f'--config.{where}.task={task!r}: use one of {", ".join(TASKS)}')
+  return task
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """`config` as a run of its task trains: for classification, sigmoid cross-entropy on unscaled 0/1 labels.
+
+  The baseline guard's in-training check compares MAE with the training median and is off for
+  classification; the finished run is judged on log-loss (`score_run`).
+  """
+  if task_of(config.dataset) == 'regression':
+    if config.train.get('loss') == 'bce':
+      raise UserError('--config.train.loss=bce is the loss of classification; add --config.dataset.task=classification')
+    return config
+  config = config.copy_and_resolve_references()
+  config.train.update(loss='bce', target_scaling='none', guard_epochs=0)
+  return config
+
+
+def _is_01(text: str) -> bool:
+  try:
+    return float(text) in (0.0, 1.0)
+  except ValueError:
+    return False
+
+
+def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
+  """For classification, `table` with targets '0'/'1' (missing ones kept empty) and the classes in `notes['task']`."""
+  if task_of(dataset) == 'regression':
+    return table
+  texts = [text.strip() for text in table.targets]
+  values = sorted(set(texts) - {''})
+  positive = str(dataset.get('positive', '') or '')
+  if all(_is_01(text) for text in values):
+    classes = ('0', '1')
+    encoded = ['' if not text else str(int(float(text))) for text in texts]
+  else:
+    if len(values) != 2 or (positive and positive not in values):
+      shown = listing([repr(v) for v in values], 5)
+      wanted = f' including --config.dataset.positive={positive!r}' if positive else ''
+      raise UserError(
+        f'{table.path}: classification needs a target column of two classes{wanted} '
+        f'(0/1 or two values); it holds {len(values)}: {shown}'
+      )
+    negative = values[0] if values[1] == (positive or values[1]) else values[1]
+    classes = (negative, positive or values[1])
+    encoded = ['' if not text else str(int(text == classes[1])) for text in texts]
+  notes['task'] = {'task': 'classification', 'classes': list(classes)}
+  return dataclasses.replace(table, targets=encoded)
+
+
+def new_head(config: ml_collections.ConfigDict, source_meta: dict | None) -> bool:
+  """Whether a fine-tune changes the task (regression -> classification or back): its output layer is then redrawn."""
+  if source_meta is None:
+    return False
+  source_task = (source_meta.get('target') or {}).get('task', 'regression')
+  return source_task != task_of(config.dataset)
+
+
+def is_classifier(meta: dict) -> bool:
+  return (meta.get('target') or {}).get('task') == 'classification'
+
+
+def output(meta: dict, predictions_KxN: np.ndarray) -> np.ndarray:
+  """A model's outputs as reported: probabilities of the positive class for a classifier, else unchanged."""
+  if not is_classifier(meta):
+    return predictions_KxN
+  return 1.0 / (1.0 + np.exp(-np.asarray(predictions_KxN, np.float64)))
+
+
+def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
+  """metrics['guard'] of a classifier: learned when its validation log-loss beats the training base rate's by 1%."""
+  rate = float(np.clip(np.mean(np.asarray(y_train) >= 0.5), 1e-7, 1 - 1e-7))
+  problem = ''
+  for split, (label, probability) in splits.items():
+    baseline = classification_metrics(label, np.full(len(label), rate))['log_loss']
+    metrics[split].update(baseline_log_loss=baseline, prediction_std=float(np.std(probability)))
+  val = metrics['val']
+  if val['prediction_std'] <= 0.01 * max(float(np.std(splits['val'][0])), 1e-12):
+    problem = 'constant predictions'
+  if val['log_loss'] >= 0.99 * val['baseline_log_loss']:
+    problem = ' and '.join(filter(None, [problem, 'no better than the training base rate']))
+  described = (
+    f'val log-loss {val["log_loss"]:.4g} vs {val["baseline_log_loss"]:.4g} for the training base rate '
+    f'({rate:.3g}); ROC-AUC {val["roc_auc"]:.3g}'
+  )
+  metrics['guard'] = {
+    'learned': not problem,
+    'problem': problem,
+    'training_base_rate': rate,
+    'verdict': f'LEARNED NOTHING ({problem}): {described}' if problem else f'learned: {described}',
+  }
+
+
+def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray) -> tuple[dict, dict]:
+  """(metrics.json's scores of the members and their mean with the guard's verdict, meta.json's calibration).
+
+  Regression: MAE, RMSE, R^2 against the training median, and the spread calibrated on validation
+  (with 2 or more members). Classification: the members' mean probability scored with ROC-AUC,
+  accuracy and log-loss against the training base rate.
+  """
+  y_train, val, test = parts['train'].y, parts['val'].y, parts['test'].y
+  if task == 'classification':
+    val_p, test_p = output({'target': {'task': task}}, val_KxN), output({'target': {'task': task}}, test_KxN)
+    metrics = {
+      'test': classification_metrics(test, test_p.mean(axis=0)),
+      'val': classification_metrics(val, val_p.mean(axis=0)),
+      'test_members': [classification_metrics(test, p) for p in test_p],
+    }
+    _judge_classifier(metrics, y_train, {'val': (val, val_p.mean(axis=0)), 'test': (test, test_p.mean(axis=0))})
+    return metrics, {}
+  metrics = {
+    'test': regression_metrics(test, test_KxN.mean(axis=0)),
+    'val': regression_metrics(val, val_KxN.mean(axis=0)),
+    'test_members': [regression_metrics(test, p) for p in test_KxN],
+  }
+  guard.record(metrics, y_train, {'val': (val, val_KxN.mean(axis=0)), 'test': (test, test_KxN.mean(axis=0))})
+  calibrated, coverage = calibration.of_run(val, val_KxN, test, test_KxN)  # both {} with one member
+  return {**metrics, **coverage}, calibrated
+
+
+def describe(scores: dict) -> str:
+  """One line of a split's scores for the log."""
+  if 'roc_auc' in scores:
+    keys = ('roc_auc', 'accuracy', 'log_loss')
+    return '  '.join(f'{k} {scores[k]:.4f}' for k in keys) + f'  (n={scores["n"]})'
+  return '  '.join(f'{k.upper() if k != "r2" else "R2"} {scores[k]:.4f}' for k in ('mae', 'rmse', 'r2')) + (
+    f'  (n={scores["n"]})'
+  )
+
+
+def probability_label(meta: dict) -> str:
+  """A classifier's column header: 'P(is_metal=1)'."""
+  target = meta.get('target') or {}
+  name = target.get('name') or (meta.get('dataset') or {}).get('target') or 'class'
+  return f'P({name}={target.get("classes", ["0", "1"])[1]})'

@@ -179,9 +179,11 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
     )
     mean[kept], std[kept] = predictions.mean(axis=0), predictions.std(axis=0)
   warnings = _domain_warnings(featurizer, x, [meta for _, _, meta in loaded])
+  valid = [text if not error else '' for text, error in zip(inputs, errors)]
+  unseen = getattr(featurizer, 'unseen_atoms', lambda texts: [''] * len(texts))(valid)  # E-state: untyped atoms
   warnings = [
-    '; '.join(filter(None, [warning, BLANK_WARNING if blank else '']))
-    for warning, blank in zip(warnings, featurizers.blank_rows(featurizer, x))
+    '; '.join(filter(None, [warning, BLANK_WARNING if blank else '', atoms]))
+    for warning, blank, atoms in zip(warnings, featurizers.blank_rows(featurizer, x), unseen)
   ]
   warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
   calibrated = calibration_of(workdirs[0], loaded[0][2]) if len(loaded) == 1 else None  # a joined ensemble: none

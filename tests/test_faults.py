@@ -247,9 +247,13 @@ def test_inputs_whose_features_are_all_zero_are_counted_and_flagged(tmp_path, ca
   fields = {'dataset.input_column': 'smiles', 'dataset.input_kind': 'smiles', 'featurizer.name': 'estate'}
   metrics = run.train_and_evaluate(_config(csv, **fields, **{'train.max_epochs': 1}), tmp_path / 'run')
   assert metrics['data']['all_zero_features'] == 2
-  result = predict_file([str(tmp_path / 'run')], inputs=['C', 'CCO'], output=str(tmp_path / 'out.csv'))
+  inputs = ['C', 'CCO', '[Na+].[Cl-]', '[Na+].[Br-]']
+  result = predict_file([str(tmp_path / 'run')], inputs=inputs, output=str(tmp_path / 'out.csv'))
   assert BLANK_WARNING in result.warnings[0] and BLANK_WARNING not in result.warnings[1]
   assert BLANK_WARNING in (tmp_path / 'out.csv').read_text().splitlines()[1]
+  # The halide ions have no E-state type: the two salts get one prediction, and a warning naming the ion.
+  assert result.mean[2] == result.mean[3] and 'atoms the features do not see: Cl-' in result.warnings[2]
+  assert 'atoms the features do not see: Br-' in result.warnings[3] and not result.warnings[1]
 
 
 # 5. Resume only on the data the run started on.

@@ -211,6 +211,23 @@ class EStateFeaturizer:
     informative = [j for j, name in enumerate(names) if name.split('_')[0] in ('count', 'sum', 'metal')]
     return ~np.asarray(x)[:, informative].any(axis=1)
 
+  def unseen_atoms(self, inputs: Sequence[str]) -> list[str]:
+    """Per input, a warning naming the atoms its features cannot see ('' if none): atoms with no E-state
+    type that are not counted as metals, such as the chloride of [Na+].[Cl-] or the carbon of methane."""
+    warnings, quiet = [], rdBase.BlockLogs()  # unparsable inputs are reported as invalid elsewhere
+    for text in inputs:
+      mol = Chem.MolFromSmiles(text) if isinstance(text, str) else None
+      if mol is None or mol.GetNumAtoms() > self.max_atoms:  # reported as invalid elsewhere
+        warnings.append('')
+        continue
+      types = AtomTypes.TypeAtoms(mol)
+      counted = METAL_INDEX if self.metals else {}
+      unseen = [_atom_label(atom) for atom, found in zip(mol.GetAtoms(), types) if not found]
+      unseen = [label for label in unseen if label.rstrip('+-0123456789') not in counted]
+      warnings.append(f'atoms the features do not see: {" ".join(unseen)}' if unseen else '')
+    del quiet
+    return warnings
+
   def description(self) -> dict:
     # `workers` never changes the features, so it is left out: a model stays usable elsewhere.
     # The Morgan options appear only when used: a description without them means no Morgan columns.
@@ -273,3 +290,9 @@ class EStateFeaturizer:
       else:
         invalid.append((i, distinct_reasons[j]))
     return features, keys, invalid
+
+
+def _atom_label(atom) -> str:
+  """'Cl-', 'Na+', 'C': the element and its formal charge."""
+  charge = atom.GetFormalCharge()
+  return atom.GetSymbol() + ('' if not charge else ('+' if charge > 0 else '-') * abs(charge))

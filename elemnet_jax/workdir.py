@@ -41,6 +41,10 @@ OPTIONAL_FIELDS = {
   'unit': '',
   'name': 'elemnet',  # a model config's architecture
   'max_atoms': 500,  # the estate featurizer's limit
+  'task': 'regression',
+  'positive': '',
+  'guard_epochs': 3,
+  'allow_collapsed_source': False,
 }
 _ABSENT = object()
 

@@ -164,8 +164,8 @@ def build(
   steps = train.steps_per_epoch(n_train)
   probe = build_model(model_config)
   shapes = jax.eval_shape(lambda: probe.init(jax.random.PRNGKey(0), jnp.zeros((1, width))))
-  groups = model_config.groups()
-  freezing = transfer.Freezing.from_rules(rules, shapes, groups) if rules is not None else transfer.Freezing()
+  rules = transfer.with_fixed_tables(rules, model_config)  # published tables (element vectors) never train
+  freezing = transfer.Freezing.from_rules(rules, shapes, model_config.groups()) if rules else transfer.Freezing()
   model = build_model(model_config, frozen_layers=freezing.positions)
   optimizer = make_optimizer(
     train.learning_rate,

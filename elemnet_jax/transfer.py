@@ -77,6 +77,19 @@ def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ModelC
   ]
 
 
+def with_fixed_tables(rules: Sequence[tuple[str, str]] | None, config: ModelConfig):
+  """`rules` with the model's published tables frozen first (None, as given, when it has none).
+
+  A family keeps such tables (e.g. mat2vec element vectors) as features: frozen, no optimizer, not
+  even AdamW's weight decay, changes them, in pretraining and fine-tuning alike.
+  """
+  tables = config.data_tables()
+  if not tables:
+    return rules
+  fixed = [(rf'^params/{re.escape("/".join(path))}$', 'frozen') for path in tables]
+  return fixed + list(rules or [(r'.*', 'body')])
+
+
 @dataclasses.dataclass(frozen=True)
 class Freezing:
   """What fine-tuning freezes, in the three forms its users need.

@@ -216,7 +216,7 @@ class EStateFeaturizer:
     type that are not counted as metals, such as the chloride of [Na+].[Cl-] or the carbon of methane."""
     warnings, quiet = [], rdBase.BlockLogs()  # unparsable inputs are reported as invalid elsewhere
     for text in inputs:
-      mol = Chem.MolFromSmiles(text) if isinstance(text, str) else None
+      mol = Chem.MolFromSmiles(text.strip()) if isinstance(text, str) else None  # as the featurizer reads it
       if mol is None or mol.GetNumAtoms() > self.max_atoms:  # reported as invalid elsewhere
         warnings.append('')
         continue

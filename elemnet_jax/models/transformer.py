@@ -123,7 +123,11 @@ class _EncoderLayer(nn.Module):
   def __call__(self, x_BxTxD, mask_BxT, *, dropout: bool, one_mask: bool):
     config = self.config
     attention = nn.MultiHeadDotProductAttention(
-      config.heads, dropout_rate=self.dropout_rate, deterministic=not dropout, name='attention'
+      config.heads,
+      dropout_rate=self.dropout_rate,
+      deterministic=not dropout,
+      broadcast_dropout=one_mask,  # one mask for every row only when asked, as the other dropouts
+      name='attention',
     )
     attended = attention(x_BxTxD, x_BxTxD, mask=nn.make_attention_mask(mask_BxT, mask_BxT))
     x = nn.LayerNorm(name='norm_attention')(x_BxTxD + self._drop(attended, dropout, one_mask))

@@ -125,7 +125,8 @@ class TrainingCheckpoints:
     except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
       raise UserError(
         f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
-        f'({_reason(error)}); delete it or start a new workdir'
+        f'({_reason(error)}; one written by an earlier version of elemnet_jax may not fit this one); delete it '
+        'or start a new workdir'
       ) from None
     return restored['state'], dict(restored['progress'])
 

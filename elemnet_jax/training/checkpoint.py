@@ -11,12 +11,16 @@ folder. Nothing is ever pickled.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +43,29 @@ FORMAT_VERSION = 1
 
 def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+@contextlib.contextmanager
+def _uninterrupted() -> Iterator[None]:
+  """Holds SIGINT and SIGTERM back until the block ends, then delivers them: orbax is never stopped
+  halfway through handing over or finishing a save (an interrupted wait can leave it hanging)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  held, previous = [], {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+  for sig in previous:
+    signal.signal(sig, lambda signum, frame: held.append(signum))
+  try:
+    yield
+  finally:
+    for sig, handler in previous.items():
+      signal.signal(sig, handler)
+    if held:
+      handler = previous[held[0]]
+      if callable(handler):
+        handler(held[0], None)
+      elif handler != signal.SIG_IGN:
+        os.kill(os.getpid(), held[0])
 
 
 def _process_zero_only() -> ocp.options.MultiprocessingOptions:
@@ -90,6 +117,12 @@ class TrainingCheckpoints:
       return False
     # Host copies: the next epoch donates the device buffers while orbax is still writing.
     arrays = jax.tree.map(np.array, jax.device_get(distributed.local({'states': states, 'best_params': best_params})))
+    with _uninterrupted():
+      self._save(progress, arrays)
+    self.last_save = time.monotonic()
+    return True
+
+  def _save(self, progress: Progress, arrays) -> None:
     self.manager.save(
       progress.epoch,
       args=ocp.args.Composite(
@@ -97,8 +130,6 @@ class TrainingCheckpoints:
         progress=ocp.args.JsonSave(dataclasses.asdict(progress)),
       ),
     )
-    self.last_save = time.monotonic()
-    return True
 
   def restore(self, states, best_params) -> tuple[Any, Any, Progress]:
     """Restores the latest checkpoint into the structure of `states` and `best_params` (every process)."""
@@ -133,8 +164,9 @@ class TrainingCheckpoints:
   def close(self) -> None:
     """Waits for the last save to be complete on disk."""
     if self.manager is not None:
-      self.manager.wait_until_finished()
-      self.manager.close()
+      with _uninterrupted():
+        self.manager.wait_until_finished()
+        self.manager.close()
 
 
 def _reason(error: Exception) -> str:

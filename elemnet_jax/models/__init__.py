@@ -11,7 +11,7 @@ library asks, and nothing else looks behind it:
 - `groups()`: the freezable parameter groups in order (top-level names under ``params``), so
   `freeze_layers=k` freezes the first k; `head()`: the output layer's group, which always trains;
   `frozen_layers` are 1-based positions in `groups()` (their dropout is off);
-- `hidden_sizes()`: the widths of the representations `hidden_layer=1..R` returns (the
+- `hidden_sizes()`: the sizes of the representations `hidden_layer=1..R` returns (the
   fingerprint and the frozen featurizer read them);
 - `data_tables()`: parameter paths whose starting values are published tables (element vectors),
   filled in at the edge when a model is first built;

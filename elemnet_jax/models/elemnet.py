@@ -7,6 +7,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 
+from elemnet_jax.errors import UserError
 from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
 
 # Jha et al. 2018: 1024x4D-512x3D-256x3D-128x3D-64x2-32x1-1.
@@ -80,6 +81,22 @@ def mlp_config(widths: tuple[int, ...], activation: str = 'relu') -> ElemNetConf
   return ElemNetConfig(
     widths=tuple(widths), dropout_after=(), dropout_rates=(), use_dropout=False, activation=activation
   )
+
+
+def head_network(study, uses_it: bool = True, activation: str = 'relu') -> ElemNetConfig | None:
+  """The MLP of a study section's `head_widths` (the 'head' method's network on frozen activations).
+
+  One-line UserError when they are missing but used, or not positive integers; None when the section
+  names none and nothing uses them.
+  """
+  widths = study.get('head_widths')
+  if widths is None and uses_it:
+    raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
+  if widths is None:
+    return None
+  if not (widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
+    raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
+  return mlp_config(tuple(widths), activation)
 
 
 class ElemNet(nn.Module):

@@ -13,7 +13,7 @@ from elemnet_jax import checks, data, tasks, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig
-from elemnet_jax.models.elemnet import ElemNetConfig, mlp_config
+from elemnet_jax.models.elemnet import ElemNetConfig, head_network
 
 # featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
 METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
@@ -120,8 +120,8 @@ def training_order(n_train: int, split_seed: int, fold_index: int) -> np.ndarray
 
 
 def head_config(study: ml_collections.ConfigDict, model_config: ModelConfig) -> ElemNetConfig:
-  """The small network trained on frozen hidden activations: an MLP of `study.head_widths`, no dropout."""
-  return mlp_config(tuple(study.head_widths), getattr(model_config, 'activation', 'relu'))
+  """The small network trained on frozen hidden activations: an MLP of the study's head layers, no dropout."""
+  return head_network(study, activation=getattr(model_config, 'activation', 'relu'))
 
 
 def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
@@ -180,13 +180,7 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
       raise UserError(f'--config.study.{field}={values}: name each value once')
   if not all(0 < f <= 1 for f in study.train_fractions):
     raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
-  widths = study.get('head_widths')
-  if 'head' in study.methods and widths is None:
-    raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
-  if widths is not None and not (
-    widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)
-  ):
-    raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
+  head_network(study, uses_it='head' in study.methods)
 
 
 def _check_validation_options(study: ml_collections.ConfigDict) -> None:

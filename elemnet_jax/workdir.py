@@ -45,6 +45,7 @@ OPTIONAL_FIELDS = {
   'positive': '',
   'guard_epochs': 3,
   'allow_collapsed_source': False,
+  'choose_source': False,
 }
 _ABSENT = object()
 

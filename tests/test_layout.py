@@ -53,6 +53,7 @@ LAYERS = [
   'study.plan',
   'study.report',
   'study.sources',
+  'study.choice',
   'study',
   'benchmark.report',
   'benchmark',

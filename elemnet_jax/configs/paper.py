@@ -45,6 +45,7 @@ def get_config(model: str = 'elemnet'):
       head_widths=(64, 32),  # method 'head': a small network on those activations, trained as scratch is
       min_train_size=8,
       allow_collapsed_source=False,  # transfer even from a source whose metrics.json says it learned nothing
+      choose_source=False,  # with several sources in `pretrained`: a study from each, the one validation prefers kept
     )
   )
   if model == 'transformer':

@@ -24,6 +24,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration
 from elemnet_jax.models import config_from_dict
 from elemnet_jax.predict import evaluate
+from elemnet_jax.study import choice
 from elemnet_jax.study.plan import (
   Arm,
   Fold,
@@ -347,8 +348,11 @@ class Study:
 def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `path`; writes results.json, results.md and figures; returns the rows.
 
-  Everything that can be checked is checked before the (long) pretraining starts.
+  Everything that can be checked is checked before the (long) pretraining starts. With
+  `study.choose_source`, one study per source of `study.pretrained` and the source validation prefers.
   """
+  if config.study.choose_source:
+    return choice.run_choice(config, path, overwrite, run_study)
   check_study_config(config)
   config, phases = config.copy_and_resolve_references(), timing.Phases()
   study = config.study

@@ -20,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import checks, data, featurizers, model_data, tasks, transfer, workdir
+from elemnet_jax import targets as several
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
@@ -120,10 +121,12 @@ def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = N
 
   Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
   with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
+  A fine-tune to another number of targets (its output layer redrawn) standardises `y_train` too.
   """
   if source_meta is None or tasks.task_of(config.dataset) == 'classification':
     return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  if config.transfer.get('target_scaling', 'source') == 'refit':
+  refit = several.source_outputs(source_meta) != several.count(config.dataset)
+  if refit or config.transfer.get('target_scaling', 'source') == 'refit':
     return data.TargetScaling.fit(y_train, 'standard')
   return data.TargetScaling(**source_meta['target_scaling'])
 
@@ -222,6 +225,7 @@ class Run:
 def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> Run:
   """Checks everything and loads the data; nothing is written."""
   config = tasks.resolve(config)  # classification: sigmoid cross-entropy on 0/1 labels
+  several.check(config)  # several targets: regression
   train = checks.TrainConfig.from_config(config.train)
   checks.check_seed(config.seed, count=train.ensemble)
   checks.check_dataset(config.dataset)  # before any data is read
@@ -233,6 +237,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
+    config.model.outputs = several.count(config.dataset)  # ... with one output per target
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
@@ -251,6 +256,8 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     init_params = transfer.source_members(source_params, len(seeds))
   else:
     model_config, init_params, rules = checks.model_config_from(config), None, None
+  model_config = several.with_outputs(model_config, several.count(config.dataset))  # one output per target
+  new_width = source_meta is not None and several.source_outputs(source_meta) != model_config.outputs
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
   tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(
@@ -261,7 +268,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta),
+    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta) or new_width,
     tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
@@ -296,13 +303,20 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
 
   inputs = run.inputs
   tic = time.perf_counter()
-  watch = guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
+  names = inputs.notes['target'].get('names')
+  watch = (
+    several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
+    if names
+    else guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
+  )
   try:
     states, best_params, progress = fit(
       members,
       (inputs.x['train'], inputs.y['train']),
       (inputs.x['val'], inputs.y['val']),
-      dataclasses.replace(run.train.fit_options(inputs.target_scaling.scale, len(inputs.parts['train'])), guard=watch),
+      dataclasses.replace(
+        run.train.fit_options(several.log_scale(inputs.target_scaling), len(inputs.parts['train'])), guard=watch
+      ),
       mesh=mesh,
       resume=resume,
       save=save,
@@ -334,7 +348,7 @@ def train_and_evaluate(config, path: str | os.PathLike, overwrite: bool = False,
     run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
   with distributed.writer_only(workdir.log_to(run.workdir.path / 'log.txt')):
     if distributed.is_writer():
-      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
+      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts, run.inputs.notes['target'].get('names'))
     mesh = data_mesh() if run.train.data_parallel else None
     best_params, progress = train_members(run, members, phases, mesh, profile_steps)
     return finish(run, members.model, best_params, progress, phases, mesh)
@@ -348,11 +362,15 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
-    options = train.fit_options(inputs.target_scaling.scale, len(parts['train']))
+    options = train.fit_options(several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
   predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
   test, source_dir = parts['test'], ','.join(run.sources)
-  scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
+  names = inputs.notes['target'].get('names')
+  if names:  # several targets: scored one by one, no calibration
+    scores, calibrated = several.score_run(names, parts, val_predictions, predictions)
+  else:
+    scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -370,12 +388,12 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())
-  logging.info('test %s', tasks.describe(metrics['test']))
+  logging.info('test %s', several.describe(metrics['test'], names) if names else tasks.describe(metrics['test']))
   (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 

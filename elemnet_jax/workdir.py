@@ -45,6 +45,7 @@ OPTIONAL_FIELDS = {
   'positive': '',
   'guard_epochs': 3,
   'allow_collapsed_source': False,
+  'outputs': 1,  # a model config's output width: one per target
 }
 _ABSENT = object()
 

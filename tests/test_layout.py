@@ -46,6 +46,7 @@ LAYERS = [
   'pretrained',
   'checks',
   'transfer',
+  'targets',
   'tasks',
   'predict',
   'run',

@@ -1,0 +1,168 @@
+"""Several targets at once: `dataset.target=A,B,C` trains one network with one output per target.
+
+Each row's targets are read from their columns (an empty cell is a missing value); the network's
+output layer has one unit per target; missing values weigh nothing in the loss (`training.train.
+target_weights`), in early stopping's validation score (`training.losses.validation_error`) and in
+the metrics. `train.target_scaling=standard` standardises each target on its own training values.
+Scores, the baseline guard and predictions are given per target; metrics.json adds their mean (R^2
+and the MAE in units of each target's training std, which can be averaged across units).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from absl import logging
+
+from elemnet_jax.data import datasets
+from elemnet_jax.errors import UserError
+from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.models import ModelConfig
+from elemnet_jax.training import guard
+
+
+def names_of(dataset) -> tuple[str, ...]:
+  """The target columns a dataset section names ('' for a registered dataset's default target)."""
+  return datasets.target_names(dataset.get('target') or '')
+
+
+def count(dataset) -> int:
+  return len(names_of(dataset))
+
+
+def several(dataset) -> bool:
+  return count(dataset) > 1
+
+
+def check(config) -> None:
+  """Several targets need regression and one training loss over standardised or raw targets; one line otherwise."""
+  if not several(config.dataset):
+    return
+  if (config.dataset.get('task') or 'regression') != 'regression':
+    raise UserError(
+      f'--config.dataset.target={config.dataset.target!r}: several targets are regression targets; '
+      'a classifier takes one target column'
+    )
+  if config.train.get('target_scaling', 'none') == 'none':
+    logging.warning(
+      'several targets with --config.train.target_scaling=none: the loss adds raw errors of different units; '
+      '--config.train.target_scaling=standard scales each target on its own'
+    )
+
+
+def with_outputs(model_config: ModelConfig, outputs: int) -> ModelConfig:
+  """`model_config` with one output per target."""
+  return dataclasses.replace(model_config, outputs=outputs)
+
+
+def source_outputs(source_meta: dict | None) -> int:
+  return int(((source_meta or {}).get('model') or {}).get('outputs', 1))
+
+
+def log_scale(scaling) -> float:
+  """The factor from training units to target units of the training log: 1 (training units) for several targets."""
+  return scaling.scale if isinstance(scaling.scale, float | int) else 1.0
+
+
+def _present(y_N: np.ndarray, *arrays):
+  keep = np.isfinite(y_N)
+  return (y_N[keep],) + tuple(a[..., keep] for a in arrays)
+
+
+def score_run(names: list[str], parts: dict, val_KxNxT: np.ndarray, test_KxNxT: np.ndarray) -> tuple[dict, dict]:
+  """(metrics.json's scores, meta.json's calibration: none) of a run of several targets.
+
+  Per split: each target's MAE, RMSE, R^2, n over its values present, with the baseline guard's
+  training median MAE and the predictions' std; 'mean' holds the targets' mean R^2 and MAE / std
+  (the std of the target's training values). The guard's verdict: learned when every target did.
+  """
+  y_train = np.asarray(parts['train'].y, np.float64)
+  std = np.array([np.std(column[np.isfinite(column)]) or 1.0 for column in y_train.T])
+  metrics: dict = {'targets': list(names)}
+  verdicts, learned = {}, []
+  for split, predictions in (('val', val_KxNxT), ('test', test_KxNxT)):
+    y, scores = np.asarray(parts[split].y, np.float64), {}
+    for t, name in enumerate(names):
+      truth, mean, members = _present(y[:, t], predictions.mean(axis=0)[:, t], predictions[..., t])
+      train = y_train[:, t][np.isfinite(y_train[:, t])]
+      scores[name] = regression_metrics(truth, mean) if truth.size else {'n': 0}
+      if not truth.size:
+        continue
+      if split == 'test':
+        scores[name]['members'] = [regression_metrics(truth, p) for p in members]
+      judgement = guard.judge(train, truth, mean)
+      scores[name].update(baseline_mae=judgement.baseline_mae, prediction_std=judgement.prediction_std)
+      if split == 'val':
+        verdicts[name] = guard.verdict(judgement, name)
+        learned.append(not judgement.problem())
+    given = [t for t, name in enumerate(names) if scores[name]['n']]
+    scores['mean'] = {
+      'r2': float(np.mean([scores[names[t]]['r2'] for t in given])),
+      'mae_per_std': float(np.mean([scores[names[t]]['mae'] / std[t] for t in given])),
+      'n': int(sum(scores[names[t]]['n'] for t in given)),
+    }
+    metrics[split] = scores
+  failed = [name for name, ok in zip(verdicts, learned) if not ok]
+  metrics['guard'] = {
+    'learned': not failed,
+    'problem': f'learned nothing for {", ".join(failed)}' if failed else '',
+    'training_median': {name: float(np.nanmedian(y_train[:, t])) for t, name in enumerate(names)},
+    'verdict': '; '.join(verdicts.values()),
+    'targets': verdicts,
+  }
+  return metrics, {}
+
+
+def describe(scores: dict, names: list[str]) -> str:
+  """One line of a split's scores per target and their mean."""
+  each = [
+    f'{name}: MAE {scores[name]["mae"]:.4g} R2 {scores[name]["r2"]:.3f} (n={scores[name]["n"]})'
+    for name in names
+    if scores[name]['n']
+  ]
+  mean = scores['mean']
+  return '; '.join(each) + f'; mean R2 {mean["r2"]:.3f}, mean MAE/std {mean["mae_per_std"]:.4f}'
+
+
+def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str]):
+  """`check(epoch, step, val predictions [K, N, T])` for `fit`: stops training once every target's predictions
+  collapsed as `guard.monitor` judges one target's (a run where some target still learns goes on)."""
+  y_train, y_val = np.asarray(y_train_NxT), np.asarray(y_val_NxT)
+  checks = []
+  for t in range(y_train.shape[1]):
+    keep = np.isfinite(y_val[:, t])
+    train = y_train[:, t][np.isfinite(y_train[:, t])]
+    checks.append((keep, guard.monitor(train, y_val[keep, t], epochs, f'{name} ({names[t]})')))
+
+  def check(epoch: int, step: int, predictions_KxNxT: np.ndarray) -> None:
+    stopped = []
+    for t, (keep, one) in enumerate(checks):
+      try:
+        one(epoch, step, predictions_KxNxT[:, keep, t])
+      except guard.TrainingCollapsed as error:
+        stopped.append(str(error))
+    if stopped and len(stopped) == len(checks):
+      raise guard.TrainingCollapsed(stopped[0] + f' (and so did every other of the {len(checks)} targets)')
+
+  return check
+
+
+def prediction_header(names: list[str], with_targets: bool, members: int) -> list[str]:
+  """predictions_test.csv's columns after 'input': per target its value, prediction and (members > 1) std."""
+  header = []
+  for name in names:
+    header += ([name] if with_targets else []) + [f'{name} prediction'] + ([f'{name} std'] if members > 1 else [])
+  return header
+
+
+def prediction_cells(predictions_KxT: np.ndarray, targets_T=None) -> list[str]:
+  """One row's cells under `prediction_header` (an empty target cell where it is missing)."""
+  cells = []
+  for t in range(predictions_KxT.shape[-1]):
+    if targets_T is not None:
+      cells.append(f'{targets_T[t]:.6g}' if np.isfinite(targets_T[t]) else '')
+    cells.append(f'{predictions_KxT[:, t].mean():.6g}')
+    if predictions_KxT.shape[0] > 1:
+      cells.append(f'{predictions_KxT[:, t].std():.6g}')
+  return cells

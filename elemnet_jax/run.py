@@ -26,7 +26,7 @@ from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint, distributed, events, guard, timing
+from elemnet_jax.training import checkpoint, distributed, events, timing
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
@@ -116,21 +116,6 @@ def _exclude(examples, names: list[str], featurizer, notes: dict, dataset, data_
   return examples.take(np.flatnonzero(keep))
 
 
-def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
-  """The units the model learns targets in.
-
-  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
-  with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
-  A fine-tune to another number of targets (its output layer redrawn) standardises `y_train` too.
-  """
-  if source_meta is None or tasks.task_of(config.dataset) == 'classification':
-    return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  refit = several.source_outputs(source_meta) != several.count(config.dataset)
-  if refit or config.transfer.get('target_scaling', 'source') == 'refit':
-    return data.TargetScaling.fit(y_train, 'standard')
-  return data.TargetScaling(**source_meta['target_scaling'])
-
-
 def make_inputs(parts, featurizer_description: dict, config, source_meta=None, notes=None) -> Inputs:
   """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
   if source_meta is not None:
@@ -140,7 +125,7 @@ def make_inputs(parts, featurizer_description: dict, config, source_meta=None, n
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize
     )
-  target_scaling = fit_target_scaling(parts['train'].y, config, source_meta)
+  target_scaling = several.fit_scaling(parts['train'].y, config, source_meta)
   x = {name: feature_scaling(part.x) for name, part in parts.items()}
   y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
@@ -303,12 +288,8 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
 
   inputs = run.inputs
   tic = time.perf_counter()
-  names = inputs.notes['target'].get('names')
-  watch = (
-    several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
-    if names
-    else guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
-  )
+  names = inputs.notes['target'].get('names')  # several targets: each judged on its own
+  watch = several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
   try:
     states, best_params, progress = fit(
       members,
@@ -366,11 +347,8 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
   predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
   test, source_dir = parts['test'], ','.join(run.sources)
-  names = inputs.notes['target'].get('names')
-  if names:  # several targets: scored one by one, no calibration
-    scores, calibrated = several.score_run(names, parts, val_predictions, predictions)
-  else:
-    scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
+  names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
+  scores, calibrated = several.score_run(tasks.task_of(run.config.dataset), names, parts, val_predictions, predictions)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -393,7 +371,7 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())
-  logging.info('test %s', several.describe(metrics['test'], names) if names else tasks.describe(metrics['test']))
+  logging.info('test %s', several.describe(metrics['test'], names))
   (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 

@@ -15,6 +15,7 @@ import dataclasses
 import numpy as np
 from absl import logging
 
+from elemnet_jax import data, tasks
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
@@ -60,6 +61,21 @@ def source_outputs(source_meta: dict | None) -> int:
   return int(((source_meta or {}).get('model') or {}).get('outputs', 1))
 
 
+def fit_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
+  """The units the model learns targets in.
+
+  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
+  with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
+  A fine-tune to another number of targets (its output layer redrawn) standardises `y_train` too.
+  """
+  if source_meta is None or tasks.task_of(config.dataset) == 'classification':
+    return data.TargetScaling.fit(y_train, config.train.target_scaling)
+  refit = source_outputs(source_meta) != count(config.dataset)
+  if refit or config.transfer.get('target_scaling', 'source') == 'refit':
+    return data.TargetScaling.fit(y_train, 'standard')
+  return data.TargetScaling(**source_meta['target_scaling'])
+
+
 def log_scale(scaling) -> float:
   """The factor from training units to target units of the training log: 1 (training units) for several targets."""
   return scaling.scale if isinstance(scaling.scale, float | int) else 1.0
@@ -70,13 +86,16 @@ def _present(y_N: np.ndarray, *arrays):
   return (y_N[keep],) + tuple(a[..., keep] for a in arrays)
 
 
-def score_run(names: list[str], parts: dict, val_KxNxT: np.ndarray, test_KxNxT: np.ndarray) -> tuple[dict, dict]:
-  """(metrics.json's scores, meta.json's calibration: none) of a run of several targets.
+def score_run(task: str, names: list[str] | None, parts: dict, val_KxNxT, test_KxNxT) -> tuple[dict, dict]:
+  """(metrics.json's scores, meta.json's calibration: none) of a run of several targets `names`
+  (None: one target, scored by `tasks.score_run`).
 
   Per split: each target's MAE, RMSE, R^2, n over its values present, with the baseline guard's
   training median MAE and the predictions' std; 'mean' holds the targets' mean R^2 and MAE / std
   (the std of the target's training values). The guard's verdict: learned when every target did.
   """
+  if not names:
+    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT)
   y_train = np.asarray(parts['train'].y, np.float64)
   std = np.array([np.std(column[np.isfinite(column)]) or 1.0 for column in y_train.T])
   metrics: dict = {'targets': list(names)}
@@ -114,8 +133,10 @@ def score_run(names: list[str], parts: dict, val_KxNxT: np.ndarray, test_KxNxT: 
   return metrics, {}
 
 
-def describe(scores: dict, names: list[str]) -> str:
-  """One line of a split's scores per target and their mean."""
+def describe(scores: dict, names: list[str] | None) -> str:
+  """One line of a split's scores per target and their mean (one target: `tasks.describe`)."""
+  if not names:
+    return tasks.describe(scores)
   each = [
     f'{name}: MAE {scores[name]["mae"]:.4g} R2 {scores[name]["r2"]:.3f} (n={scores[name]["n"]})'
     for name in names
@@ -125,9 +146,14 @@ def describe(scores: dict, names: list[str]) -> str:
   return '; '.join(each) + f'; mean R2 {mean["r2"]:.3f}, mean MAE/std {mean["mae_per_std"]:.4f}'
 
 
-def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str]):
+def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | None):
   """`check(epoch, step, val predictions [K, N, T])` for `fit`: stops training once every target's predictions
-  collapsed as `guard.monitor` judges one target's (a run where some target still learns goes on)."""
+  collapsed as `guard.monitor` judges one target's (a run where some target still learns goes on).
+
+  One target (`names` None): `guard.monitor` itself.
+  """
+  if not names:
+    return guard.monitor(y_train_NxT, y_val_NxT, epochs, name)
   y_train, y_val = np.asarray(y_train_NxT), np.asarray(y_val_NxT)
   checks = []
   for t in range(y_train.shape[1]):

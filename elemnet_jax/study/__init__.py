@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, ridge, run, transfer, workdir
+from elemnet_jax import checks, data, ridge, run, targets, transfer, workdir
 from elemnet_jax.calibration import study_entry
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration
@@ -205,7 +205,7 @@ class Study:
     # member 0's rows; rotated members train on other rows of the same pool and share them; retraining
     # adds the validation rows but keeps these statistics, as the head network keeps its feature scaling
     rows = arrays.member_train[:, index][0]
-    return run.fit_target_scaling(arrays.pool_targets[rows], self.target, self.source.meta)
+    return targets.fit_scaling(arrays.pool_targets[rows], self.target, self.source.meta)
 
   def run_direct(self, arrays: FoldData) -> list[dict]:
     """The source ensemble applied as is, scored as its own test MAE was."""

@@ -54,6 +54,7 @@ LAYERS = [
   'study.plan',
   'study.report',
   'study.sources',
+  'study.results',
   'study',
   'benchmark.report',
   'benchmark',

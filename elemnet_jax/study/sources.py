@@ -119,7 +119,7 @@ def load_target(config, model_config: ModelConfig, featurizer_config: dict):
   examples, featurizer, notes, spec = run.load_examples(
     target.dataset, target.featurizer, config.data_dir or target.data_dir
   )
-  notes['target'] = spec.describe_target(target.dataset.get('target') or spec.targets[0])
+  notes['target'] = spec.describe_target(target.dataset.get('target') or spec.targets[0]) | notes.pop('task', {})
   check_study_depths(study, model_config)
   if study.folds and examples.split is not None:  # its repeats are grouped within each published part
     raise UserError(

@@ -158,3 +158,23 @@ def test_several_targets_are_regression_targets(tmp_path):
   path.write_text('formula,a,b\nNaCl,1,0\nMgO,0,1\n')
   fields = {'dataset.name': str(path), 'dataset.target': 'a,b', 'dataset.task': 'classification'}
   user_error(lambda: run.prepare(config_with('test', fields), tmp_path / 'run'), 'a classifier takes one target')
+
+
+def test_a_study_transfers_from_a_multi_target_source_to_one_target(three):
+  from elemnet_jax import study
+
+  folder, _ = three
+  fields = {
+    'target.dataset.name': str(folder / 'three.csv'),
+    'target.dataset.target': 'enthalpy',
+    'target.dataset.skip_invalid': True,
+    'study.pretrained': str(folder / 'run'),
+    'study.methods': ('scratch', 'finetune'),
+    'study.freeze_layers': (0,),
+    'study.train_fractions': (1.0,),
+    'study.seeds': 1,
+  }
+  rows = {row['method']: row for row in study.run_study(config_with('test:study', fields), folder / 'study')}
+  assert set(rows) == {'scratch', 'finetune'} and all(row['mae'] > 0 for row in rows.values())
+  direct = {**fields, 'study.methods': ('direct',)}
+  user_error(lambda: study.run_study(config_with('test:study', direct), folder / 'direct'), 'several targets')

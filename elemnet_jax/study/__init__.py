@@ -186,7 +186,7 @@ class Study:
       pool_in, test_in = (np.stack([member[name] for member in scaled]) for name in ('pool', 'test'))
       test_in = test_in[0] if len(test_in) == 1 else test_in  # [N, F], or [members, N, F] each its own
       return pool_in, test_in, head_config(self.study, self.source.model_config), self.scratch_train, None, None
-    model_config = self.source.model_config
+    model_config = targets.with_outputs(self.source.model_config, 1)  # a source of several targets: one output
     if arm.method == 'finetune':
       rules = transfer.layer_rules(arm.freeze_layers, model_config)
       return arrays.pool_x, arrays.x['test'], model_config, self.target_train, self.pretrained, rules
@@ -324,6 +324,8 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
   transfer.refuse_unlearned(source.dirs, study.get('allow_collapsed_source', False), 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
+  if 'direct' in study.methods and targets.source_outputs(source.meta) != 1:
+    raise UserError('--config.study.methods: direct applies the source as is, which predicts several targets')
   sources = workdir.digests(source.dirs)
   study_dir.check_sources(sources)
   previous = _previous_runs(study_dir)

@@ -27,7 +27,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, timing
-from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
+from elemnet_jax.training.fit import Progress, fit, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -177,20 +177,6 @@ def build(
   return Members(model, optimizer, stack_members(states), freezing.paths)
 
 
-def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
-  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
-
-  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
-  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
-  """
-  n = rows[1].shape[-1]
-  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  tic = time.perf_counter()
-  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
-  logging.info('retraining took %.1fs', time.perf_counter() - tic)
-  return params
-
-
 @dataclasses.dataclass
 class Run:
   """A run whose inputs are all checked and loaded, ready to train."""
@@ -266,7 +252,9 @@ def split_parts(config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
 
 def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
   labels = data.assign_splits(examples, checks.check_dataset(config.dataset), config.dataset.split_seed)
-  return data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  fraction = config.train.get('calibration_fraction', 0.0)  # training rows that only calibrate the spread
+  return data.set_apart(parts, fraction, config.dataset.split_seed + 300) if fraction > 0 else parts
 
 
 def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, profile_steps: int = 0):
@@ -340,15 +328,20 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
+  scored = functools.partial(
+    evaluate, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
+  )
+  val_predictions = scored(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
     options = train.fit_options(several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
-  test, source_dir = parts['test'], ','.join(run.sources)
+  predictions, test, source_dir = scored(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
   names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
-  scores, calibrated = several.score_run(tasks.task_of(run.config.dataset), names, parts, val_predictions, predictions)
+  apart = 'calibration' in parts  # rows set apart to calibrate the spread (else validation's)
+  calibration_set = (parts['calibration'].y, scored(best_params, inputs.x['calibration'])) if apart else None
+  task = tasks.task_of(run.config.dataset)
+  scores, calibrated = several.score_run(task, names, parts, val_predictions, predictions, calibration_set)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,

@@ -86,7 +86,7 @@ def _present(y_N: np.ndarray, *arrays):
   return (y_N[keep],) + tuple(a[..., keep] for a in arrays)
 
 
-def score_run(task: str, names: list[str] | None, parts: dict, val_KxNxT, test_KxNxT) -> tuple[dict, dict]:
+def score_run(task: str, names, parts: dict, val_KxNxT, test_KxNxT, calibration_set=None) -> tuple[dict, dict]:
   """(metrics.json's scores, meta.json's calibration: none) of a run of several targets `names`
   (None: one target, scored by `tasks.score_run`).
 
@@ -95,7 +95,7 @@ def score_run(task: str, names: list[str] | None, parts: dict, val_KxNxT, test_K
   (the std of the target's training values). The guard's verdict: learned when every target did.
   """
   if not names:
-    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT)
+    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set)
   y_train = np.asarray(parts['train'].y, np.float64)
   std = np.array([np.std(column[np.isfinite(column)]) or 1.0 for column in y_train.T])
   metrics: dict = {'targets': list(names)}

@@ -212,6 +212,17 @@ def split_examples(
   return parts
 
 
+def set_apart(parts: dict[str, Examples], fraction: float, seed: int, name: str = 'calibration') -> dict:
+  """`parts` with a seeded random `fraction` of the training examples moved to a part of their own, `name`
+  (at least one; the training part keeps at least one)."""
+  train = parts['train']
+  count = min(max(1, round(fraction * len(train))), len(train) - 1)
+  if count < 1:
+    raise UserError(f'{name}: {len(train)} training example(s) leave none to set apart; use a larger dataset')
+  order = np.random.default_rng(seed).permutation(len(train))
+  return {**parts, 'train': train.take(np.sort(order[count:])), name: train.take(np.sort(order[:count]))}
+
+
 def fingerprint(parts: dict[str, Examples]) -> str:
   """SHA-256 of what a run trains and is scored on: each split's keys, features and targets, in order."""
   digest = hashlib.sha256()

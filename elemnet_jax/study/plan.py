@@ -270,6 +270,7 @@ def result_row(
 _UNREAD_IN_A_STUDY = {
   'train.ensemble': (1, 'study.seeds'),
   'train.data_parallel': (False, ''),
+  'train.calibration_fraction': (0.0, ''),
   'transfer.freeze_layers': (0, 'study.freeze_layers'),
   'transfer.freeze_regex': ((), 'study.freeze_layers'),
   'transfer.pretrained': ('', 'study.pretrained'),

@@ -68,8 +68,8 @@ class Predictions:
   """One entry per input, in order: member mean and std (NaN where invalid), the reason it is invalid, a warning."""
 
   inputs: list[str]
-  mean: np.ndarray  # [N]
-  std: np.ndarray  # [N]
+  mean: np.ndarray  # [N] ([N, T] for several targets)
+  std: np.ndarray  # [N] ([N, T])
   members: int
   errors: list[str]  # '' for a valid input
   warnings: list[str]  # '' unless the input lies outside the training data (e.g. an element never seen)

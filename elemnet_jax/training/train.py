@@ -64,7 +64,7 @@ def target_weights(mask_B: jax.Array, y_B: jax.Array, dtype) -> tuple[jax.Array,
   """(weights like `y_B`, `y_B` with missing values set to 0): padded rows (`mask_B` false) and missing targets
   (NaN, of several targets [B, T]) weigh 0, so the loss and its gradient see only the values present."""
   present = jnp.isfinite(y_B)
-  weight = mask_B.reshape(mask_B.shape + (1,) * (y_B.ndim - mask_B.ndim)) & present
+  weight = mask_B.astype(bool).reshape(mask_B.shape + (1,) * (y_B.ndim - mask_B.ndim)) & present
   return weight.astype(dtype), jnp.where(present, y_B, 0)
 
 

@@ -155,21 +155,23 @@ def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | N
   if not names:
     return guard.monitor(y_train_NxT, y_val_NxT, epochs, name)
   y_train, y_val = np.asarray(y_train_NxT), np.asarray(y_val_NxT)
-  checks = []
-  for t in range(y_train.shape[1]):
-    keep = np.isfinite(y_val[:, t])
-    train = y_train[:, t][np.isfinite(y_train[:, t])]
-    checks.append((keep, guard.monitor(train, y_val[keep, t], epochs, f'{name} ({names[t]})')))
+  options = dataclasses.replace(guard.GuardOptions(), epochs=epochs)
+  columns = [(np.isfinite(y_val[:, t]), y_train[:, t][np.isfinite(y_train[:, t])]) for t in range(len(names))]
 
   def check(epoch: int, step: int, predictions_KxNxT: np.ndarray) -> None:
-    stopped = []
-    for t, (keep, one) in enumerate(checks):
-      try:
-        one(epoch, step, predictions_KxNxT[:, keep, t])
-      except guard.TrainingCollapsed as error:
-        stopped.append(str(error))
-    if stopped and len(stopped) == len(checks):
-      raise guard.TrainingCollapsed(stopped[0] + f' (and so did every other of the {len(checks)} targets)')
+    judged = [
+      guard.collapsed(options, epoch, step, train, y_val[keep, t], predictions_KxNxT[:, keep, t])
+      for t, (keep, train) in enumerate(columns)
+    ]
+    if all(judgement is not None for judgement in judged):
+      described = '; '.join(f'{n}: {j.problem()}, {j.describe("val")}' for n, j in zip(names, judged))
+      message = (
+        f'{name}: training stopped at epoch {epoch} (step {step}): the network learned nothing for any target '
+        f'({described}, in training units); lower the learning rate or change the loss '
+        '(--config.train.guard_epochs=0 trains on regardless)'
+      )
+      logging.error('%s', message)
+      raise guard.TrainingCollapsed(message)
 
   return check
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import config_with, require_dataset, user_error
 
-from elemnet_jax import data, predict, run
+from elemnet_jax import data, predict, run, targets
 from elemnet_jax.data import datasets
 from elemnet_jax.data.readers import read_csv
 from elemnet_jax.models import build_model
 from elemnet_jax.models.elemnet import ElemNetConfig
-from elemnet_jax.training import checkpoint, losses, train
+from elemnet_jax.training import checkpoint, guard, losses, train
 from elemnet_jax.training.optimizer import make_optimizer
 
 NAMES = ('band_gap', 'volume', 'enthalpy')
@@ -83,6 +83,20 @@ def test_missing_targets_weigh_nothing_in_the_loss_and_in_early_stopping():
   scores = losses.validation_error('mae', prediction[None, :3], np.asarray(y)[:3])
   per_target = [np.mean([abs(prediction[i, t] - float(y[i, t])) for i, s in cells if s == t]) for t in (0, 1)]
   assert scores[0] == pytest.approx(np.mean(per_target), rel=1e-6)
+
+
+def test_training_stops_only_once_every_target_learned_nothing():
+  rng = np.random.default_rng(0)
+  y_train, y_val = rng.normal(size=(300, 2)), rng.normal(size=(100, 2))
+  y_val[::7, 1] = np.nan  # missing values are not judged
+  check = targets.monitor(y_train, y_val, 3, 'run', ['a', 'b'])
+  constant = np.zeros((2, 100, 2))
+  one_learned = constant.copy()
+  one_learned[:, :, 0] = y_val[:, 0]
+  check(3, 500, one_learned)  # target a learned: training goes on
+  check(2, 500, constant)  # before guard_epochs: not judged
+  with pytest.raises(guard.TrainingCollapsed, match='learned nothing for any target'):
+    check(3, 500, constant)
 
 
 @pytest.fixture(scope='module')

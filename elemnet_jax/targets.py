@@ -92,7 +92,8 @@ def score_run(task: str, names, parts: dict, val_KxNxT, test_KxNxT, calibration_
 
   Per split: each target's MAE, RMSE, R^2, n over its values present, with the baseline guard's
   training median MAE and the predictions' std; 'mean' holds the targets' mean R^2 and MAE / std
-  (the std of the target's training values). The guard's verdict: learned when every target did.
+  (the std of the target's training values). The guard's verdict: learned when some target did (a source
+  that learned nothing for every target is refused for transfer); `problem` names those that did not.
   """
   if not names:
     return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set)
@@ -124,7 +125,7 @@ def score_run(task: str, names, parts: dict, val_KxNxT, test_KxNxT, calibration_
     metrics[split] = scores
   failed = [name for name, ok in zip(verdicts, learned) if not ok]
   metrics['guard'] = {
-    'learned': not failed,
+    'learned': len(failed) < len(names),
     'problem': f'learned nothing for {", ".join(failed)}' if failed else '',
     'training_median': {name: float(np.nanmedian(y_train[:, t])) for t, name in enumerate(names)},
     'verdict': '; '.join(verdicts.values()),

@@ -146,8 +146,12 @@ def refusal(metrics: dict, source: str, consent: str) -> str:
   if not guard or guard.get('learned', True):
     return ''
   val = metrics.get('val', {})
+  scores = (  # several targets: the verdict of each
+    f'val MAE {val["mae"]:.4g} vs {val.get("baseline_mae", float("nan")):.4g} for the training median'
+    if 'mae' in val
+    else guard.get('verdict', '')
+  )
   return (
-    f'{source}: this source learned nothing ({guard.get("problem")}: val MAE {val.get("mae", float("nan")):.4g} '
-    f'vs {val.get("baseline_mae", float("nan")):.4g} for the training median); transferring from it passes '
+    f'{source}: this source learned nothing ({guard.get("problem")}: {scores}); transferring from it passes '
     f'on a constant. Pretrain it again (see docs/results.md) or pass --config.{consent}=True to use it anyway'
   )

@@ -228,7 +228,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   else:
     model_config, init_params, rules = checks.model_config_from(config), None, None
   model_config = several.with_outputs(model_config, several.count(config.dataset))  # one output per target
-  new_width = source_meta is not None and several.source_outputs(source_meta) != model_config.outputs
+  new_width = several.new_outputs(source_meta, config.dataset)  # the output layer is then redrawn
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
   tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(

@@ -66,14 +66,24 @@ def fit_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) ->
 
   Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
   with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
-  A fine-tune to another number of targets (its output layer redrawn) standardises `y_train` too.
+  A fine-tune to other targets than its source's outputs (`new_outputs`) standardises `y_train` too.
   """
   if source_meta is None or tasks.task_of(config.dataset) == 'classification':
     return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  refit = source_outputs(source_meta) != count(config.dataset)
-  if refit or config.transfer.get('target_scaling', 'source') == 'refit':
+  if new_outputs(source_meta, config.dataset) or config.transfer.get('target_scaling', 'source') == 'refit':
     return data.TargetScaling.fit(y_train, 'standard')
   return data.TargetScaling(**source_meta['target_scaling'])
+
+
+def new_outputs(source_meta: dict | None, dataset) -> bool:
+  """Whether a fine-tune predicts other targets than its source's outputs: another number of them, or, for
+  several, other columns. Its output layer is then drawn afresh and its targets standardised anew."""
+  if source_meta is None:
+    return False
+  names = names_of(dataset)
+  if source_outputs(source_meta) != len(names):
+    return True
+  return len(names) > 1 and (source_meta.get('target') or {}).get('names') != list(names)
 
 
 def log_scale(scaling) -> float:

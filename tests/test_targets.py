@@ -192,3 +192,17 @@ def test_a_study_transfers_from_a_multi_target_source_to_one_target(three):
   assert set(rows) == {'scratch', 'finetune'} and all(row['mae'] > 0 for row in rows.values())
   direct = {**fields, 'study.methods': ('direct',)}
   user_error(lambda: study.run_study(config_with('test:study', direct), folder / 'direct'), 'several targets')
+
+
+def test_a_fine_tune_to_other_targets_than_the_source_predicts_redraws_the_output_layer():
+  import ml_collections
+
+  def dataset(target):
+    return ml_collections.ConfigDict({'target': target})
+
+  three_columns = {'model': {'outputs': 3}, 'target': {'names': ['a', 'b', 'c']}}
+  assert targets.new_outputs(three_columns, dataset('a')) and targets.new_outputs(three_columns, dataset('a,b,d'))
+  assert not targets.new_outputs(three_columns, dataset('a,b,c'))
+  one = {'model': {'name': 'elemnet'}, 'target': {'name': 'target'}}  # a source saved before `outputs`
+  assert not targets.new_outputs(one, dataset('dHf')) and targets.new_outputs(one, dataset('a,b'))
+  assert not targets.new_outputs(None, dataset('a,b'))

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, tasks, transfer
+from elemnet_jax import checks, data, targets, tasks, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.models import ModelConfig
@@ -148,6 +148,8 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   study, source, target = config.study, config.source, config.target
   if not study.methods:
     raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
+  if targets.several(target.dataset):
+    raise UserError(f'--config.target.dataset.target={target.dataset.target!r}: a study compares one target')
   if tasks.task_of(source.dataset, 'source.dataset') != 'regression':
     raise UserError('--config.source.dataset.task: a study transfers from a regression source')
   unfit = set(study.methods) - set(CLASSIFIER_METHODS)

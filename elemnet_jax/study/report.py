@@ -69,6 +69,8 @@ def _members(count: int) -> str:
 def _source_test(leakage: dict) -> str:
   runs = leakage.get('source_runs', 1)
   score = f'test MAE {leakage["source_test_mae"]:.4f} on {leakage["source_test_n"]:,} examples'
+  if leakage['source_test_mae'] != leakage['source_test_mae']:  # NaN: a source of several targets
+    score = f'several targets, {leakage["source_test_n"]:,} test values'
   return score if runs < 2 else f'pretrained as {runs} separate runs, ensemble {score}'
 
 

@@ -27,7 +27,7 @@ _FIT_FIELDS = (
 )
 _POSITIVE_INTEGERS = ('batch_size', 'max_epochs', 'patience', 'ensemble', 'checkpoint_every', 'log_every')
 _NOT_NEGATIVE = ('body_lr_scale', 'warmup_epochs', 'eval_dropout_passes', 'checkpoint_seconds', 'guard_epochs')
-_REAL = ('learning_rate', 'weight_decay', 'ema_decay', 'warmup_epochs', 'body_lr_scale')
+_REAL = ('learning_rate', 'weight_decay', 'ema_decay', 'warmup_epochs', 'body_lr_scale', 'calibration_fraction')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +57,7 @@ class TrainConfig:
   data_parallel: bool = False
   retrain_with_validation: bool = False
   guard_epochs: int = 3
+  calibration_fraction: float = 0.0
 
   @classmethod
   def from_config(cls, section: ml_collections.ConfigDict, where: str = 'train') -> TrainConfig:
@@ -94,6 +95,11 @@ class TrainConfig:
         raise UserError(f'--config.{where}.{field}={value!r}: must be a positive integer')
     if not self.learning_rate > 0:
       raise UserError(f'--config.{where}.learning_rate={self.learning_rate!r}: must be positive')
+    if not 0 <= self.calibration_fraction < 1:
+      raise UserError(
+        f'--config.{where}.calibration_fraction={self.calibration_fraction!r}: give the share of the training rows '
+        'set apart to calibrate the spread, in [0, 1) (0: calibrate on validation)'
+      )
     if not 0 <= self.ema_decay < 1:
       raise UserError(f'--config.{where}.ema_decay={self.ema_decay!r}: use 0 (off) or a value in (0, 1)')
     for field in _NOT_NEGATIVE:

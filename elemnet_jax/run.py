@@ -20,13 +20,14 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import checks, data, featurizers, model_data, tasks, transfer, workdir
+from elemnet_jax import targets as several
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint, distributed, events, guard, timing
-from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
+from elemnet_jax.training import checkpoint, distributed, events, timing
+from elemnet_jax.training.fit import Progress, fit, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -115,19 +116,6 @@ def _exclude(examples, names: list[str], featurizer, notes: dict, dataset, data_
   return examples.take(np.flatnonzero(keep))
 
 
-def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
-  """The units the model learns targets in.
-
-  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
-  with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
-  """
-  if source_meta is None or tasks.task_of(config.dataset) == 'classification':
-    return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  if config.transfer.get('target_scaling', 'source') == 'refit':
-    return data.TargetScaling.fit(y_train, 'standard')
-  return data.TargetScaling(**source_meta['target_scaling'])
-
-
 def make_inputs(parts, featurizer_description: dict, config, source_meta=None, notes=None) -> Inputs:
   """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
   if source_meta is not None:
@@ -137,7 +125,7 @@ def make_inputs(parts, featurizer_description: dict, config, source_meta=None, n
     feature_scaling = data.FeatureScaling.fit(
       parts['train'].x, config.features.drop_constant, config.features.standardize
     )
-  target_scaling = fit_target_scaling(parts['train'].y, config, source_meta)
+  target_scaling = several.fit_scaling(parts['train'].y, config, source_meta)
   x = {name: feature_scaling(part.x) for name, part in parts.items()}
   y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
   return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
@@ -189,20 +177,6 @@ def build(
   return Members(model, optimizer, stack_members(states), freezing.paths)
 
 
-def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
-  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
-
-  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
-  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
-  """
-  n = rows[1].shape[-1]
-  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  tic = time.perf_counter()
-  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
-  logging.info('retraining took %.1fs', time.perf_counter() - tic)
-  return params
-
-
 @dataclasses.dataclass
 class Run:
   """A run whose inputs are all checked and loaded, ready to train."""
@@ -222,6 +196,7 @@ class Run:
 def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> Run:
   """Checks everything and loads the data; nothing is written."""
   config = tasks.resolve(config)  # classification: sigmoid cross-entropy on 0/1 labels
+  several.check(config)  # several targets: regression
   train = checks.TrainConfig.from_config(config.train)
   checks.check_seed(config.seed, count=train.ensemble)
   checks.check_dataset(config.dataset)  # before any data is read
@@ -233,6 +208,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
+    config.model.outputs = several.count(config.dataset)  # ... with one output per target
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
@@ -251,6 +227,8 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     init_params = transfer.source_members(source_params, len(seeds))
   else:
     model_config, init_params, rules = checks.model_config_from(config), None, None
+  model_config = several.with_outputs(model_config, several.count(config.dataset))  # one output per target
+  new_width = several.new_outputs(source_meta, config.dataset)  # the output layer is then redrawn
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
   tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(
@@ -261,7 +239,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta),
+    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta) or new_width,
     tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
@@ -274,7 +252,9 @@ def split_parts(config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
 
 def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
   labels = data.assign_splits(examples, checks.check_dataset(config.dataset), config.dataset.split_seed)
-  return data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
+  fraction = config.train.get('calibration_fraction', 0.0)  # training rows that only calibrate the spread
+  return data.set_apart(parts, fraction, config.dataset.split_seed + 300) if fraction > 0 else parts
 
 
 def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, profile_steps: int = 0):
@@ -296,13 +276,16 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
 
   inputs = run.inputs
   tic = time.perf_counter()
-  watch = guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
+  names = inputs.notes['target'].get('names')  # several targets: each judged on its own
+  watch = several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
   try:
     states, best_params, progress = fit(
       members,
       (inputs.x['train'], inputs.y['train']),
       (inputs.x['val'], inputs.y['val']),
-      dataclasses.replace(run.train.fit_options(inputs.target_scaling.scale, len(inputs.parts['train'])), guard=watch),
+      dataclasses.replace(
+        run.train.fit_options(several.log_scale(inputs.target_scaling), len(inputs.parts['train'])), guard=watch
+      ),
       mesh=mesh,
       resume=resume,
       save=save,
@@ -334,7 +317,7 @@ def train_and_evaluate(config, path: str | os.PathLike, overwrite: bool = False,
     run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
   with distributed.writer_only(workdir.log_to(run.workdir.path / 'log.txt')):
     if distributed.is_writer():
-      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
+      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts, run.inputs.notes['target'].get('names'))
     mesh = data_mesh() if run.train.data_parallel else None
     best_params, progress = train_members(run, members, phases, mesh, profile_steps)
     return finish(run, members.model, best_params, progress, phases, mesh)
@@ -345,14 +328,20 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
+  scored = functools.partial(
+    evaluate, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
+  )
+  val_predictions = scored(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
-    options = train.fit_options(inputs.target_scaling.scale, len(parts['train']))
+    options = train.fit_options(several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
-  test, source_dir = parts['test'], ','.join(run.sources)
-  scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
+  predictions, test, source_dir = scored(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
+  names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
+  apart = 'calibration' in parts  # rows set apart to calibrate the spread (else validation's)
+  calibration_set = (parts['calibration'].y, scored(best_params, inputs.x['calibration'])) if apart else None
+  task = tasks.task_of(run.config.dataset)
+  scores, calibrated = several.score_run(task, names, parts, val_predictions, predictions, calibration_set)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -370,12 +359,12 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())
-  logging.info('test %s', tasks.describe(metrics['test']))
+  logging.info('test %s', several.describe(metrics['test'], names))
   (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 

@@ -46,6 +46,8 @@ OPTIONAL_FIELDS = {
   'guard_epochs': 3,
   'allow_collapsed_source': False,
   'choose_source': False,
+  'outputs': 1,  # a model config's output width: one per target
+  'calibration_fraction': 0.0,
 }
 _ABSENT = object()
 

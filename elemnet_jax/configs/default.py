@@ -66,6 +66,8 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       retrain_with_validation=False,  # then train again on training + validation rows for the epochs chosen
       guard_epochs=3,  # stop if validation predictions are constant from this epoch (and 200 steps) on, or
       # no better than the training median from twice this epoch on (training.guard); 0: never
+      calibration_fraction=0.0,  # > 0: this share of the training rows is set apart to calibrate the members'
+      # spread (ensemble >= 2), apart from the validation rows early stopping chooses on; 0: calibrate on those
     )
   )
   config.transfer = ml_collections.ConfigDict(

@@ -9,14 +9,27 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, tasks, transfer
+from elemnet_jax import checks, data, targets, tasks, transfer
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.models.elemnet import ElemNetConfig, head_network
 
 # featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
 METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
+CLASSIFIER_METHODS = ('scratch', 'finetune', 'head')  # the networks that can learn a logit
+
+
+def scores(task: str, target: np.ndarray, prediction: np.ndarray) -> dict:
+  """Test scores of one prediction: ROC-AUC, accuracy, log-loss of probabilities, or MAE, RMSE, R^2."""
+  if task == 'classification':
+    return classification_metrics(target, prediction)
+  return regression_metrics(target, prediction)
+
+
+def validation_key(task: str) -> str:
+  """The name of early stopping's criterion in a result row: the validation log-loss or MAE."""
+  return 'val_log_loss' if task == 'classification' else 'val_mae'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,11 +148,16 @@ def check_study_config(config: ml_collections.ConfigDict) -> None:
   study, source, target = config.study, config.source, config.target
   if not study.methods:
     raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
-  if (
-    tasks.task_of(target.dataset, 'target.dataset') != 'regression'
-    or tasks.task_of(source.dataset, 'source.dataset') != 'regression'
-  ):
-    raise UserError('the study compares regression runs by MAE; train and fine-tune a classifier with finetune')
+  if targets.several(target.dataset):
+    raise UserError(f'--config.target.dataset.target={target.dataset.target!r}: a study compares one target')
+  if tasks.task_of(source.dataset, 'source.dataset') != 'regression':
+    raise UserError('--config.source.dataset.task: a study transfers from a regression source')
+  unfit = set(study.methods) - set(CLASSIFIER_METHODS)
+  if tasks.task_of(target.dataset, 'target.dataset') == 'classification' and unfit:
+    raise UserError(
+      f'--config.study.methods: {", ".join(sorted(unfit))} cannot classify; a classification study runs '
+      f'{", ".join(CLASSIFIER_METHODS)}'
+    )
   for method in study.methods:
     if method not in METHODS:
       raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
@@ -229,8 +247,13 @@ class Timer:
     self.seconds += time.perf_counter() - self.tic
 
 
-def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float) -> dict:
-  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is)."""
+def result_row(
+  arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float, task='regression'
+) -> dict:
+  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is).
+
+  A classifier's `prediction` is the probability of the positive class.
+  """
   return {
     'method': arm.method,
     'freeze_layers': arm.freeze_layers,
@@ -240,7 +263,7 @@ def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | Non
     'fold': fold.index,
     'seed': seed,
     'ensemble': False,
-    **regression_metrics(fold.test.y, prediction),
+    **scores(task, fold.test.y, prediction),
     'seconds': round(seconds, 2),
   }
 
@@ -249,6 +272,7 @@ def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | Non
 _UNREAD_IN_A_STUDY = {
   'train.ensemble': (1, 'study.seeds'),
   'train.data_parallel': (False, ''),
+  'train.calibration_fraction': (0.0, ''),
   'transfer.freeze_layers': (0, 'study.freeze_layers'),
   'transfer.freeze_regex': ((), 'study.freeze_layers'),
   'transfer.pretrained': ('', 'study.pretrained'),

@@ -376,6 +376,20 @@ def fit_epochs(
   return distributed.local(params)  # this process's copy
 
 
+def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
+  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
+
+  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
+  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
+  """
+  n = rows[0].shape[-2]  # x: [N, F], or [K, N, F] each member its own
+  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
+  tic = time.perf_counter()
+  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
+  logging.info('retraining took %.1fs', time.perf_counter() - tic)
+  return params
+
+
 def _untimed(name: str):
   return contextlib.nullcontext()
 

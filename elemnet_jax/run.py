@@ -233,7 +233,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
-  run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
+  run_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
   examples, featurizer, notes, spec = load_examples(config.dataset, config.featurizer, config.data_dir)

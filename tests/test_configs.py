@@ -148,12 +148,13 @@ def test_saved_configs_from_before_a_field_existed_still_match(tmp_path):
   del saved['source']['dataset']['resplit'], saved['target']['dataset']['resplit']
   path = tmp_path / 'config.json'
   path.write_text(json.dumps(saved))
-  assert workdir.config_differences(path, config) == []
+  assert workdir.config_differences(path, config.to_dict()) == []
   config.target.train.ema_decay = 0.99
   config.study.seeds = 5
-  assert workdir.config_differences(path, config) == ['study.seeds: 3, now 5', 'target.train.ema_decay: 0.0, now 0.99']
+  changed = ['study.seeds: 3, now 5', 'target.train.ema_decay: 0.0, now 0.99']
+  assert workdir.config_differences(path, config.to_dict()) == changed
   path.write_text('{"truncated": ')
-  assert workdir.config_differences(path, config) == ['config.json unreadable']
+  assert workdir.config_differences(path, config.to_dict()) == ['config.json unreadable']
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ LAYERS = [
   'errors',
   'outputs',
   'lock',
+  'migrations',
   'workdir',
   'metrics',
   'calibration',

@@ -29,3 +29,10 @@ def get_config(name: str):
     raise ValueError(f'unknown config {name!r}; named configs: {", ".join(NAMES)}')
   module = importlib.import_module(f'elemnet_jax.configs.{base}')
   return module.get_config(variant) if variant else module.get_config()
+
+
+def resolve(config):
+  """The config a library call takes, from a ConfigDict or the dict a workdir recorded."""
+  import ml_collections
+
+  return ml_collections.ConfigDict(config) if isinstance(config, dict) else config

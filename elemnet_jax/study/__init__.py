@@ -360,7 +360,7 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
       config.source.dataset.exclude_from = config.target.dataset.name
     model_config, featurizer_config = checks.model_config_from(config.source), config.source.featurizer.to_dict()
   examples, featurizer, notes, folds = load_target(config, model_config, featurizer_config)
-  study_dir = workdir.Workdir(path, LAYOUT, config, overwrite)  # the config as the study records it
+  study_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)  # the config as the study records it
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
   transfer.refuse_unlearned(source.dirs, study.get('allow_collapsed_source', False), 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))

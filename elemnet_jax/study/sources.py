@@ -54,7 +54,7 @@ def pretrain_source(config, path: Path, overwrite: bool) -> Source:
   """The source the study pretrains itself in `path/pretrain`, reused when its config matches."""
   source_dir = path / 'pretrain'
   done = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
-  if not done or workdir.config_differences(source_dir / 'config.json', config.source):
+  if not done or workdir.config_differences(source_dir / 'config.json', config.source.to_dict()):
     logging.info('pretraining on %s in %s', config.source.dataset.name, source_dir)
     run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
   return read_source([source_dir])
@@ -82,7 +82,7 @@ def _split_keys(source_dir: Path, parts: set[str], data_dir: str = '') -> set[st
   if (source_dir / 'split.csv').exists():
     with open(source_dir / 'split.csv', newline='') as stream:
       return {row['key'] for row in csv.DictReader(stream) if row['split'] in parts}
-  config = ml_collections.ConfigDict(workdir.read_json(source_dir / 'config.json', 'the run did not finish'))
+  config = ml_collections.ConfigDict(workdir.read_config(source_dir / 'config.json'))
   config.data_dir = data_dir  # where this machine keeps the source's data
   logging.info('%s: drawing its split from its config to count the target inputs it trained on', source_dir)
   return {key for name, examples in run.split_parts(config).items() if name in parts for key in examples.keys}

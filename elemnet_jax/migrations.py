@@ -108,7 +108,27 @@ def _at(config: dict, dotted: str) -> Any:
   return node
 
 
-STEPS: list[Callable[[dict], None]] = [_to_v1]
+# Fields of a study's target and scratch training that no study read, removed in version 2: the target is
+# featurized, scaled and trained as the source model is, and study.* says the ensemble, sources, depths and retraining.
+_RUN_ONLY_TRAIN = ('ensemble', 'target_scaling', 'checkpoint_every', 'checkpoint_seconds', 'data_parallel')
+_STUDY_FIELDS_REMOVED_V2 = (
+  *('target.seed', 'target.data_dir', 'target.featurizer', 'target.features', 'target.model'),
+  *(f'target.transfer.{name}' for name in ('pretrained', 'freeze_layers', 'freeze_regex', 'allow_collapsed_source')),
+  *(
+    f'{section}.{name}'
+    for section in ('target.train', 'study.scratch_train')
+    for name in (*_RUN_ONLY_TRAIN, 'retrain_with_validation', 'guard_epochs')
+  ),
+)
+
+
+def _to_v2(config: dict) -> None:
+  if 'study' in config:
+    for dotted in _STUDY_FIELDS_REMOVED_V2:
+      remove(config, dotted)
+
+
+STEPS: list[Callable[[dict], None]] = [_to_v1, _to_v2]
 CURRENT = len(STEPS)
 
 

@@ -17,6 +17,7 @@ SCRIPT = textwrap.dedent("""
   from elemnet_jax import data
   from elemnet_jax.data import datasets
   from elemnet_jax.training import train
+  from elemnet_jax.configs.schema import FitConfig
   from elemnet_jax.training.fit import FitOptions, epoch_runner, fit
   from elemnet_jax.training.optimizer import make_optimizer
   from elemnet_jax.featurizers.composition import CompositionFeaturizer
@@ -28,7 +29,7 @@ SCRIPT = textwrap.dedent("""
   parts = data.split_examples(examples, data.assign_splits(examples, (0.8, 0.1, 0.1), seed=0))
   model = ElemNet(ElemNetConfig(widths=(64, 64, 32), use_dropout=False, dropout_after=(), dropout_rates=()))
   optimizer = make_optimizer(1e-3)
-  options = FitOptions(batch_size=64, max_epochs=3, patience=3)
+  options = FitOptions(FitConfig(batch_size=64, max_epochs=3, patience=3))
   result = {}
   for name, mesh, members, mode in (('single', None, 1, 'epoch'), ('sharded', train.data_mesh(4), 1, 'epoch'),
                                     ('sharded_ensemble', train.data_mesh(4), 2, 'epoch'),

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from elemnet_jax import data
+from elemnet_jax.configs.schema import FitConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
@@ -42,12 +43,14 @@ def _fit(
   optimizer = make_optimizer(learning_rate, **dict(optimizer_options))
   states = train.stack_members([train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in seeds])
   options = FitOptions(
-    batch_size=batch_size,
-    max_epochs=epochs,
-    patience=patience or epochs,
-    mode=mode,
-    ema_decay=ema_decay,
-    ensemble_schedule=schedule,
+    FitConfig(
+      batch_size=batch_size,
+      max_epochs=epochs,
+      patience=patience or epochs,
+      mode=mode,
+      ema_decay=ema_decay,
+      ensemble_schedule=schedule,
+    )
   )
   return model, fit(train.Members(model, optimizer, states), ssub['train'], ssub['val'], options, **kwargs)
 
@@ -185,7 +188,7 @@ def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tm
   states, best, progress = manager.restore(fresh, fresh.params)
   assert progress.epoch == 2
   progress = dataclasses.replace(progress, stopped=False)
-  options = FitOptions(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay)
+  options = FitOptions(FitConfig(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay))
   members = train.Members(model, optimizer, states)
   _, resumed_best, resumed = fit(members, ssub['train'], ssub['val'], options, resume=(best, progress))
 
@@ -259,7 +262,7 @@ def test_retraining_for_the_chosen_epochs_gives_each_member_its_early_stopped_we
   states = train.stack_members(
     [train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in [0, 1, 2]]
   )
-  options = FitOptions(batch_size=50, ema_decay=ema_decay)
+  options = FitOptions(FitConfig(batch_size=50, ema_decay=ema_decay))
   again = fit_epochs(train.Members(model, optimizer, states), ssub['train'], progress.best_epoch, options)
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(best)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # bit for bit on CPU; GPU reductions may differ

@@ -69,11 +69,10 @@ def _older(config: dict) -> dict:
   old = {key: copy.deepcopy(value) for key, value in config.items() if key != migrations.VERSION_KEY}
   absent = {'dataset': {'task': 'regression', 'positive': ''}, 'transfer': {'allow_collapsed_source': False}}
   absent['train'] = {'guard_epochs': 3, 'checkpoint_seconds': 60.0}
-  for prefix in migrations.run_prefixes(old):
-    run_config = old[prefix.rstrip('.')] if prefix else old
+  for run_config in [old['source'], old['target']] if 'study' in old else [old]:
     for section, fields in absent.items():
       for name, value in fields.items():
-        if run_config[section][name] == value:
+        if run_config.get(section, {}).get(name, None) == value:
           del run_config[section][name]
   return old
 

@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import featurizers, workdir
+from elemnet_jax.configs.schema import TARGET_SCALINGS
 from elemnet_jax.data.datasets import DatasetSpec
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, format_rows, listing
@@ -273,7 +274,7 @@ class TargetScaling:
       return cls()
     if kind == 'standard':
       return cls(float(y_train.mean()), float(y_train.std() or 1.0))
-    raise UserError(f'unknown target scaling {kind!r}; use none or standard')
+    raise UserError(f'unknown target scaling {kind!r}; use one of {", ".join(TARGET_SCALINGS)}')
 
   def apply(self, y: np.ndarray) -> np.ndarray:
     """Targets in the units the model learns."""

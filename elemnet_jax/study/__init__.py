@@ -14,12 +14,13 @@ import json
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, ridge, run, transfer, workdir
+from elemnet_jax import data, inputs, ridge, run, transfer, workdir
 from elemnet_jax.calibration import study_entry
+from elemnet_jax.configs.schema import FeaturizerConfig
+from elemnet_jax.configs.study_schema import StudyConfig, StudySection
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration
 from elemnet_jax.models import config_from_dict
@@ -28,7 +29,6 @@ from elemnet_jax.study.plan import (
   Arm,
   Fold,
   Timer,
-  check_study_config,
   head_config,
   member_rows,
   network_arms,
@@ -41,6 +41,7 @@ from elemnet_jax.study.plan import (
 from elemnet_jax.study.report import write_report
 from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
 from elemnet_jax.training import timing, train
+from elemnet_jax.training.fit import fit_options
 
 FORMAT = 2  # of results.json
 LAYOUT = workdir.Layout(
@@ -58,7 +59,7 @@ class Results:
   """What results.json holds; every recorded run is written at once, with the report."""
 
   path: Path
-  study: ml_collections.ConfigDict
+  study: StudySection
   notes: dict
   leakage: dict
   sources: dict[str, str]
@@ -129,13 +130,12 @@ class FoldData:
 class Study:
   """A study being run: its source, target folds, seeds and results."""
 
-  def __init__(self, config, source: Source, featurizer, folds: list[Fold], results: Results):
+  def __init__(self, config: StudyConfig, source: Source, featurizer, folds: list[Fold], results: Results):
     self.config, self.study, self.target = config, config.study, config.target
     self.source, self.featurizer, self.folds, self.results = source, featurizer, folds, results
     self.seeds = [config.seed + k for k in range(config.study.seeds)]
     self.pretrained = transfer.source_members(source.params, len(self.seeds))  # seed k from member k mod K
-    self.target_train = checks.TrainConfig.from_config(config.target.train, 'target.train')
-    self.scratch_train = checks.TrainConfig.from_config(config.study.scratch_train, 'study.scratch_train')
+    self.target_train, self.scratch_train = config.target.train, config.study.scratch_train
     self.arms = network_arms(config.study)
     self.timer = Timer(self._count_runs())
 
@@ -148,20 +148,22 @@ class Study:
 
   def fold_data(self, fold: Fold) -> FoldData:
     parts = {'train': fold.train, 'val': fold.val, 'test': fold.test}
-    inputs = run.make_inputs(parts, self.featurizer.description(), self.target, self.source.meta)
+    features = data.FeatureScaling.from_dict(self.source.meta['feature_scaling'])  # the source model's
+    scaling = inputs.fit_target_scaling(fold.train.y, 'none', self.target.transfer, self.source.meta)
+    made = inputs.make_inputs(parts, self.featurizer.description(), features, scaling)
     rotated = len(self.seeds) if self.study.rotate_validation else 1
     rotation_rng = np.random.default_rng(self.target.dataset.split_seed + 200 + fold.index)
     member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated, rotation_rng)
     features = None
     if 'featurizer' in self.study.methods or 'head' in self.study.methods:
       hidden = train.make_predict(self.source.model, hidden_layer=self.study.featurizer_layer)
-      features = {name: train.predict_in_batches(hidden, self.source.params, inputs.x[name])[0] for name in inputs.x}
+      features = {name: train.predict_in_batches(hidden, self.source.params, made.x[name])[0] for name in made.x}
       features['pool'] = np.concatenate([features['val'], features['train']])
     return FoldData(
       fold,
-      inputs.x,
-      inputs.target_scaling,
-      np.concatenate([inputs.x['val'], inputs.x['train']]),
+      made.x,
+      made.target_scaling,
+      np.concatenate([made.x['val'], made.x['train']]),
       np.concatenate([fold.val.y, fold.train.y]),
       member_train,
       member_val,
@@ -205,7 +207,7 @@ class Study:
     # member 0's rows; rotated members train on other rows of the same pool and share them; retraining
     # adds the validation rows but keeps these statistics, as the head network keeps its feature scaling
     rows = arrays.member_train[:, index][0]
-    return run.fit_target_scaling(arrays.pool_targets[rows], self.target, self.source.meta)
+    return inputs.fit_target_scaling(arrays.pool_targets[rows], 'none', self.target.transfer, self.source.meta)
 
   def run_direct(self, arrays: FoldData) -> list[dict]:
     """The source ensemble applied as is, scored as its own test MAE was."""
@@ -256,7 +258,7 @@ class Study:
     mean validation MAE, and each rate's mean validation MAE (inf where training diverged).
     """
     net_config, train_config, init, rules, width = arm_config
-    rates = tuple(self.study.get('learning_rates', ())) or (train_config.learning_rate,)
+    rates = self.study.learning_rates or (train_config.learning_rate,)
     scores, kept = {}, None
     for rate in rates:
       config = dataclasses.replace(train_config, learning_rate=rate)
@@ -270,7 +272,7 @@ class Study:
         rules=rules,
         reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
       )
-      members, options = start(n_train), config.fit_options(scaling.scale, n_train)
+      members, options = start(n_train), fit_options(config, scaling.scale, n_train)
       try:
         fitted = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}', phases=self.results.phases)
         _, best, progress = fitted
@@ -344,33 +346,33 @@ class Study:
     return rows
 
 
-def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bool = False) -> list[dict]:
+def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `path`; writes results.json, results.md and figures; returns the rows.
 
   Everything that can be checked is checked before the (long) pretraining starts.
   """
-  check_study_config(config)
-  config, phases = config.copy_and_resolve_references(), timing.Phases()
-  study = config.study
+  if not isinstance(config, StudyConfig):
+    raise TypeError(f'a study takes a typed config (elemnet_jax.configs.resolve), not {type(config).__name__}')
+  phases, study = timing.Phases(), config.study
   if study.pretrained:
     source_dirs, meta = named_sources(config)
-    model_config, featurizer_config = config_from_dict(meta['model']), meta['featurizer']
+    description = {key: value for key, value in meta['featurizer'].items() if key not in ('width', 'elements')}
+    model_config, featurizer_config = config_from_dict(meta['model']), FeaturizerConfig.from_dict(description)
   else:
     if study.exclude_target_from_source:
-      config.source.dataset.exclude_from = config.target.dataset.name
-    model_config, featurizer_config = checks.model_config_from(config.source), config.source.featurizer.to_dict()
+      config = config.replace({'source.dataset.exclude_from': config.target.dataset.name})
+    model_config, featurizer_config = config.source.model, config.source.featurizer
   examples, featurizer, notes, folds = load_target(config, model_config, featurizer_config)
   study_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)  # the config as the study records it
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
-  transfer.refuse_unlearned(source.dirs, study.get('allow_collapsed_source', False), 'study.allow_collapsed_source')
+  transfer.refuse_unlearned(source.dirs, study.allow_collapsed_source, 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
   sources = workdir.digests(source.dirs)
   study_dir.check_sources(sources)
   previous = _previous_runs(study_dir)
   study_dir.start(sources)
   with workdir.log_to(study_dir.path / 'log.txt'):
-    data_dir = config.data_dir or config.source.get('data_dir', '')
-    leakage = leakage_record(source, examples, config.target.dataset.name, data_dir)
+    leakage = leakage_record(source, examples, config.target.dataset.name, config.data_dir or config.source.data_dir)
     logging.info('leakage control: %s', leakage)
     context = {
       'quantity': notes['target']['quantity'],

@@ -94,8 +94,8 @@ def test_the_ensemble_schedule_picked_on_cpu_gives_the_members_of_solo_runs(ssub
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(ensemble), jax.tree.leaves(single)):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-6, atol=1e-7)  # bit for bit on CPU
-  with pytest.raises(ValueError, match='unknown ensemble schedule'):
-    _fit(ssub, [0, 1], epochs=1, schedule='parallel')
+  with pytest.raises(UserError, match="ensemble_schedule='parallel': use one of auto, vmap, sequential"):
+    _fit(ssub, [0, 1], epochs=1, schedule='parallel')  # refused with the config, before anything trains
 
 
 @pytest.mark.parametrize(('mode', 'own_data'), [('epoch', False), ('epoch', True), ('step', False), ('step', True)])

@@ -8,7 +8,7 @@ import pytest
 from conftest import config_with, require_dataset, user_error
 
 import elemnet_jax as ej
-from elemnet_jax import configs, predict, run, workdir
+from elemnet_jax import configs, inputs, predict, workdir
 from elemnet_jax import pretrained as shipped
 from elemnet_jax.data import datasets
 
@@ -49,7 +49,7 @@ def test_a_shipped_model_scores_on_its_own_held_out_rows_what_its_metrics_record
   require_dataset('oqmd_fe')
   folder = shipped.resolve('oqmd_fe')
   recorded = json.loads((folder / 'metrics.json').read_text())
-  parts = run.split_parts(configs.resolve(workdir.read_config(folder / 'config.json')))
+  parts = inputs.split_parts(configs.resolve(workdir.read_config(folder / 'config.json')))
   assert {name: len(part) for name, part in parts.items()} == recorded['split_sizes']
   test = parts['test'].take(np.random.default_rng(0).choice(len(parts['test']), SAMPLE, replace=False))
   predicted = ej.load_pretrained('oqmd_fe').predict(test.inputs)
@@ -69,6 +69,7 @@ def test_fine_tuning_a_shipped_model_on_a_csv_needs_no_pretraining(tmp_path, mon
   config = config_with(
     'finetune',
     {
+      'transfer.pretrained': 'oqmd_fe',
       'dataset.name': str(target),
       'dataset.target': 'dHf',
       'dataset.unit': 'eV/atom',

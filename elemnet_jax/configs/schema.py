@@ -215,10 +215,6 @@ class TrainConfig(FitConfig):
     if not self.checkpoint_seconds >= 0:
       raise Invalid(f'{{at}}checkpoint_seconds={self.checkpoint_seconds!r}: must not be negative')
 
-  def fit(self) -> FitConfig:
-    """The settings one network's training reads."""
-    return FitConfig(**{field.name: getattr(self, field.name) for field in dataclasses.fields(FitConfig)})
-
 
 @dataclasses.dataclass(frozen=True)
 class TargetTransferConfig:

@@ -247,6 +247,8 @@ def load_table(
     )
   if name in DATASETS:
     spec = DATASETS[name]
+    if unit and unit != spec.unit:  # a CSV file's setting: a registered dataset knows its unit
+      raise UserError(f'--config.dataset.unit={unit!r}: {name} is registered in {spec.unit!r}; it is for CSV files')
     target = target or spec.targets[0]
     if target not in spec.targets:
       raise UserError(f'dataset {name}: unknown target {target!r}; choose one of {list(spec.targets)}')

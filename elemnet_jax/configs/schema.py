@@ -281,7 +281,7 @@ def model_section(values: Any, where: str = 'model') -> ModelConfig:
 def check_seed(seed: Any, where: str = 'seed', count: int = 1) -> None:
   """Seeds seed .. seed + count - 1 must be distinct 32-bit keys (larger ones wrap onto smaller ones)."""
   if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**32 - count:
-    raise UserError(f'--config.{where}={seed!r}: use an integer from 0 to {2**32 - count}')
+    raise Invalid(f'{{at}}{where}={seed!r}: use an integer from 0 to {2**32 - count}')
 
 
 def plain(value: Any) -> Any:

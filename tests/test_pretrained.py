@@ -55,7 +55,7 @@ def test_a_shipped_model_scores_on_its_own_held_out_rows_what_its_metrics_record
   predicted = ej.load_pretrained('oqmd_fe').predict(test.inputs)
   mae = float(np.abs(predicted.mean - test.y).mean())
   # A sample of 2,000 of its 3,416 test rows: the standard error of its MAE is about 0.0015 eV/atom.
-  assert mae == pytest.approx(recorded['test']['mae'], abs=0.006), mae
+  assert mae == pytest.approx(recorded['test']['mae'], abs=0.004), mae
   train = parts['train'].take(np.arange(SAMPLE))  # rows it trained on score better: the split is its own
   assert np.abs(ej.load_pretrained('oqmd_fe').predict(train.inputs).mean - train.y).mean() < mae
 

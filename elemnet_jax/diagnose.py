@@ -13,8 +13,9 @@ import time
 import jax
 import numpy as np
 
-from elemnet_jax import featurizers, inputs, run
+from elemnet_jax import featurizers, inputs, run, targets
 from elemnet_jax.configs.schema import RunConfig
+from elemnet_jax.errors import UserError
 from elemnet_jax.training import guard
 from elemnet_jax.training.train import epoch_order, make_predict, make_train_step, predict_in_batches
 
@@ -62,6 +63,8 @@ def _subsample(parts: dict, sizes: dict, seed: int) -> dict:
 
 def subsample(config: RunConfig, n_train: int, n_val: int) -> dict:
   """`n_train` training and `n_val` validation examples of the config's dataset and split, drawn with its seed."""
+  if targets.several(config.dataset):
+    raise UserError(f'--config.dataset.target={config.dataset.target!r}: diagnose probes one target; name one column')
   return _subsample(inputs.split_parts(config), {'train': n_train, 'val': n_val}, config.seed)
 
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, featurizers, tasks
-from elemnet_jax.configs.schema import DatasetConfig, FeaturizerConfig, RunConfig, TargetTransferConfig
+from elemnet_jax import data, featurizers, targets, tasks
+from elemnet_jax.configs.schema import DatasetConfig, FeaturizerConfig, RunConfig, TargetTransferConfig, TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 
@@ -85,16 +85,17 @@ def fit_target_scaling(
   kind: str,
   transfer_config: TargetTransferConfig,
   source_meta: dict | None = None,
-  task: str = 'regression',
+  dataset: DatasetConfig | None = None,
 ) -> data.TargetScaling:
   """The units the model learns targets in.
 
-  Fitted to `y_train` as `kind` (train.target_scaling) says; when fine-tuning a regression, the source model's
-  own, or with `transfer.target_scaling='refit'` standardised with `y_train`.
+  Fitted to `y_train` as `kind` (train.target_scaling) says; when fine-tuning a regression (`dataset`), the
+  source model's own, or standardised with `y_train` with `transfer.target_scaling='refit'` or when `dataset`
+  names other targets than the source's outputs (`targets.new_outputs`).
   """
-  if source_meta is None or task == 'classification':
+  if source_meta is None or dataset.task == 'classification':
     return data.TargetScaling.fit(y_train, kind)
-  if transfer_config.target_scaling == 'refit':
+  if targets.new_outputs(source_meta, dataset) or transfer_config.target_scaling == 'refit':
     return data.TargetScaling.fit(y_train, 'standard')
   return data.TargetScaling(**source_meta['target_scaling'])
 
@@ -115,9 +116,13 @@ def make_inputs(parts, featurizer_description: dict, feature_scaling, target_sca
 
 def split_parts(config: RunConfig) -> dict[str, data.Examples]:
   """The train/val/test examples a run with `config` trains on: what its split.csv records."""
-  return split(load_examples(config.dataset, config.featurizer, config.data_dir)[0], config.dataset)
+  return split(load_examples(config.dataset, config.featurizer, config.data_dir)[0], config.dataset, config.train)
 
 
-def split(examples: data.Examples, dataset: DatasetConfig) -> dict[str, data.Examples]:
+def split(examples: data.Examples, dataset: DatasetConfig, train: TrainConfig | None = None) -> dict:
+  """The examples' train/val/test parts; with `train.calibration_fraction`, a share of the training rows set apart
+  in a 'calibration' part that only calibrates the ensemble's spread."""
   labels = data.assign_splits(examples, dataset.split, dataset.split_seed)
-  return data.split_examples(examples, labels, dataset.min_split_size, dataset.name)
+  parts = data.split_examples(examples, labels, dataset.min_split_size, dataset.name)
+  fraction = train.calibration_fraction if train is not None else 0.0
+  return data.set_apart(parts, fraction, dataset.split_seed + 300) if fraction > 0 else parts

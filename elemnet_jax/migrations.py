@@ -27,6 +27,7 @@ _RUN_FIELDS_V1 = {
   'train.checkpoint_seconds': 60.0,
   'train.retrain_with_validation': False,
   'train.guard_epochs': 3,
+  'train.calibration_fraction': 0.0,
   'transfer.allow_collapsed_source': False,
 }
 _TRAIN_FIELDS_V1 = {path[6:]: value for path, value in _RUN_FIELDS_V1.items() if path.startswith('train.')}
@@ -37,6 +38,7 @@ _STUDY_FIELDS_V1 = {
   'study.learning_rates': [],
   'study.head_widths': [64, 32],
   'study.allow_collapsed_source': False,
+  'study.choose_source': False,
   **{f'study.scratch_train.{name}': value for name, value in _TRAIN_FIELDS_V1.items()},
 }
 
@@ -93,6 +95,7 @@ def _to_v1(config: dict) -> None:
       add(config, prefix + dotted, value)
     if _has(config, prefix + 'model'):
       add(config, prefix + 'model.name', 'elemnet')
+      add(config, prefix + 'model.outputs', 1)  # unset: the run sets one per target of dataset.target
     if _has(config, prefix + 'featurizer.name') and _at(config, prefix + 'featurizer.name') == 'estate':
       for name, value in _ESTATE_FIELDS_V1.items():
         add(config, f'{prefix}featurizer.{name}', value)
@@ -110,7 +113,14 @@ def _at(config: dict, dotted: str) -> Any:
 
 # Fields of a study's target and scratch training that no study read, removed in version 2: the target is
 # featurized, scaled and trained as the source model is, and study.* says the ensemble, sources, depths and retraining.
-_RUN_ONLY_TRAIN = ('ensemble', 'target_scaling', 'checkpoint_every', 'checkpoint_seconds', 'data_parallel')
+_RUN_ONLY_TRAIN = (
+  'ensemble',
+  'target_scaling',
+  'checkpoint_every',
+  'checkpoint_seconds',
+  'data_parallel',
+  'calibration_fraction',
+)
 _STUDY_FIELDS_REMOVED_V2 = (
   *('target.seed', 'target.data_dir', 'target.featurizer', 'target.features', 'target.model'),
   *(f'target.transfer.{name}' for name in ('pretrained', 'freeze_layers', 'freeze_regex', 'allow_collapsed_source')),

@@ -14,6 +14,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import data, featurizers, tasks, transfer, workdir
+from elemnet_jax import targets as several
 from elemnet_jax.calibration import Calibration, check_coverage
 from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
@@ -21,10 +22,9 @@ from elemnet_jax.training import checkpoint, train
 
 
 def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:
-  """Predictions of every member in target units, [K, N]."""
+  """Predictions of every member in target units, [K, N] ([K, N, T] with several targets)."""
   predict = train.make_predict(model, dropout_passes=dropout_passes)
-  scaled = train.predict_in_batches(predict, params, x)
-  return scaled * target_scaling.scale + target_scaling.shift
+  return target_scaling.invert(train.predict_in_batches(predict, params, x))
 
 
 def property_label(meta: dict, what: str = '') -> str:
@@ -37,11 +37,21 @@ def property_label(meta: dict, what: str = '') -> str:
   return f'{name}{" " + what if what else ""}' + (f' ({unit})' if unit else '')
 
 
-def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets=None) -> None:
-  """CSV of input, (target), prediction (member mean) and, with several members, their std."""
+def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets=None, names=None) -> None:
+  """CSV of input, (target), prediction (member mean) and, with several members, their std.
+
+  Several targets (predictions [K, N, T], their `names`): those columns for each target in turn.
+  """
   with workdir.open_for_writing(path) as stream:
     writer = csv.writer(stream)
     members = predictions_KxN.shape[0]
+    if predictions_KxN.ndim == 3:
+      writer.writerow(['input'] + several.prediction_header(names, targets is not None, members))
+      for i, text in enumerate(inputs):
+        writer.writerow(
+          [text] + several.prediction_cells(predictions_KxN[:, i], None if targets is None else targets[i])
+        )
+      return
     writer.writerow(
       ['input'] + (['target'] if targets is not None else []) + ['prediction'] + (['std'] if members > 1 else [])
     )
@@ -58,8 +68,8 @@ class Predictions:
   """One entry per input, in order: member mean and std (NaN where invalid), the reason it is invalid, a warning."""
 
   inputs: list[str]
-  mean: np.ndarray  # [N]
-  std: np.ndarray  # [N]
+  mean: np.ndarray  # [N] ([N, T] for several targets)
+  std: np.ndarray  # [N] ([N, T])
   members: int
   errors: list[str]  # '' for a valid input
   warnings: list[str]  # '' unless the input lies outside the training data (e.g. an element never seen)
@@ -74,6 +84,8 @@ class Predictions:
 
   def interval(self, coverage: float) -> tuple[np.ndarray, np.ndarray]:
     """(lower, upper) of the split-conformal interval of `coverage` (a share in (0, 1)) around each mean."""
+    if self.calibration is None and self.mean.ndim == 2:
+      raise UserError(f'--coverage: {self.models or "the model"} predicts several targets, which have no calibration')
     if self.calibration is None:
       raise UserError(f'--coverage: {self.models or "the model"} has no calibration ({NO_CALIBRATION})')
     return self.calibration.interval(self.mean, self.std, check_coverage(coverage))
@@ -104,6 +116,8 @@ def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
       raise UserError(f'{name}: uses another featurizer than {workdirs[0]}; predict with one kind')
     if tasks.is_classifier(meta) != tasks.is_classifier(loaded[0][2]):
       raise UserError(f'{name}: a classifier and a regression model cannot predict together ({workdirs[0]})')
+    if (meta.get('target') or {}).get('names') != (loaded[0][2].get('target') or {}).get('names'):
+      raise UserError(f'{name}: predicts other targets than {workdirs[0]}; predict with models of the same targets')
   return loaded
 
 
@@ -159,7 +173,9 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
   for i, reason in invalid:
     errors[i] = reason
   kept = np.array([i for i, error in enumerate(errors) if not error], np.int64)
-  mean, std = np.full(len(inputs), np.nan), np.full(len(inputs), np.nan)
+  names = (loaded[0][2].get('target') or {}).get('names')  # several targets: a column of each
+  shape = (len(inputs), len(names)) if names else (len(inputs),)
+  mean, std = np.full(shape, np.nan), np.full(shape, np.nan)
   members = sum(meta['members'] for _, _, meta in loaded)
   if len(kept):
     predictions = np.concatenate(
@@ -236,17 +252,10 @@ def predict_file(
   if invalid and fail_on_invalid:
     raise UserError(format_rows(invalid, 'input', where, 'fix them, or drop --fail_on_invalid to list their errors'))
   header, cells = table if table else (['input'], [[text] for text in texts])
-  columns, names = _spread_columns(result, coverage)
-  header = header + [property_label(result.meta), property_label(result.meta, 'std')] + names + ['error', 'warning']
-  lines = [
-    cell
-    + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}']
-    + ['' if error else f'{v:.6g}' for v in extra]
-    + [error, warning]
-    for cell, m, s, extra, error, warning in zip(
-      cells, result.mean, result.std, columns, result.errors, result.warnings
-    )
-  ]
+  if result.mean.ndim == 2:  # several targets
+    header, lines = _several_rows(result, header, cells, coverage)
+  else:
+    header, lines = _one_target_rows(result, header, cells, coverage)
   if invalid:
     logging.warning('%d of %d inputs have no prediction (see the error column)', len(invalid), len(texts))
   outside = [f'{texts[i]}' for i, warning in enumerate(result.warnings) if warning]
@@ -263,6 +272,38 @@ def predict_file(
   else:
     csv.writer(sys.stdout, lineterminator='\n').writerows([header] + lines)
   return result
+
+
+def _one_target_rows(result: Predictions, header: list[str], cells: list[list[str]], coverage) -> tuple[list, list]:
+  """(header, rows): the prediction and std, the calibrated std and the interval's ends where asked."""
+  columns, names = _spread_columns(result, coverage)
+  header = header + [property_label(result.meta), property_label(result.meta, 'std')] + names + ['error', 'warning']
+  lines = [
+    cell
+    + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}']
+    + ['' if error else f'{v:.6g}' for v in extra]
+    + [error, warning]
+    for cell, m, s, extra, error, warning in zip(
+      cells, result.mean, result.std, columns, result.errors, result.warnings
+    )
+  ]
+  return header, lines
+
+
+def _several_rows(result: Predictions, header: list[str], cells: list[list[str]], coverage) -> tuple[list, list]:
+  """Several targets: (header, rows) with each target's prediction and std, headed by its name and unit."""
+  if coverage is not None:
+    result.interval(coverage)  # refused in one line: no calibration
+  target = result.meta.get('target') or {}
+  unit = f' ({target["unit"]})' if target.get('unit') else ''
+  header = header + [label for name in target['names'] for label in (f'{name}{unit}', f'{name} std{unit}')]
+  rows = []
+  for cell, mean, std, error, warning in zip(cells, result.mean, result.std, result.errors, result.warnings):
+    values = []
+    for m, s in zip(mean, std):
+      values += ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}']
+    rows.append(cell + values + [error, warning])
+  return header + ['error', 'warning'], rows
 
 
 def _spread_columns(result: Predictions, coverage: float | None) -> tuple[np.ndarray, list[str]]:

@@ -19,13 +19,14 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import data, model_data, tasks, transfer, workdir
+from elemnet_jax import targets as several
 from elemnet_jax.configs.schema import RunConfig, TrainConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.inputs import Inputs, fit_feature_scaling, fit_target_scaling, load_examples, make_inputs, split
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate, write_predictions
-from elemnet_jax.training import checkpoint, distributed, events, guard, timing
-from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs, fit_options
+from elemnet_jax.training import checkpoint, distributed, events, timing
+from elemnet_jax.training.fit import Progress, fit, fit_options, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -95,20 +96,6 @@ def build(
   return Members(model, optimizer, stack_members(states), freezing.paths)
 
 
-def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
-  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
-
-  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
-  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
-  """
-  n = rows[1].shape[-1]
-  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  tic = time.perf_counter()
-  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
-  logging.info('retraining took %.1fs', time.perf_counter() - tic)
-  return params
-
-
 @dataclasses.dataclass
 class Run:
   """A run whose inputs are all checked and loaded, ready to train."""
@@ -132,8 +119,9 @@ class Run:
 
 
 def with_source_model(config: RunConfig, source_meta: dict, source: str) -> RunConfig:
-  """`config` with the network of the run it fine-tunes; a model section that says another network is refused."""
-  model = config_from_dict(source_meta['model'])
+  """`config` with the network of the run it fine-tunes, one output per target; a model section that says another
+  network is refused."""
+  model = dataclasses.replace(config_from_dict(source_meta['model']), outputs=len(config.dataset.target_names))
   if config.model is not None and config.model != model:
     field = next(name for name, value in config.model.to_dict().items() if model.to_dict().get(name) != value)
     raise UserError(
@@ -152,6 +140,7 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
   """Checks everything and loads the data; nothing is written."""
   if not isinstance(config, RunConfig):
     raise TypeError(f'a run takes a typed config (elemnet_jax.configs.resolve), not {type(config).__name__}')
+  several.warn_unscaled(config)
   source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.pretrained else []
   source_meta = source_params = None
   distributed.check_config(json.dumps(config.to_dict()), config.train.data_parallel)
@@ -165,12 +154,12 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
   examples, featurizer, notes, spec = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
-  parts = split(examples, config.dataset)
+  parts = split(examples, config.dataset, config.train)  # train.calibration_fraction: a calibration part too
   distributed.check_same('data', data.fingerprint(parts), 'give every process the same data files')
   run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
   notes['target'] = spec.describe_target(config.dataset.target or spec.targets[0]) | notes.pop('task', {})
   scaling = fit_target_scaling(
-    parts['train'].y, config.train.target_scaling, config.transfer, source_meta, config.dataset.task
+    parts['train'].y, config.train.target_scaling, config.transfer, source_meta, config.dataset
   )
   features = fit_feature_scaling(parts['train'].x, config.features, source_meta)
   inputs = make_inputs(parts, featurizer.description(), features, scaling, notes)
@@ -179,6 +168,7 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
   if source_meta is not None:
     rules = transfer.freeze_rules(config.transfer.freeze_layers, config.transfer.freeze_regex, model_config)
     init_params = transfer.source_members(source_params, len(seeds))
+  new_width = several.new_outputs(source_meta, config.dataset)  # the output layer is then redrawn
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
   tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(
@@ -189,7 +179,7 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.reinit_head or tasks.new_head(config.dataset, source_meta),
+    reinit_head=config.transfer.reinit_head or tasks.new_head(config.dataset, source_meta) or new_width,
     tables=tables,
   )
   return Run(config, run_dir, sources, source_meta, inputs, featurizer, start, seeds)
@@ -214,13 +204,14 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
 
   inputs = run.inputs
   tic = time.perf_counter()
-  watch = guard.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name)
+  names = inputs.notes['target'].get('names')  # several targets: each judged on its own
+  watch = several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
   try:
     states, best_params, progress = fit(
       members,
       (inputs.x['train'], inputs.y['train']),
       (inputs.x['val'], inputs.y['val']),
-      fit_options(run.train, inputs.target_scaling.scale, len(inputs.parts['train']), guard=watch),
+      fit_options(run.train, several.log_scale(inputs.target_scaling), len(inputs.parts['train']), guard=watch),
       mesh=mesh,
       resume=resume,
       save=save,
@@ -254,7 +245,7 @@ def train_and_evaluate(
     run.workdir.start(run.sources)  # every input is valid: only now is the workdir touched
   with distributed.writer_only(workdir.log_to(run.workdir.path / 'log.txt')):
     if distributed.is_writer():
-      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts)
+      data.write_splits(run.workdir.path / 'split.csv', run.inputs.parts, run.inputs.notes['target'].get('names'))
     mesh = data_mesh() if run.train.data_parallel else None
     best_params, progress = train_members(run, members, phases, mesh, profile_steps)
     return finish(run, members.model, best_params, progress, phases, mesh)
@@ -265,14 +256,20 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
+  scored = functools.partial(
+    evaluate, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
+  )
+  val_predictions = scored(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
-    options = fit_options(train, inputs.target_scaling.scale, len(parts['train']))
+    options = fit_options(train, several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
-  test, source_dir = parts['test'], ','.join(run.sources)
-  scores, calibrated = tasks.score_run(run.config.dataset.task, parts, val_predictions, predictions)
+  predictions, test, source_dir = scored(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
+  names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
+  apart = 'calibration' in parts  # rows set apart to calibrate the spread (else validation's)
+  calibration_set = (parts['calibration'].y, scored(best_params, inputs.x['calibration'])) if apart else None
+  task = run.config.dataset.task
+  scores, calibrated = several.score_run(task, names, parts, val_predictions, predictions, calibration_set)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -290,12 +287,12 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())
-  logging.info('test %s', tasks.describe(metrics['test']))
+  logging.info('test %s', several.describe(metrics['test'], names))
   (logging.info if metrics['guard']['learned'] else logging.warning)('%s: %s', path.name, metrics['guard']['verdict'])
   return metrics
 

@@ -96,12 +96,13 @@ def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
   }
 
 
-def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray) -> tuple[dict, dict]:
+def score_run(task: str, parts: dict, val_KxN, test_KxN, calibration_set=None) -> tuple[dict, dict]:
   """(metrics.json's scores of the members and their mean with the guard's verdict, meta.json's calibration).
 
   Regression: MAE, RMSE, R^2 against the training median, and the spread calibrated on validation
-  (with 2 or more members). Classification: the members' mean probability scored with ROC-AUC,
-  accuracy and log-loss against the training base rate.
+  (with 2 or more members), or on `calibration_set` (targets [N], predictions [K, N]) when given.
+  Classification: the members' mean probability scored with ROC-AUC, accuracy and log-loss against the
+  training base rate.
   """
   y_train, val, test = parts['train'].y, parts['val'].y, parts['test'].y
   if task == 'classification':
@@ -119,7 +120,10 @@ def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray)
     'test_members': [regression_metrics(test, p) for p in test_KxN],
   }
   guard.record(metrics, y_train, {'val': (val, val_KxN.mean(axis=0)), 'test': (test, test_KxN.mean(axis=0))})
-  calibrated, coverage = calibration.of_run(val, val_KxN, test, test_KxN)  # both {} with one member
+  calibration_y, calibration_KxN = calibration_set or (val, val_KxN)
+  calibrated, coverage = calibration.of_run(calibration_y, calibration_KxN, test, test_KxN)  # {} with one member
+  if coverage:
+    coverage['calibration']['fitted_on'] = 'calibration' if calibration_set else 'val'
   return {**metrics, **coverage}, calibrated
 
 

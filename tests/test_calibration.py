@@ -105,3 +105,21 @@ def test_coverage_needs_a_calibrated_ensemble_and_a_share(ensemble, pretrained):
   joined = predict.predict_inputs([str(ensemble), str(pretrained)], ['NaCl'])  # their joint spread: never calibrated
   assert joined.calibration is None and np.isnan(joined.calibrated_std).all()
   user_error(lambda: predict.predict_file([str(ensemble)], inputs=['NaCl'], coverage=1.5), '--coverage=1.5')
+
+
+def test_a_share_of_the_training_rows_set_apart_calibrates_the_spread_instead_of_validation(ensemble, tmp_path):
+  """The same SSUB split with 20% of its training rows held back from training and early stopping alike."""
+  path = tmp_path / 'apart'
+  metrics = run.train_and_evaluate(config_with('test', {'train.ensemble': 3, 'train.calibration_fraction': 0.2}), path)
+  before = json.loads((ensemble / 'metrics.json').read_text())
+  sizes = metrics['split_sizes']
+  assert sizes['val'] == before['split_sizes']['val'] and sizes['test'] == before['split_sizes']['test']
+  assert sizes['train'] + sizes['calibration'] == before['split_sizes']['train']
+  assert sizes['calibration'] == round(0.2 * before['split_sizes']['train'])
+  meta = json.loads((path / 'model' / 'meta.json').read_text())
+  assert Calibration.from_dict(meta['calibration']).n == sizes['calibration']
+  assert metrics['calibration']['fitted_on'] == 'calibration' and before['calibration']['fitted_on'] == 'val'
+  with open(path / 'split.csv', newline='') as stream:
+    labels = [row['split'] for row in csv.DictReader(stream)]
+  assert labels.count('calibration') == sizes['calibration']
+  user_error(lambda: run.prepare(config_with('test', {'train.calibration_fraction': 1.0}), tmp_path / 'x'), 'in [0, 1)')

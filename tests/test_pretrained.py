@@ -82,3 +82,16 @@ def test_fine_tuning_a_shipped_model_on_a_csv_needs_no_pretraining(tmp_path, mon
   recorded = json.loads((tmp_path / 'mine' / 'config.json').read_text())
   assert recorded['transfer']['pretrained'] == 'oqmd_fe'
   assert ej.load(tmp_path / 'mine').predict(['NaCl']).mean[0] == pytest.approx(-2.1, abs=0.3)
+
+
+def test_a_float16_export_halves_the_parameters_and_predicts_as_the_run_does_to_float16_precision(pretrained, tmp_path):
+  full, half = tmp_path / 'full', tmp_path / 'half'
+  shipped.export(pretrained, full)
+  shipped.export(pretrained, half, 'float16')
+  size = lambda folder: (folder / 'model' / 'params.npz').stat().st_size  # noqa: E731
+  assert size(half) < 0.6 * size(full)
+  formulas = ['Fe2O3', 'NaCl', 'Al2O3', 'MgO']
+  before, after = predict.predict_inputs([str(full)], formulas), predict.predict_inputs([str(half)], formulas)
+  assert not np.array_equal(after.mean, before.mean)  # rounded to float16 ...
+  np.testing.assert_allclose(after.mean, before.mean, atol=0.01)  # ... and close
+  user_error(lambda: shipped.export(pretrained, tmp_path / 'other', 'bfloat8'), "dtype 'bfloat8'", 'float16')

@@ -114,6 +114,38 @@ def test_predict_prints_probabilities_of_the_positive_class(classifier, capsys):
   user_error(lambda: predict.predict_file([str(path)], inputs=['MgO'], coverage=0.9), 'no calibration')
 
 
-def test_the_study_refuses_a_classification_target():
-  user_error(lambda: config_with('test:study', {'target.dataset.task': 'classification'}), 'regression runs')
+def test_the_study_refuses_a_classification_source():
+  fields = {'source.dataset.task': 'classification'}
+  user_error(lambda: config_with('test:study', fields), '--config.source.dataset.task', 'from a regression source')
   jax.clear_caches()
+
+
+def test_a_classification_study_compares_scratch_and_fine_tuning_by_roc_auc(pretrained, tmp_path):
+  """Metal vs non-metal through the CSV path from the tiny formation-enthalpy source: every row scores
+  ROC-AUC, accuracy and log-loss, each network stops on its validation log-loss, the report leads with ROC-AUC."""
+  from elemnet_jax import study
+
+  fields = {
+    'target.dataset.name': str(write_metals(tmp_path / 'metals.csv', 150, seed=1)),
+    'target.dataset.target': 'metal',
+    'target.dataset.task': 'classification',
+    'study.pretrained': str(pretrained),
+    'study.methods': ('scratch', 'finetune', 'head'),
+    'study.freeze_layers': (0,),
+    'study.train_fractions': (0.5, 1.0),
+    'study.learning_rates': (1e-4, 1e-3),
+  }
+  study.run_study(config_with('test:study', fields), tmp_path / 'study')
+  rows = json.loads((tmp_path / 'study' / 'results.json').read_text())['runs']
+  assert {row['method'] for row in rows} == {'scratch', 'finetune', 'head'} and len(rows) == 3 * 2 * 3
+  for row in rows:
+    assert {'roc_auc', 'accuracy', 'log_loss'} <= set(row) and 'mae' not in row
+    assert 0 <= row['roc_auc'] <= 1 and 0 < row['accuracy'] < 1 and row['n'] == 30  # 10% of 300 compositions
+    assert 0 < row['val_log_loss'] < 2  # a log-loss (early stopping's), not a MAE of logits
+    assert row['ensemble'] == (row['seed'] is None) and ('within_1std' in row) is False
+    assert 'val_log_loss_by_rate' in row or row['ensemble']
+  report = (tmp_path / 'study' / 'results.md').read_text()
+  assert 'test ROC-AUC' in report and 'Test log-loss' in report and 'lowest mean validation log-loss' in report
+  assert 'MAE' not in report.splitlines()[0] and 'Calibration of' not in report  # the source's MAE is quoted
+  wrong = {**fields, 'study.methods': ('scratch', 'featurizer')}
+  user_error(lambda: study.run_study(config_with('test:study', wrong), tmp_path / 'no'), 'featurizer cannot classify')

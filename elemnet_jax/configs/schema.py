@@ -12,10 +12,20 @@ acts as its absence. The shipped configs and `--help` take it from here.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from elemnet_jax import featurizers
+from elemnet_jax.configs.values import (  # noqa: F401 - Invalid, plain and with_fields for the study's schema
+  Invalid,
+  _choice,
+  _integer,
+  _number,
+  _tuple,
+  check_seed,
+  plain,
+  target_names,
+  with_fields,
+)
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, config_from_dict
 from elemnet_jax.models.elemnet import ElemNetConfig
@@ -32,42 +42,6 @@ TASKS = ('regression', 'classification')
 INPUT_KINDS = ('formula', 'smiles')
 # a study's: featurizer is ridge on a hidden layer's activations, head a small network on them, direct the source as is
 METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
-
-
-class Invalid(UserError):
-  """A field's value refused; '{at}' in the message stands for where its section sits (`--config.train.`)."""
-
-  def __init__(self, message: str):
-    self.message = message
-    super().__init__(message.replace('{at}', '--config.'))
-
-  def at(self, where: str) -> UserError:
-    return UserError(self.message.replace('{at}', f'--config.{where}.' if where else '--config.'))
-
-
-def _choice(field: str, value: Any, choices: tuple) -> None:
-  if value not in choices:
-    raise Invalid(f'{{at}}{field}={value!r}: use one of {", ".join(choices)}')
-
-
-def _integer(field: str, value: Any, low: int = 1) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < low:
-    raise Invalid(f'{{at}}{field}={value!r}: must be {"a positive" if low == 1 else "a non-negative"} integer')
-
-
-def _number(section, field: str) -> None:
-  """A finite number, kept as a float."""
-  value = getattr(section, field)
-  if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-    raise Invalid(f'{{at}}{field}={value!r}: must be a finite number')
-  object.__setattr__(section, field, float(value))
-
-
-def _tuple(section, field: str) -> tuple:
-  value = getattr(section, field)
-  value = (value,) if isinstance(value, str) else tuple(value)
-  object.__setattr__(section, field, value)
-  return value
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,6 +78,13 @@ class DatasetConfig:
     _choice('input_kind', self.input_kind, INPUT_KINDS)
     if self.positive and self.task != 'classification':
       raise Invalid(f'{{at}}positive={self.positive!r}: names a class; it applies with {{at}}task=classification')
+    if len(self.target_names) > 1 and self.task != 'regression':
+      raise Invalid(f'{{at}}target={self.target!r}: several targets are regression targets; a classifier takes one')
+
+  @property
+  def target_names(self) -> tuple[str, ...]:
+    """The columns `target` names: one ('' for a registered dataset's default), or several (elemnet_jax.targets)."""
+    return target_names(self.target)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,10 +185,18 @@ class TrainConfig(FitConfig):
   retrain_with_validation: bool = False  # then train again on training + validation rows for the epochs chosen
   guard_epochs: int = 3  # stop if validation predictions are constant from this epoch (and 200 steps) on, or
   # no better than the training median from twice this epoch on (training.guard); 0: never
+  calibration_fraction: float = 0.0  # > 0: this share of the training rows is set apart to calibrate the members'
+  # spread (ensemble >= 2), apart from the validation rows early stopping chooses on; 0: calibrate on those
 
   def __post_init__(self):
     super().__post_init__()
     _number(self, 'checkpoint_seconds')
+    _number(self, 'calibration_fraction')
+    if not 0 <= self.calibration_fraction < 1:
+      raise Invalid(
+        f'{{at}}calibration_fraction={self.calibration_fraction!r}: give the share of the training rows set apart '
+        'to calibrate the spread, in [0, 1) (0: calibrate on validation)'
+      )
     _choice('target_scaling', self.target_scaling, TARGET_SCALINGS)
     for field in ('ensemble', 'checkpoint_every'):
       _integer(field, getattr(self, field))
@@ -278,21 +267,11 @@ def model_section(values: Any, where: str = 'model') -> ModelConfig:
     raise UserError(f'--config.{where}: {error}') from None
 
 
-def check_seed(seed: Any, where: str = 'seed', count: int = 1) -> None:
-  """Seeds seed .. seed + count - 1 must be distinct 32-bit keys (larger ones wrap onto smaller ones)."""
-  if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= 2**32 - count:
-    raise Invalid(f'{{at}}{where}={seed!r}: use an integer from 0 to {2**32 - count}')
-
-
-def plain(value: Any) -> Any:
-  """A typed value as plain data: dicts, tuples and scalars (what config.json records, tuples as lists)."""
-  if hasattr(value, 'to_dict'):
-    return value.to_dict()
-  if dataclasses.is_dataclass(value):
-    return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
-  if isinstance(value, tuple | list):
-    return tuple(plain(item) for item in value)
-  return value
+def with_outputs(model: ModelConfig, outputs: int) -> ModelConfig:
+  """`model` with one output per target; an `outputs` set to another count than 1 (unset) is refused."""
+  if model.outputs not in (1, outputs):
+    raise Invalid(f'{{at}}model.outputs={model.outputs!r}: a run sets it, one per target of {{at}}dataset.target')
+  return dataclasses.replace(model, outputs=outputs)
 
 
 _RUN_SECTIONS = {
@@ -321,7 +300,8 @@ class RunConfig:
   dataset: DatasetConfig = DatasetConfig()
   featurizer: FeaturizerConfig = FeaturizerConfig()
   features: FeaturesConfig = FeaturesConfig()
-  model: ModelConfig | None = None  # None: the network of transfer.pretrained (a fine-tune)
+  model: ModelConfig | None = None  # None: the network of transfer.pretrained (a fine-tune); its `outputs` is set
+  # here, one per target of dataset.target (1 in a config file: unset)
   train: TrainConfig = TrainConfig()
   transfer: TransferConfig = TransferConfig()
 
@@ -346,6 +326,8 @@ class RunConfig:
     check_seed(self.seed, count=self.train.ensemble)
     if self.model is None and not self.transfer.pretrained:
       raise Invalid('{at}model: absent; a run that fine-tunes nothing ({at}transfer.pretrained) needs one')
+    if self.model is not None:
+      object.__setattr__(self, 'model', with_outputs(self.model, len(self.dataset.target_names)))
     loss, task = self.train.loss, self.dataset.task
     if task == 'regression' and loss == 'bce':
       raise Invalid('{at}train.loss=bce is the loss of classification; add {at}dataset.task=classification')
@@ -367,16 +349,3 @@ class RunConfig:
   def replace(self, fields: dict[str, Any]) -> RunConfig:
     """This config with dotted fields set: config.replace({'train.max_epochs': 2}); checked again."""
     return type(self).from_dict(with_fields(self.to_dict(), fields))
-
-
-def with_fields(values: dict, fields: dict[str, Any]) -> dict:
-  """A copy of nested plain `values` with each dotted field set (its section must exist)."""
-  values = {key: dict(value) if isinstance(value, dict) else value for key, value in values.items()}
-  for dotted, value in fields.items():
-    *path, last = dotted.split('.')
-    node = values
-    for key in path:
-      node[key] = dict(node[key])
-      node = node[key]
-    node[last] = value
-  return values

@@ -27,6 +27,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.models.elemnet import head_network
 
 NETWORK_METHODS = ('scratch', 'finetune', 'head')
+CLASSIFIER_METHODS = NETWORK_METHODS  # the methods that can learn a logit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,8 @@ class StudySection:
   min_train_size: int = 8
   allow_collapsed_source: bool = False  # transfer even from a source whose metrics.json says it learned nothing
   scratch_train: FitConfig = FitConfig()  # scratch and the head network (fine-tuning: target.train)
+  choose_source: bool = False  # with several sources in `pretrained`: a study from each, the one validation prefers
+  # kept per depth, size and fold (elemnet_jax.study.choice)
 
   def __post_init__(self):
     for field in ('learning_rates', 'train_fractions', 'methods', 'freeze_layers', 'head_widths'):
@@ -88,6 +91,15 @@ class StudySection:
       raise Invalid(f'{{at}}train_fractions={self.train_fractions}: each must be in (0, 1]')
     head_network(self.head_widths)
     self._refuse_unread()
+    if self.choose_source:
+      names = [name.strip() for name in self.pretrained.split(',') if name.strip()]
+      if len(names) < 2:
+        raise Invalid(
+          '{at}choose_source=True needs two or more sources in {at}pretrained (comma-separated), '
+          f'got {self.pretrained!r}'
+        )
+      if len(set(names)) < len(names):
+        raise Invalid(f'{{at}}pretrained={self.pretrained!r} names a source twice')
 
   def _check_validation_options(self) -> None:
     if self.rotate_validation and self.seeds < 2:
@@ -143,8 +155,11 @@ class StudyConfig:
 
   def __post_init__(self):
     study, target = self.study, self.target
-    if self.source.dataset.task != 'regression' or target.dataset.task != 'regression':
-      raise Invalid('{at}target.dataset.task: the study compares regression runs by MAE; fine-tune a classifier')
+    if self.source.dataset.task != 'regression':
+      raise Invalid('{at}source.dataset.task: a study transfers from a regression source')
+    if len(target.dataset.target_names) > 1:
+      raise Invalid(f'{{at}}target.dataset.target={target.dataset.target!r}: a study compares one target')
+    self._set_task()
     check_seed(self.seed, count=study.seeds)
     rates = study.learning_rates
     for where, train in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
@@ -154,6 +169,30 @@ class StudyConfig:
           f'{{at}}study.learning_rates={rates} its validation MAE prefers; add it there or pass '
           '"--config.study.learning_rates=()"'
         )
+
+  def _set_task(self) -> None:
+    """A classification target: its networks (fine-tuned, scratch, head) learn a logit with sigmoid cross-entropy."""
+    study, target = self.study, self.target
+    classify = target.dataset.task == 'classification'
+    unfit = set(study.methods) - set(CLASSIFIER_METHODS)
+    if classify and unfit:
+      raise Invalid(
+        f'{{at}}study.methods: {", ".join(sorted(unfit))} cannot classify; a classification study runs '
+        f'{", ".join(CLASSIFIER_METHODS)}'
+      )
+    for where, train in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
+      if classify and train.loss not in ('bce', FitConfig.loss):
+        raise Invalid(f"{{at}}{where}.loss={train.loss!r}: classification trains with 'bce'")
+      if not classify and train.loss == 'bce':
+        raise Invalid(
+          f'{{at}}{where}.loss=bce is the loss of classification; add {{at}}target.dataset.task=classification'
+        )
+    if classify:
+      object.__setattr__(
+        self, 'target', dataclasses.replace(target, train=dataclasses.replace(target.train, loss='bce'))
+      )
+      scratch = dataclasses.replace(study.scratch_train, loss='bce')
+      object.__setattr__(self, 'study', dataclasses.replace(study, scratch_train=scratch))
 
   def to_dict(self) -> dict:
     return {field.name: plain(getattr(self, field.name)) for field in dataclasses.fields(self)}

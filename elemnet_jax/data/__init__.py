@@ -29,7 +29,7 @@ class Examples:
   inputs: list[str]
   keys: list[str]
   x: np.ndarray  # [n, width] float32
-  y: np.ndarray  # [n] float32
+  y: np.ndarray  # [n] float32; [n, T] with several targets (NaN where a target is missing)
   split: np.ndarray | None = None  # [n] of 'train' | 'val' | 'test'
 
   def __len__(self) -> int:
@@ -67,6 +67,9 @@ def parse_target(text: str) -> tuple[float, str]:
 
 
 def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
+  """Values [N] (several targets: [N, T], NaN where a cell is empty) and the invalid rows with why."""
+  if table.targets and isinstance(table.targets[0], tuple):
+    return _parse_several(table.targets)
   values = np.full(len(table.targets), np.nan, np.float64)
   invalid = []
   for i, text in enumerate(table.targets):
@@ -74,6 +77,37 @@ def _parse_targets(table: RawTable) -> tuple[np.ndarray, list[tuple[int, str]]]:
     if reason:
       invalid.append((i, reason))
   return values, invalid
+
+
+def _parse_several(targets: list[tuple[str, ...]]) -> tuple[np.ndarray, list[tuple[int, str]]]:
+  """Several targets per row: an empty cell is a missing value (masked); a row with none, or a bad cell, is invalid."""
+  values = np.full((len(targets), len(targets[0])), np.nan, np.float64)
+  invalid = []
+  for i, cells in enumerate(targets):
+    reasons = []
+    for j, text in enumerate(cells):
+      if text:
+        values[i, j], reason = parse_target(text)
+        reasons += [f'target {j + 1} {reason.removeprefix("target ")}'] if reason else []
+    if not any(cells):
+      reasons.append('every target is missing')
+    if reasons:
+      invalid.append((i, '; '.join(reasons)))
+  return values, invalid
+
+
+def _cells(target: str | tuple[str, ...]) -> str:
+  """A row's target as its file shows it (several: the cells joined by commas)."""
+  return ','.join(target) if isinstance(target, tuple) else target
+
+
+def _group_mean(values: np.ndarray) -> float | np.ndarray:
+  """The mean target of a group's rows; per column, of the values present, with several targets."""
+  if values.ndim == 1:
+    return values.mean()
+  present = np.isfinite(values)
+  sums = np.where(present, values, 0.0).sum(axis=0)
+  return np.where(present.any(axis=0), sums / np.maximum(present.sum(axis=0), 1), np.nan)
 
 
 def prepare(
@@ -107,7 +141,8 @@ def prepare(
   if problems:
     bad_input_rows = {i for i, _ in bad_inputs}
     listed = [
-      (table.rows[i], table.inputs[i] if i in bad_input_rows else table.targets[i], reason) for i, reason in problems
+      (table.rows[i], table.inputs[i] if i in bad_input_rows else _cells(table.targets[i]), reason)
+      for i, reason in problems
     ]
     if not skip_invalid:
       raise UserError(format_rows(listed, 'input', table.path))
@@ -126,7 +161,7 @@ def prepare(
       listing([f'row {table.rows[i]} ({table.inputs[i]!r})' for i in np.flatnonzero(blank)], 5),
     )
   if spec.max_abs_target is not None:
-    beyond = keep & (np.abs(np.nan_to_num(targets)) > spec.max_abs_target)
+    beyond = keep & (np.abs(np.nan_to_num(targets)) > spec.max_abs_target).reshape(len(keep), -1).any(axis=1)
     notes['dropped_abs_target_above'] = {'limit': spec.max_abs_target, 'count': int(beyond.sum())}
     logging.info('%s: dropped %d rows with |target| > %g', spec.name, beyond.sum(), spec.max_abs_target)
     keep &= ~beyond
@@ -141,7 +176,7 @@ def prepare(
       members.append([])
     members[group_of[group]].append(i)
   first = np.array([m[0] for m in members], dtype=np.int64)
-  y = np.array([targets[m].mean() for m in members], np.float32)
+  y = np.array([_group_mean(targets[m]) for m in members], np.float32)
   notes['examples'] = len(members)
   notes['grouped_repeats'] = int(sum(len(m) > 1 for m in members))
   if not members:
@@ -178,6 +213,17 @@ def split_examples(
   return parts
 
 
+def set_apart(parts: dict[str, Examples], fraction: float, seed: int, name: str = 'calibration') -> dict:
+  """`parts` with a seeded random `fraction` of the training examples moved to a part of their own, `name`
+  (at least one; the training part keeps at least one)."""
+  train = parts['train']
+  count = min(max(1, round(fraction * len(train))), len(train) - 1)
+  if count < 1:
+    raise UserError(f'{name}: {len(train)} training example(s) leave none to set apart; use a larger dataset')
+  order = np.random.default_rng(seed).permutation(len(train))
+  return {**parts, 'train': train.take(np.sort(order[count:])), name: train.take(np.sort(order[:count]))}
+
+
 def fingerprint(parts: dict[str, Examples]) -> str:
   """SHA-256 of what a run trains and is scored on: each split's keys, features and targets, in order."""
   digest = hashlib.sha256()
@@ -189,14 +235,16 @@ def fingerprint(parts: dict[str, Examples]) -> str:
   return digest.hexdigest()
 
 
-def write_splits(path: str | os.PathLike, parts: dict[str, Examples]) -> None:
-  """Writes input, key, target and split of every example, so a run can be reproduced."""
+def write_splits(path: str | os.PathLike, parts: dict[str, Examples], names: list[str] | None = None) -> None:
+  """Writes input, key, target (several: a column per target `names`, empty where missing) and split of every
+  example, so a run can be reproduced."""
   with workdir.open_for_writing(path) as stream:
     writer = csv.writer(stream)
-    writer.writerow(['input', 'key', 'target', 'split'])
+    writer.writerow(['input', 'key'] + (list(names) if names else ['target']) + ['split'])
     for name, part in parts.items():
       for text, key, target in zip(part.inputs, part.keys, part.y):
-        writer.writerow([text, key, repr(float(target)), name])
+        values = [repr(float(v)) if np.isfinite(v) else '' for v in np.atleast_1d(target)]
+        writer.writerow([text, key, *values, name])
 
 
 def _finite(value) -> bool:
@@ -216,9 +264,11 @@ def scaling_problem(meta: dict) -> str:
     return f'feature_scaling.keep: column numbers must lie in 0..{width - 1 if isinstance(width, int) else "width"}'
   if not all(map(_finite, mean)) or not all(_finite(v) and v != 0 for v in scale):
     return 'feature_scaling: mean must be finite numbers, scale finite and non-zero'
-  if not isinstance(target, dict) or not (_finite(target.get('shift')) and _finite(target.get('scale'))):
-    return 'target_scaling needs finite numbers shift and scale'
-  if target['scale'] == 0 or set(target) - {'shift', 'scale'}:
+  values = [target.get(k) for k in ('shift', 'scale')] if isinstance(target, dict) else [None]
+  values = [v if isinstance(v, list) and v else [v] for v in values]  # several targets: a list of each
+  if not all(_finite(v) for vs in values for v in vs) or len({len(vs) for vs in values}) != 1:
+    return 'target_scaling needs finite numbers shift and scale (lists of one length for several targets)'
+  if 0 in values[1] or set(target) - {'shift', 'scale'}:
     return 'target_scaling: scale must be non-zero, and shift and scale its only fields'
   return ''
 
@@ -263,22 +313,39 @@ class FeatureScaling:
 
 @dataclasses.dataclass(frozen=True)
 class TargetScaling:
-  """Affine target scaling; the model learns (y - shift) / scale. Travels with the checkpoint."""
+  """Affine target scaling; the model learns (y - shift) / scale. Travels with the checkpoint.
 
-  shift: float = 0.0
-  scale: float = 1.0
+  Several targets [N, T] are scaled column by column: `shift` and `scale` are then tuples of T.
+  """
+
+  shift: float | tuple[float, ...] = 0.0
+  scale: float | tuple[float, ...] = 1.0
+
+  def __post_init__(self):
+    for name in ('shift', 'scale'):  # meta.json holds a list per target
+      if isinstance(getattr(self, name), list | tuple | np.ndarray):
+        object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
 
   @classmethod
   def fit(cls, y_train: np.ndarray, kind: str) -> TargetScaling:
-    if kind == 'none':
+    """Fitted to the training targets [N], or column by column to [N, T] (of the values present)."""
+    if kind not in TARGET_SCALINGS:
+      raise UserError(f'unknown target scaling {kind!r}; use one of {", ".join(TARGET_SCALINGS)}')
+    y_train = np.asarray(y_train, np.float64)
+    if y_train.ndim == 2:
+      columns = [cls.fit(column[np.isfinite(column)], kind) for column in y_train.T]
+      return cls(tuple(c.shift for c in columns), tuple(c.scale for c in columns))
+    if kind == 'none' or not y_train.size:
       return cls()
-    if kind == 'standard':
-      return cls(float(y_train.mean()), float(y_train.std() or 1.0))
-    raise UserError(f'unknown target scaling {kind!r}; use one of {", ".join(TARGET_SCALINGS)}')
+    return cls(float(y_train.mean()), float(y_train.std() or 1.0))
 
   def apply(self, y: np.ndarray) -> np.ndarray:
     """Targets in the units the model learns."""
-    return ((y - self.shift) / self.scale).astype(np.float32)
+    return ((y - np.asarray(self.shift)) / np.asarray(self.scale)).astype(np.float32)
+
+  def invert(self, scaled: np.ndarray) -> np.ndarray:
+    """Model outputs in target units."""
+    return scaled * np.asarray(self.scale) + np.asarray(self.shift)
 
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    return {name: list(v) if isinstance(v, tuple) else v for name, v in dataclasses.asdict(self).items()}

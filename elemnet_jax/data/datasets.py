@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from elemnet_jax.configs import values
 from elemnet_jax.data import crabnet
 from elemnet_jax.data.fetch import RemoteFile, fetch
 from elemnet_jax.data.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
@@ -31,8 +32,19 @@ class DatasetSpec:
   unit: str = ''  # of the targets, e.g. 'eV/atom'
 
   def describe_target(self, target: str) -> dict:
-    """The property a target column holds, as a model's meta records it."""
+    """The property a target column holds, as a model's meta records it; several columns: their `names` too."""
+    names = target_names(target)
+    if len(names) > 1:
+      return {'name': ','.join(names), 'quantity': ','.join(names), 'unit': self.unit, 'names': list(names)}
     return {'name': target, 'quantity': self.quantity or target, 'unit': self.unit}
+
+
+def target_names(target: str | None) -> tuple[str, ...]:
+  """The target columns `dataset.target` names: one, or several separated by commas ('E_gap,HOMO,LUMO')."""
+  try:
+    return values.target_names(target)
+  except values.Invalid as error:
+    raise error.at('dataset') from None
 
 
 _CRABNET = 'https://raw.githubusercontent.com/anthony-wang/CrabNet/457b4d4835737ecbe4dd33e53174bd818bd82143/data/benchmark_data/OQMD_Formation_Enthalpy/'
@@ -239,7 +251,8 @@ def load_table(
 ) -> tuple[RawTable, DatasetSpec]:
   """Reads a registered dataset, or a user CSV when `name` is a path to a ``.csv`` file.
 
-  With `inputs_only`, a CSV needs no target column (its targets are then its inputs).
+  With `inputs_only`, a CSV needs no target column (its targets are then its inputs). A `target` of
+  several columns separated by commas reads each row's targets as a tuple of cells.
   """
   if not name.strip():
     raise UserError(
@@ -249,11 +262,12 @@ def load_table(
     spec = DATASETS[name]
     if unit and unit != spec.unit:  # a CSV file's setting: a registered dataset knows its unit
       raise UserError(f'--config.dataset.unit={unit!r}: {name} is registered in {spec.unit!r}; it is for CSV files')
-    target = target or spec.targets[0]
-    if target not in spec.targets:
-      raise UserError(f'dataset {name}: unknown target {target!r}; choose one of {list(spec.targets)}')
+    names = target_names(target or spec.targets[0])
+    for column in names:
+      if column not in spec.targets:
+        raise UserError(f'dataset {name}: unknown target {column!r}; choose one of {list(spec.targets)}')
     paths = [fetch(file, data_dir) for file in spec.files]
-    return spec.read(paths, target), spec
+    return spec.read(paths, names if len(names) > 1 else names[0]), spec
   path = Path(name)
   if path.suffix in ('.csv', '.gz') or path.exists() or os.sep in name:
     if not path.exists():
@@ -273,7 +287,8 @@ def load_table(
       citation='',
       unit=unit,
     )
-    return read_csv(path, input_column, target), spec
+    names = target_names(target)
+    return read_csv(path, input_column, names if len(names) > 1 else names[0]), spec
   raise UserError(
     f'unknown dataset {name!r}; known datasets: {", ".join(sorted(DATASETS))} (or give a path to a CSV file)'
   )

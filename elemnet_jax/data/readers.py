@@ -14,7 +14,10 @@ from elemnet_jax.errors import UserError, listing
 
 @dataclasses.dataclass
 class RawTable:
-  """Rows as read from a file: input strings, target strings, 1-based row numbers in the file."""
+  """Rows as read from a file: input strings, target strings, 1-based row numbers in the file.
+
+  Read with several target columns, each row's target is a tuple of strings, one per column.
+  """
 
   path: str
   inputs: list[str]
@@ -34,7 +37,7 @@ def open_text(path: Path) -> io.TextIOBase:
 def read_csv(
   path: Path,
   input_column: str,
-  target_column: str,
+  target_column: str | tuple[str, ...],
   split: str | None = None,
   split_column: str | None = None,
   keep_cells: bool = False,
@@ -42,6 +45,7 @@ def read_csv(
   """Reads a CSV with a header; a missing column is an error listing the columns present.
 
   With `keep_cells`, the table also holds the header and every row's cells (padded to the header).
+  A tuple of target columns gives each row a tuple of their cells.
   """
   try:
     table = _read_csv(path, input_column, target_column, split, split_column, keep_cells)
@@ -57,10 +61,12 @@ def _read_csv(path, input_column, target_column, split, split_column, keep_cells
     if header is None:
       raise UserError(f'{path}: the file is empty (expected a header row)')
     header = [name.strip() for name in header]
-    for role, column in (('input', input_column), ('target', target_column)):
+    several = isinstance(target_column, tuple)
+    target_columns = target_column if several else (target_column,)
+    for role, column in [('input', input_column)] + [('target', column) for column in target_columns]:
       if not column:
         raise UserError(f'{path}: the {role} column name is empty; give one of {", ".join(map(repr, header))}')
-    wanted = list(dict.fromkeys(c for c in (input_column, target_column, split_column) if c))
+    wanted = list(dict.fromkeys(c for c in (input_column, *target_columns, split_column) if c))
     for column in wanted:
       if header.count(column) > 1:
         raise UserError(
@@ -75,7 +81,7 @@ def _read_csv(path, input_column, target_column, split, split_column, keep_cells
         f'{path}: missing column(s) {", ".join(map(repr, missing))}; columns present: {", ".join(map(repr, header))}'
         + hint
       )
-    i, t = header.index(input_column), header.index(target_column)
+    i, columns = header.index(input_column), [header.index(column) for column in target_columns]
     s = header.index(split_column) if split_column else None
     table = RawTable(str(path), [], [], [], [] if (split or s is not None) else None)
     if keep_cells:
@@ -91,7 +97,8 @@ def _read_csv(path, input_column, target_column, split, split_column, keep_cells
         ragged.append(f'row {row_number} ({text if len(text) <= 80 else text[:77] + "..."!r})')
         continue
       table.inputs.append(row[i].strip() if i < len(row) else '')
-      table.targets.append(row[t].strip() if t < len(row) else '')
+      cells = tuple(row[t].strip() if t < len(row) else '' for t in columns)
+      table.targets.append(cells if several else cells[0])
       table.rows.append(row_number)
       if keep_cells:
         table.cells.append([cell.strip() for cell in row[: len(header)]] + [''] * (len(header) - len(row)))

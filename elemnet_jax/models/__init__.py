@@ -1,7 +1,8 @@
 """Model families: networks from a composition's (or molecule's) features to one property.
 
 Every family is a Flax module `Module(config, frozen_layers=())` whose call is
-`module(x_BxF, *, dropout=False, hidden_layer=None, one_mask=False)`: predictions [B], or with
+`module(x_BxF, *, dropout=False, hidden_layer=None, one_mask=False)`: predictions [B] (or [B, T] when
+its config's `outputs` is T > 1, one per target), or with
 `hidden_layer=j` hidden representation j, [B, hidden_sizes()[j - 1]]. Its config, a frozen
 dataclass with a `name` field and the family's own hyperparameters, answers what the rest of the
 library asks, and nothing else looks behind it:
@@ -60,8 +61,9 @@ def config_from_dict(values: dict) -> ModelConfig:
 
 
 def default_fields(name: str) -> dict:
-  """The fields of family `name` at their defaults (a config file's `model` section)."""
-  return config_from_dict({'name': name}).to_dict()
+  """The fields of family `name` at their defaults (a config file's `model` section); `outputs` is not one:
+  a run sets it from its targets."""
+  return {k: v for k, v in config_from_dict({'name': name}).to_dict().items() if k != 'outputs'}
 
 
 def build_model(config: ModelConfig, frozen_layers: tuple[int, ...] = ()) -> nn.Module:

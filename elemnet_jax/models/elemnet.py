@@ -8,7 +8,14 @@ import flax.linen as nn
 import jax
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
+from elemnet_jax.models.layers import (
+  ACTIVATIONS,
+  check_activation,
+  check_hidden_layer,
+  check_outputs,
+  dropout_layer,
+  output_layer,
+)
 
 # Jha et al. 2018: 1024x4D-512x3D-256x3D-128x3D-64x2-32x1-1.
 PAPER_WIDTHS = (1024,) * 4 + (512,) * 3 + (256,) * 3 + (128,) * 3 + (64,) * 2 + (32,)
@@ -30,6 +37,7 @@ class ElemNetConfig:
   use_dropout: bool = True
   activation: str = 'relu'
   name: str = 'elemnet'  # the family: elemnet or residual (they share these fields)
+  outputs: int = 1  # one per target (set from dataset.target, not a setting of its own)
 
   def __post_init__(self):
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
@@ -44,6 +52,7 @@ class ElemNetConfig:
     if any(not 1 <= p <= len(self.widths) for p in self.dropout_after):
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
     check_activation(self.activation)
+    check_outputs(self.outputs)
     if self.name not in ('elemnet', 'residual'):
       raise ValueError(f"model name {self.name!r} is not one of ['elemnet', 'residual'] (the families of these fields)")
 
@@ -65,7 +74,7 @@ class ElemNetConfig:
   def train_flops_per_sample(self, features: int) -> int:
     """2 x multiply-adds of the dense layers, forward, for the weights' gradients and for the activations'
     gradients (none for the input layer's: the features need none)."""
-    dims = (features,) + self.widths + (1,)
+    dims = (features,) + self.widths + (self.outputs,)
     macs = sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     if self.name == 'residual':  # the shortcuts projected where the width changes
       macs += sum(a * b for a, b in zip(dims[:-2], dims[1:-1]) if a != b)
@@ -101,7 +110,8 @@ class ElemNet(nn.Module):
   def __call__(
     self, x_BxF: jax.Array, *, dropout: bool = False, hidden_layer: int | None = None, one_mask: bool = False
   ) -> jax.Array:
-    """Predictions [B]; or, with `hidden_layer=j`, the activations after dense layer j (1-based).
+    """Predictions [B] ([B, outputs] for several targets); or, with `hidden_layer=j`, the activations after
+    dense layer j (1-based).
 
     Dropout is applied only when `dropout` is true and the config uses it; with `one_mask`, every row
     gets the same masks (one thinned network), so a row's output does not depend on its position.
@@ -118,4 +128,4 @@ class ElemNet(nn.Module):
         return x
       if config.use_dropout and position in rates and position not in self.frozen_layers:
         x = dropout_layer(rates[position], active=dropout, one_mask=one_mask)(x)
-    return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
+    return output_layer(x, config.outputs, f'dense_{len(config.widths)}')

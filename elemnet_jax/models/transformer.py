@@ -17,7 +17,14 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
+from elemnet_jax.models.layers import (
+  ACTIVATIONS,
+  check_activation,
+  check_hidden_layer,
+  check_outputs,
+  dropout_layer,
+  output_layer,
+)
 
 POOLINGS = ('fraction', 'mean')
 _SMALLEST_FRACTION = 1e-6  # the log encoding's floor; padding tokens (fraction 0) are masked anyway
@@ -40,6 +47,7 @@ class TransformerConfig:
   activation: str = 'gelu'
   pooling: str = 'fraction'  # fraction-weighted mean of the tokens, or their plain mean
   name: str = 'transformer'
+  outputs: int = 1  # one per target (set from dataset.target, not a setting of its own)
 
   def __post_init__(self):
     object.__setattr__(self, 'head_widths', tuple(int(w) for w in self.head_widths))
@@ -56,6 +64,7 @@ class TransformerConfig:
     if self.pooling not in POOLINGS:
       raise ValueError(f'pooling {self.pooling!r} is not one of {POOLINGS}')
     check_activation(self.activation)
+    check_outputs(self.outputs)
 
   # The model interface (see `elemnet_jax.models`).
   input_kind = 'composition'
@@ -83,7 +92,7 @@ class TransformerConfig:
     t, d = self.max_elements, self.d_model
     embed = t * (self.vector_width + 4 * self.fraction_frequencies) * d
     macs = embed + self.layers * (4 * t * d * d + 2 * t * t * d + 2 * t * d * self.ffn_width)
-    dims = (d,) + self.head_widths + (1,)
+    dims = (d,) + self.head_widths + (self.outputs,)
     macs += sum(a * b for a, b in zip(dims[:-1], dims[1:]))
     return 2 * (3 * macs - embed)
 
@@ -169,4 +178,4 @@ class CompositionTransformer(nn.Module):
       position = config.layers + 2 + i
       if config.dropout and position not in self.frozen_layers:
         x = dropout_layer(config.dropout, active=dropout, one_mask=one_mask)(x)
-    return nn.Dense(1, name='output')(x)[..., 0]
+    return output_layer(x, config.outputs, 'output')

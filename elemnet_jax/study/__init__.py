@@ -10,21 +10,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, inputs, ridge, run, transfer, workdir
+from elemnet_jax import data, inputs, ridge, run, targets, tasks, transfer, workdir
 from elemnet_jax.calibration import study_entry
 from elemnet_jax.configs.schema import FeaturizerConfig
-from elemnet_jax.configs.study_schema import StudyConfig, StudySection
+from elemnet_jax.configs.study_schema import StudyConfig
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import calibration
+from elemnet_jax.metrics import calibration, classification_metrics
 from elemnet_jax.models import config_from_dict
 from elemnet_jax.predict import evaluate
+from elemnet_jax.study import choice
 from elemnet_jax.study.plan import (
   Arm,
   Fold,
@@ -36,14 +36,14 @@ from elemnet_jax.study.plan import (
   standardise_features,
   subset_sizes,
   training_order,
+  validation_key,
   validation_rotation,
 )
-from elemnet_jax.study.report import write_report
+from elemnet_jax.study.results import Results, _key, _previous_runs
 from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
 from elemnet_jax.training import timing, train
-from elemnet_jax.training.fit import fit_options
+from elemnet_jax.training.fit import fit_options, retrain_with_validation
 
-FORMAT = 2  # of results.json
 LAYOUT = workdir.Layout(
   kind='study',
   config='study_config.json',
@@ -52,64 +52,6 @@ LAYOUT = workdir.Layout(
   outputs=('results.md', 'learning_curve.png', 'learning_curve.svg', 'parity.png', 'parity.svg', 'log.txt')
   + ('results.json', 'study_config.json'),
 )
-
-
-@dataclasses.dataclass
-class Results:
-  """What results.json holds; every recorded run is written at once, with the report."""
-
-  path: Path
-  study: StudySection
-  notes: dict
-  leakage: dict
-  sources: dict[str, str]
-  context: dict  # for the report: quantity, unit, source and target dataset names
-  runs: list[dict] = dataclasses.field(default_factory=list)
-  parity: dict = dataclasses.field(default_factory=lambda: {'target': None, 'predictions': {}, 'val_mae': {}})
-  phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)  # where this process's time went
-
-  def done(self) -> set[tuple]:
-    return {_key(Arm.of(row), row['train_fraction'], row['fold']) for row in self.runs}
-
-  def save(self, finished: bool = False) -> None:
-    record = {
-      'format': FORMAT,
-      'target': self.notes,
-      'leakage': self.leakage,
-      'sources': self.sources,
-      'runs': self.runs,
-      'parity': self.parity,
-      'seconds': self.phases.summary(),  # of this process (a resumed study: since it resumed)
-      'finished': finished,
-    }
-    workdir.write_text(self.path / 'results.json', json.dumps(record, indent=1))
-
-  def record(self, rows: list[dict]) -> None:
-    self.runs.extend(rows)
-    self.save()
-    self.report(echo=False)
-
-  def report(self, echo: bool = True) -> str:
-    return write_report(self.path, self.runs, self.leakage, self.parity, self.study, self.context, echo)
-
-
-def _key(arm: Arm, fraction: float, fold: int) -> tuple:
-  return (arm.method, arm.freeze_layers, arm.layer, fraction, fold)
-
-
-def _previous_runs(study_dir: workdir.Workdir) -> dict:
-  """The record of the interrupted study being resumed ({} when starting afresh)."""
-  if not study_dir.resume:
-    return {}
-  try:
-    previous = workdir.read_json(study_dir.path / 'results.json', 'the study did not start')
-  except UserError as error:  # cut short by a full disk or by hand: its runs cannot be resumed
-    raise UserError(f'{error}; pass --overwrite to start the study over') from None
-  if previous.get('format') != FORMAT:
-    raise UserError(
-      f'{study_dir.path}/results.json: written in another format; pass --overwrite to start the study over'
-    )
-  return previous
 
 
 @dataclasses.dataclass
@@ -137,6 +79,8 @@ class Study:
     self.pretrained = transfer.source_members(source.params, len(self.seeds))  # seed k from member k mod K
     self.target_train, self.scratch_train = config.target.train, config.study.scratch_train
     self.arms = network_arms(config.study)
+    self.task = config.target.dataset.task
+    self.new_head = self.task != 'regression' or targets.source_outputs(source.meta) != 1  # drawn afresh
     self.timer = Timer(self._count_runs())
 
   def _count_runs(self) -> int:
@@ -149,7 +93,9 @@ class Study:
   def fold_data(self, fold: Fold) -> FoldData:
     parts = {'train': fold.train, 'val': fold.val, 'test': fold.test}
     features = data.FeatureScaling.from_dict(self.source.meta['feature_scaling'])  # the source model's
-    scaling = inputs.fit_target_scaling(fold.train.y, 'none', self.target.transfer, self.source.meta)
+    scaling = inputs.fit_target_scaling(
+      fold.train.y, 'none', self.target.transfer, self.source.meta, self.target.dataset
+    )
     made = inputs.make_inputs(parts, self.featurizer.description(), features, scaling)
     rotated = len(self.seeds) if self.study.rotate_validation else 1
     rotation_rng = np.random.default_rng(self.target.dataset.split_seed + 200 + fold.index)
@@ -207,7 +153,9 @@ class Study:
     # member 0's rows; rotated members train on other rows of the same pool and share them; retraining
     # adds the validation rows but keeps these statistics, as the head network keeps its feature scaling
     rows = arrays.member_train[:, index][0]
-    return inputs.fit_target_scaling(arrays.pool_targets[rows], 'none', self.target.transfer, self.source.meta)
+    return inputs.fit_target_scaling(
+      arrays.pool_targets[rows], 'none', self.target.transfer, self.source.meta, self.target.dataset
+    )
 
   def run_direct(self, arrays: FoldData) -> list[dict]:
     """The source ensemble applied as is, scored as its own test MAE was."""
@@ -245,7 +193,7 @@ class Study:
       pool_in, test_in = (np.stack([member[name] for member in scaled]) for name in ('pool', 'test'))
       test_in = test_in[0] if len(test_in) == 1 else test_in  # [N, F], or [members, N, F] each its own
       return pool_in, test_in, head_config(self.study, self.source.model_config), self.scratch_train, None, None
-    model_config = self.source.model_config
+    model_config = targets.with_outputs(self.source.model_config, 1)  # a source of several targets: one output
     if arm.method == 'finetune':
       rules = transfer.layer_rules(arm.freeze_layers, model_config)
       return arrays.pool_x, arrays.x['test'], model_config, self.target_train, self.pretrained, rules
@@ -270,7 +218,7 @@ class Study:
         seeds=self.seeds,
         init_params=init,
         rules=rules,
-        reinit_head=self.target.transfer.reinit_head and arm.method == 'finetune',
+        reinit_head=arm.method == 'finetune' and (self.target.transfer.reinit_head or self.new_head),
       )
       members, options = start(n_train), fit_options(config, scaling.scale, n_train)
       try:
@@ -308,30 +256,30 @@ class Study:
       arm, arm_config, len(index), scaling, train_data, val_data, name
     )
     passes = train_config.eval_dropout_passes  # test and validation scored as early stopping scored
-    ensemble_val_mae = val_members = None  # with rotated validation rows there is no shared set to score
-    if len(arrays.member_val) == 1:
-      val_members = evaluate(members.model, best, val_in, scaling, passes)  # [K, N], also for the calibration
-      ensemble_val_mae = round(float(np.abs(val_members.mean(axis=0) - fold.val.y).mean()), 6)
+    ensemble_val = val_members = None  # with rotated validation rows there is no shared set to score
+    if len(arrays.member_val) == 1:  # [K, N], also for the calibration; a classifier's probabilities
+      val_members = self._outputs(evaluate(members.model, best, val_in, scaling, passes))
+      ensemble_val = self._ensemble_val(fold.val.y, val_members.mean(axis=0))
     trained_rows = train_rows
     if self.study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
       trained_rows = np.concatenate([arrays.member_val, train_rows], axis=1)
       data_rows = (member_rows(pool_in, trained_rows), member_rows(pool_y, trained_rows))
-      best = run.retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name)
+      best = retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name)
     seconds = (time.perf_counter() - tic) / len(self.seeds)
-    predictions = evaluate(members.model, best, test_in, scaling, passes)
-    size = trained_rows.shape[1]
-    if fold.index == 0 and fraction == max(self.study.train_fractions):  # the parity plot's runs
+    predictions = self._outputs(evaluate(members.model, best, test_in, scaling, passes))
+    size, task, val_key = trained_rows.shape[1], self.task, validation_key(self.task)
+    if fold.index == 0 and fraction == max(self.study.train_fractions) and task == 'regression':  # the parity plot
       self.results.parity['predictions'][arm.label] = [float(v) for v in predictions.mean(axis=0)]
       self.results.parity['val_mae'][arm.label] = float(np.mean(progress.best_val))
     chosen = {'learning_rate': rate}
     if len(scores) > 1:  # what each rate scored on validation, in target units (None: diverged)
-      chosen['val_mae_by_rate'] = {
+      chosen[f'{val_key}_by_rate'] = {
         repr(float(r)): round(v * scaling.scale, 6) if np.isfinite(v) else None for r, v in scores.items()
       }
     rows = [
       {
-        **result_row(arm, fraction, size, fold, seed, p, seconds),
-        'val_mae': round(val * scaling.scale, 6),  # early stopping's criterion, in target units
+        **result_row(arm, fraction, size, fold, seed, p, seconds, task),
+        val_key: round(val * scaling.scale, 6),  # early stopping's criterion, in target units
         'best_epoch': epoch,  # what early stopping kept (and retraining ran for)
         **chosen,
       }
@@ -339,21 +287,38 @@ class Study:
     ]
     if len(self.seeds) > 1:
       mean, std = predictions.mean(axis=0), predictions.std(axis=0)
-      ensemble = result_row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds))
+      ensemble = result_row(arm, fraction, size, fold, None, mean, seconds * len(self.seeds), task)
       # How far the seeds' spread can be trusted: raw, and calibrated on the validation rows.
-      spread = calibration(fold.test.y, mean, std) | study_entry(fold.val.y, val_members, fold.test.y, predictions)
-      rows.append({**ensemble, 'ensemble': True, 'val_mae': ensemble_val_mae, **chosen, **spread})
+      spread = (
+        calibration(fold.test.y, mean, std) | study_entry(fold.val.y, val_members, fold.test.y, predictions)
+        if task == 'regression'
+        else {}
+      )
+      rows.append({**ensemble, 'ensemble': True, val_key: ensemble_val, **chosen, **spread})
     return rows
+
+  def _outputs(self, predictions_KxN: np.ndarray) -> np.ndarray:
+    """Predictions as scored: a classifier's logits as probabilities of the positive class."""
+    return tasks.output({'target': {'task': self.task}}, predictions_KxN)
+
+  def _ensemble_val(self, target: np.ndarray, mean: np.ndarray) -> float:
+    """The seeds' mean prediction scored on the shared validation rows: log-loss for a classifier, else MAE."""
+    if self.task == 'classification':
+      return round(classification_metrics(target, mean)['log_loss'], 6)
+    return round(float(np.abs(mean - target).mean()), 6)
 
 
 def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `path`; writes results.json, results.md and figures; returns the rows.
 
-  Everything that can be checked is checked before the (long) pretraining starts.
+  Everything that can be checked is checked before the (long) pretraining starts. With
+  `study.choose_source`, one study per source of `study.pretrained` and the source validation prefers.
   """
   if not isinstance(config, StudyConfig):
     raise TypeError(f'a study takes a typed config (elemnet_jax.configs.resolve), not {type(config).__name__}')
-  phases, study = timing.Phases(), config.study
+  if config.study.choose_source:
+    return choice.run_choice(config, path, overwrite, run_study)
+  phases, study = timing.Phases(), config.study  # a classifier's networks train with bce (StudyConfig)
   if study.pretrained:
     source_dirs, meta = named_sources(config)
     description = {key: value for key, value in meta['featurizer'].items() if key not in ('width', 'elements')}
@@ -367,6 +332,8 @@ def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) ->
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
   transfer.refuse_unlearned(source.dirs, study.allow_collapsed_source, 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
+  if 'direct' in study.methods and targets.source_outputs(source.meta) != 1:
+    raise UserError('--config.study.methods: direct applies the source as is, which predicts several targets')
   sources = workdir.digests(source.dirs)
   study_dir.check_sources(sources)
   previous = _previous_runs(study_dir)
@@ -379,6 +346,7 @@ def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) ->
       'unit': notes['target']['unit'],
       'source': source.meta['dataset']['name'],
       'target': config.target.dataset.name,
+      'task': config.target.dataset.task,
     }
     results = Results(study_dir.path, study, notes, leakage, sources, context, previous.get('runs', []), phases=phases)
     results.parity = previous.get('parity', results.parity)

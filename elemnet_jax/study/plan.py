@@ -11,9 +11,21 @@ from absl import logging
 from elemnet_jax import data, transfer
 from elemnet_jax.configs.study_schema import StudySection
 from elemnet_jax.errors import UserError
-from elemnet_jax.metrics import regression_metrics
+from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.models.elemnet import ElemNetConfig, head_network
+
+
+def scores(task: str, target: np.ndarray, prediction: np.ndarray) -> dict:
+  """Test scores of one prediction: ROC-AUC, accuracy, log-loss of probabilities, or MAE, RMSE, R^2."""
+  if task == 'classification':
+    return classification_metrics(target, prediction)
+  return regression_metrics(target, prediction)
+
+
+def validation_key(task: str) -> str:
+  """The name of early stopping's criterion in a result row: the validation log-loss or MAE."""
+  return 'val_log_loss' if task == 'classification' else 'val_mae'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,8 +169,13 @@ class Timer:
     self.seconds += time.perf_counter() - self.tic
 
 
-def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float) -> dict:
-  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is)."""
+def result_row(
+  arm: Arm, fraction: float, size: int, fold: Fold, seed: int | None, prediction, seconds: float, task='regression'
+) -> dict:
+  """One result row; `seed` None where no single seed made it (the seeds' mean, ridge, the source as is).
+
+  A classifier's `prediction` is the probability of the positive class.
+  """
   return {
     'method': arm.method,
     'freeze_layers': arm.freeze_layers,
@@ -168,6 +185,6 @@ def result_row(arm: Arm, fraction: float, size: int, fold: Fold, seed: int | Non
     'fold': fold.index,
     'seed': seed,
     'ensemble': False,
-    **regression_metrics(fold.test.y, prediction),
+    **scores(task, fold.test.y, prediction),
     'seconds': round(seconds, 2),
   }

@@ -11,9 +11,12 @@ from elemnet_jax import workdir
 from elemnet_jax.metrics import expected_coverage
 from elemnet_jax.study.plan import Arm
 
+# The score a study's tables lead with, its name, and whether higher is better: by the target's task.
+METRICS = {'regression': ('mae', 'MAE', False), 'classification': ('roc_auc', 'ROC-AUC', True)}
 
-def summarise(rows: list[dict], ensembles: bool = False) -> dict:
-  """Arm -> train_fraction -> (mean MAE, std MAE, runs, median train_size).
+
+def summarise(rows: list[dict], ensembles: bool = False, key: str = 'mae') -> dict:
+  """Arm -> train_fraction -> (mean, std of the score `key` (MAE), runs, median train_size).
 
   Single runs by default; with `ensembles`, the rows that score the mean prediction of the seeds.
   """
@@ -21,7 +24,7 @@ def summarise(rows: list[dict], ensembles: bool = False) -> dict:
   for row in rows:
     if row.get('ensemble', False) != ensembles:
       continue
-    table.setdefault(Arm.of(row), {}).setdefault(row['train_fraction'], []).append((row['mae'], row['train_size']))
+    table.setdefault(Arm.of(row), {}).setdefault(row['train_fraction'], []).append((row[key], row['train_size']))
   return {
     arm: {
       f: (
@@ -36,12 +39,13 @@ def summarise(rows: list[dict], ensembles: bool = False) -> dict:
   }
 
 
-def _table(summary: dict, fractions, sizes) -> list[str]:
+def _table(summary: dict, fractions, sizes, higher_better: bool = False) -> list[str]:
   arms = [arm for arm in summary if arm.method != 'direct']
+  pick = max if higher_better else min
   lines = ['| share of target train (n) | ' + ' | '.join(a.label for a in arms) + ' |', '|---' * (len(arms) + 1) + '|']
   for f in fractions:
     cells = []
-    best = min((summary[a][f][0] for a in arms if f in summary[a]), default=None)
+    best = pick((summary[a][f][0] for a in arms if f in summary[a]), default=None)
     for arm in arms:
       if f not in summary[arm]:
         cells.append('')
@@ -65,13 +69,16 @@ def _members(count: int) -> str:
 def _source_test(leakage: dict) -> str:
   runs = leakage.get('source_runs', 1)
   score = f'test MAE {leakage["source_test_mae"]:.4f} on {leakage["source_test_n"]:,} examples'
+  if leakage['source_test_mae'] != leakage['source_test_mae']:  # NaN: a source of several targets
+    score = f'several targets, {leakage["source_test_n"]:,} test values'
   return score if runs < 2 else f'pretrained as {runs} separate runs, ensemble {score}'
 
 
-def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool) -> str:
+def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool, task: str = 'regression') -> str:
   ridge = ', ridge one per fold' if has_ridge else ''  # it has no seeds
+  criterion = 'log-loss' if task == 'classification' else 'MAE'  # what early stopping and the rate minimise
   text = (
-    f'\nTest MAE, mean +- std over {runs_per_cell} runs per cell (folds x seeds{ridge}; '
+    f'\nTest {METRICS[task][1]}, mean +- std over {runs_per_cell} runs per cell (folds x seeds{ridge}; '
     f'study.folds={study.folds}, study.seeds={study.seeds}'
   )
   if study.rotate_validation:
@@ -81,7 +88,7 @@ def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool) -> str:
     )
   if study.learning_rates:
     rates = ', '.join(f'{rate:g}' for rate in study.learning_rates)
-    text += f'; each network at the learning rate of ({rates}) with the lowest mean validation MAE of its seeds'
+    text += f'; each network at the learning rate of ({rates}) with the lowest mean validation {criterion} of its seeds'
   if study.retrain_with_validation:
     text += (
       '; retrained: each model trained again from the same start on its training and validation rows '
@@ -101,36 +108,44 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
 
   `context`: the target's 'quantity' and 'unit', and the 'source' and 'target' dataset names.
   """
-  summary = summarise(rows)
+  task = context.get('task', 'regression')
+  key, label, higher = METRICS[task]
+  summary = summarise(rows, key=key)
   fractions = sorted({r['train_fraction'] for r in rows if r['method'] != 'direct'})
   arms = [arm for arm in summary if arm.method != 'direct']
   sizes = {f: max(v[f][3] for v in summary.values() if f in v) for f in fractions}
-  unit = f' ({context["unit"]})' if context.get('unit') else ''
-  lines = [f'# {context["source"]} -> {context["target"]}: {context["quantity"]}, test MAE{unit}', '']
-  lines += _table(summary, fractions, sizes)
+  unit = f' ({context["unit"]})' if context.get('unit') and task == 'regression' else ''
+  lines = [f'# {context["source"]} -> {context["target"]}: {context["quantity"]}, test {label}{unit}', '']
+  lines += _table(summary, fractions, sizes, higher)
   for arm, cells in summary.items():
     if arm.method == 'direct':
       mean, std, runs, _ = cells[0.0]
       lines.append(f'\nPretrained model applied directly (no target training): {mean:.4f} +- {std:.4f} ({runs} folds).')
   runs_per_cell = max((v[2] for cells in summary.values() for v in cells.values()), default=0)
-  lines.append(_protocol(study, leakage, runs_per_cell, any(arm.method == 'featurizer' for arm in summary)))
+  lines.append(_protocol(study, leakage, runs_per_cell, any(arm.method == 'featurizer' for arm in summary), task))
   lines += [f'Source: {verdict}.' for verdict in leakage.get('source_verdicts', [])]  # against the training median
   scratch = summary.get(Arm('scratch'), {})
   transfer_arms = [a for a in arms if a.method in ('finetune', 'featurizer', 'head')]
   if scratch and transfer_arms:
     shared = [f for f in fractions if f in scratch and any(f in summary[a] for a in transfer_arms)]
-    wins = all(min(summary[a][f][0] for a in transfer_arms if f in summary[a]) < scratch[f][0] for f in shared)
+    pick, sign = (max, -1) if higher else (min, 1)
+    wins = all(
+      sign * pick(summary[a][f][0] for a in transfer_arms if f in summary[a]) < sign * scratch[f][0] for f in shared
+    )
     lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
-  ensembles = summarise(rows, ensembles=True)
+  ensembles = summarise(rows, ensembles=True, key=key)
   if ensembles:
-    lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test MAE (+- std over folds):', '']
-    lines += _table(ensembles, fractions, sizes)
+    lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test {label} (+- std over folds):', '']
+    lines += _table(ensembles, fractions, sizes, higher)
+  for other, name in (('accuracy', 'accuracy at 0.5'), ('log_loss', 'log-loss')) if task == 'classification' else ():
+    lines += ['', f'Test {name}, mean +- std over the runs of each cell:', '']
+    lines += _table(summarise(rows, key=other), fractions, sizes, other == 'accuracy')
   lines += _calibration(rows, fractions, sizes, study.seeds) + _calibrated(rows, fractions, sizes)
   lines += _rates(rows, fractions, sizes)
   text = '\n'.join(lines) + '\n'
   workdir.write_text(path / 'results.md', text)
   colours = _colours(summary)
-  _plot_learning_curve(path, summary, fractions, sizes, context, colours)
+  _plot_learning_curve(path, summary, fractions, sizes, context, colours, label)
   _plot_parity(path, parity, context, colours)
   if echo:
     print(text)
@@ -208,7 +223,7 @@ def _calibrated(rows: list[dict], fractions, sizes) -> list[str]:
 
 def _rates(rows: list[dict], fractions, sizes) -> list[str]:
   """The learning rate validation chose per arm and size: each fold's choice, with its count when folds differ."""
-  rows = [row for row in rows if 'val_mae_by_rate' in row and not row.get('ensemble')]
+  rows = [row for row in rows if any(k.endswith('_by_rate') for k in row) and not row.get('ensemble')]
   if not rows:
     return []
   first = min(row['seed'] for row in rows)
@@ -246,7 +261,7 @@ def _axis(context: dict, what: str) -> str:
   return f'{what} {context["quantity"]}{unit}'
 
 
-def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: dict, colours: dict) -> None:
+def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: dict, colours: dict, label='MAE'):
   plt = _pyplot()
   figure, axes = plt.subplots(figsize=(6, 4.2))
   for arm, cells in summary.items():
@@ -267,7 +282,7 @@ def _plot_learning_curve(path: Path, summary: dict, fractions, sizes, context: d
   axes.set_xticks([sizes[f] for f in fractions], [f'{sizes[f]}\n({f:.0%})' for f in fractions])
   axes.minorticks_off()
   axes.set_xlabel(f'{context["target"]} training-set size')
-  axes.set_ylabel(_axis(context, 'test MAE of'))
+  axes.set_ylabel(_axis(context, f'test {label} of') if label == 'MAE' else f'test {label}, {context["quantity"]}')
   axes.set_title(f'{context["source"]} -> {context["target"]}', fontsize=10)
   axes.legend(fontsize=8)
   axes.grid(alpha=0.3)

@@ -28,7 +28,7 @@ class Source:
   params: Any  # [K, ...]
   meta: dict
   metrics: list[dict]  # metrics.json of each run
-  test_mae: float  # of the ensemble on the source's test split
+  test_mae: float  # of the ensemble on the source's test split (NaN: a source of several targets)
 
   @property
   def model_config(self) -> ModelConfig:
@@ -40,7 +40,7 @@ def read_source(source_dirs: list[Path]) -> Source:
   model, params, meta = transfer.load_sources(source_dirs)
   metrics = [workdir.read_json(d / 'metrics.json', 'the run did not finish') for d in source_dirs]
   if len(source_dirs) == 1:
-    return Source(source_dirs, model, params, meta, metrics, metrics[0]['test']['mae'])
+    return Source(source_dirs, model, params, meta, metrics, metrics[0]['test'].get('mae', float('nan')))
   predictions, weights = [], [m['members'] for m in metrics]
   for source_dir in source_dirs:
     with open(source_dir / 'predictions_test.csv', newline='') as stream:
@@ -102,7 +102,7 @@ def leakage_record(source: Source, examples: data.Examples, target_name: str, da
     'source': ','.join(map(str, source.dirs)),
     'source_dataset': source.meta['dataset']['name'],
     'source_test_mae': source.test_mae,
-    'source_test_n': source.metrics[0]['test']['n'],  # a resplit source has its own, smaller test split
+    'source_test_n': source.metrics[0]['test'].get('n', source.metrics[0]['test'].get('mean', {}).get('n')),
     'source_runs': len(source.dirs),
     'target_excluded_from_source': removed,
     'excluded_count': min(found['count'] for found in excluded) if removed else 0,
@@ -115,7 +115,7 @@ def load_target(config: StudyConfig, model_config: ModelConfig, featurizer_confi
   """The target examples, featurized as the source model's inputs are, and its folds."""
   study, dataset = config.study, config.target.dataset
   examples, featurizer, notes, spec = inputs.load_examples(dataset, featurizer_config, config.data_dir)
-  notes['target'] = spec.describe_target(dataset.target or spec.targets[0])
+  notes['target'] = spec.describe_target(dataset.target or spec.targets[0]) | notes.pop('task', {})
   check_study_depths(study, model_config)
   if study.folds and examples.split is not None:  # its repeats are grouped within each published part
     raise UserError(

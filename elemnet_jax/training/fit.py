@@ -69,9 +69,8 @@ def fit_options(train: FitConfig, target_scale: float = 1.0, n_train: int = 0, *
   """`fit`'s options for `n_train` training rows whose targets are in units of `target_scale` (the rate schedule's
   length counts their steps)."""
   steps = train.steps_per_epoch(n_train)
-  rate = learning_rate_schedule(
-    train.learning_rate, train.schedule, int(train.warmup_epochs * steps), train.max_epochs * steps
-  )
+  warmup, total = int(train.warmup_epochs * steps), train.max_epochs * steps
+  rate = learning_rate_schedule(train.learning_rate, train.schedule, warmup, total)
   return FitOptions(train, target_scale, rate if callable(rate) else (lambda step, rate=rate: rate), **more)
 
 
@@ -379,6 +378,16 @@ def fit_epochs(
     if epoch % options.train.log_every == 0 or epoch == last:
       logging.info('%s epoch %d/%d  train_loss %.4f', name, epoch, last, float(losses_KxS.mean()) * options.loss_scale)
   return distributed.local(params)  # this process's copy
+
+
+def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
+  """Member k trained again from its start (`start(n)`: the members as the early-stopped run began, the schedule
+  counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters."""
+  n, tic = rows[0].shape[-2], time.perf_counter()  # x: [N, F], or [K, N, F] each member its own
+  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
+  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
+  logging.info('retraining took %.1fs', time.perf_counter() - tic)
+  return params
 
 
 def _untimed(name: str):

@@ -108,16 +108,11 @@ def monitor(
 
   Targets and predictions in the model's units (the median commutes with an affine target scaling).
   """
-  y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
   options = dataclasses.replace(options, epochs=epochs)
 
   def check(epoch: int, step: int, predictions_KxN: np.ndarray) -> None:
-    if not options.epochs or epoch < options.epochs or step < options.min_steps:
-      return
-    truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
-    judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
-    if all(j.constant or (epoch >= 2 * options.epochs and j.no_better) for j in judgements):
-      worst = judgements[0]
+    worst = collapsed(options, epoch, step, y_train, y_val, predictions_KxN)
+    if worst is not None:
       message = (
         f'{name}: training stopped at epoch {epoch} (step {step}): the network learned nothing '
         f'({worst.problem()}; {worst.describe("val")}, in training units); lower the learning rate, '
@@ -130,14 +125,33 @@ def monitor(
   return check
 
 
+def collapsed(options: GuardOptions, epoch: int, step: int, y_train, y_val, predictions_KxN) -> Judgement | None:
+  """Member 0's judgement when every member's validation predictions [K, N] collapsed as `monitor` judges, else None.
+
+  `y_val`: [N], or [K, N] each member's own.
+  """
+  if not options.epochs or epoch < options.epochs or step < options.min_steps:
+    return None
+  y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
+  truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
+  judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
+  if all(j.constant or (epoch >= 2 * options.epochs and j.no_better) for j in judgements):
+    return judgements[0]
+  return None
+
+
 def refusal(metrics: dict, source: str, consent: str) -> str:
   """'' for a source that learned (or whose metrics.json predates the guard), else the one-line refusal."""
   guard = metrics.get('guard')
   if not guard or guard.get('learned', True):
     return ''
   val = metrics.get('val', {})
+  scores = (  # several targets: the verdict of each
+    f'val MAE {val["mae"]:.4g} vs {val.get("baseline_mae", float("nan")):.4g} for the training median'
+    if 'mae' in val
+    else guard.get('verdict', '')
+  )
   return (
-    f'{source}: this source learned nothing ({guard.get("problem")}: val MAE {val.get("mae", float("nan")):.4g} '
-    f'vs {val.get("baseline_mae", float("nan")):.4g} for the training median); transferring from it passes '
+    f'{source}: this source learned nothing ({guard.get("problem")}: {scores}); transferring from it passes '
     f'on a constant. Pretrain it again (see docs/results.md) or pass --config.{consent}=True to use it anyway'
   )

@@ -61,6 +61,14 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
   raise ValueError(f'unknown loss {kind!r}; use one of {", ".join(LOSSES)}')
 
 
+def target_weights(mask_B: jax.Array, y_B: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:
+  """(weights like `y_B`, `y_B` with missing values set to 0): padded rows (`mask_B` false) and missing targets
+  (NaN, of several targets [B, T]) weigh 0, so the loss and its gradient see only the values present."""
+  present = jnp.isfinite(y_B)
+  weight = mask_B.astype(bool).reshape(mask_B.shape + (1,) * (y_B.ndim - mask_B.ndim)) & present
+  return weight.astype(dtype), jnp.where(present, y_B, 0)
+
+
 def init_state(
   model: nn.Module,
   optimizer: optax.GradientTransformation,
@@ -103,7 +111,7 @@ def make_train_step(
 
   def objective(params, x_BxF, y_B, mask_B, dropout_key):
     prediction = model.apply(params, x_BxF, dropout=True, rngs={'dropout': dropout_key})
-    weight = mask_B.astype(prediction.dtype)
+    weight, y_B = target_weights(mask_B, y_B, prediction.dtype)
     return jnp.sum(weight * loss_per_example(loss, prediction, y_B)) / jnp.maximum(weight.sum(), 1)
 
   def gradients(params, *batch):

@@ -79,7 +79,9 @@ class DatasetConfig:
     if self.positive and self.task != 'classification':
       raise Invalid(f'{{at}}positive={self.positive!r}: names a class; it applies with {{at}}task=classification')
     if len(self.target_names) > 1 and self.task != 'regression':
-      raise Invalid(f'{{at}}target={self.target!r}: several targets are regression targets; a classifier takes one')
+      raise Invalid(
+        f'{{at}}target={self.target!r}: several targets are regression targets; a classifier takes one target column'
+      )
 
   @property
   def target_names(self) -> tuple[str, ...]:

@@ -89,13 +89,14 @@ def fit_target_scaling(
 ) -> data.TargetScaling:
   """The units the model learns targets in.
 
-  Fitted to `y_train` as `kind` (train.target_scaling) says; when fine-tuning a regression (`dataset`), the
-  source model's own, or standardised with `y_train` with `transfer.target_scaling='refit'` or when `dataset`
-  names other targets than the source's outputs (`targets.new_outputs`).
+  Fitted to `y_train` as `kind` (train.target_scaling) says; when fine-tuning a regression, the source model's
+  own, or standardised with `y_train` with `transfer.target_scaling='refit'` or when `dataset` names other
+  targets than the source's outputs (`targets.new_outputs`; no `dataset`: one regression target).
   """
-  if source_meta is None or dataset.task == 'classification':
+  if source_meta is None or (dataset is not None and dataset.task == 'classification'):
     return data.TargetScaling.fit(y_train, kind)
-  if targets.new_outputs(source_meta, dataset) or transfer_config.target_scaling == 'refit':
+  other_targets = dataset is not None and targets.new_outputs(source_meta, dataset)
+  if other_targets or transfer_config.target_scaling == 'refit':
     return data.TargetScaling.fit(y_train, 'standard')
   return data.TargetScaling(**source_meta['target_scaling'])
 

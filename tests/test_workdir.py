@@ -64,16 +64,19 @@ def test_writing_an_output_leaves_the_users_other_files_alone(tmp_path):
 
 
 def _older(config: dict) -> dict:
-  """`config` as a version before config_version recorded it: without the task, guard, checkpoint interval and
-  source consent where they have the values that acted as their absence."""
+  """`config` as a version before config_version recorded it: without the task, guard, checkpoint interval, source
+  consent, calibration share, outputs and source choice where they have the values that acted as their absence."""
   old = {key: copy.deepcopy(value) for key, value in config.items() if key != migrations.VERSION_KEY}
   absent = {'dataset': {'task': 'regression', 'positive': ''}, 'transfer': {'allow_collapsed_source': False}}
-  absent['train'] = {'guard_epochs': 3, 'checkpoint_seconds': 60.0}
+  absent['train'] = {'guard_epochs': 3, 'checkpoint_seconds': 60.0, 'calibration_fraction': 0.0}
+  absent['model'] = {'outputs': 1}  # before several targets
   for run_config in [old['source'], old['target']] if 'study' in old else [old]:
     for section, fields in absent.items():
       for name, value in fields.items():
-        if run_config.get(section, {}).get(name, None) == value:
+        if (run_config.get(section) or {}).get(name, None) == value:
           del run_config[section][name]
+  if old.get('study', {}).get('choose_source') is False:
+    del old['study']['choose_source']
   return old
 
 

@@ -11,39 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
 import numpy as np
 
 from elemnet_jax import calibration
+from elemnet_jax.configs.schema import DatasetConfig
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, listing
 from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.training import guard
-
-TASKS = ('regression', 'classification')
-
-
-def task_of(dataset, where: str = 'dataset') -> str:
-  """The dataset section's task, checked."""
-  task = dataset.get('task', 'regression') or 'regression'
-  if task not in TASKS:
-    raise UserError(f'--config.{where}.task={task!r}: use one of {", ".join(TASKS)}')
-  return task
-
-
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` as a run of its task trains: for classification, sigmoid cross-entropy on unscaled 0/1 labels.
-
-  The baseline guard's in-training check compares MAE with the training median and is off for
-  classification; the finished run is judged on log-loss (`score_run`).
-  """
-  if task_of(config.dataset) == 'regression':
-    if config.train.get('loss') == 'bce':
-      raise UserError('--config.train.loss=bce is the loss of classification; add --config.dataset.task=classification')
-    return config
-  config = config.copy_and_resolve_references()
-  config.train.update(loss='bce', target_scaling='none', guard_epochs=0)
-  return config
 
 
 def _is_01(text: str) -> bool:
@@ -53,13 +28,13 @@ def _is_01(text: str) -> bool:
     return False
 
 
-def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
+def encode_labels(table: RawTable, dataset: DatasetConfig, notes: dict) -> RawTable:
   """For classification, `table` with targets '0'/'1' (missing ones kept empty) and the classes in `notes['task']`."""
-  if task_of(dataset) == 'regression':
+  if dataset.task == 'regression':
     return table
   texts = [text.strip() for text in table.targets]
   values = sorted(set(texts) - {''})
-  positive = str(dataset.get('positive', '') or '')
+  positive = dataset.positive
   if all(_is_01(text) for text in values):
     classes = ('0', '1')
     encoded = ['' if not text else str(int(float(text))) for text in texts]
@@ -78,12 +53,12 @@ def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
   return dataclasses.replace(table, targets=encoded)
 
 
-def new_head(config: ml_collections.ConfigDict, source_meta: dict | None) -> bool:
+def new_head(dataset: DatasetConfig, source_meta: dict | None) -> bool:
   """Whether a fine-tune changes the task (regression -> classification or back): its output layer is then redrawn."""
   if source_meta is None:
     return False
   source_task = (source_meta.get('target') or {}).get('task', 'regression')
-  return source_task != task_of(config.dataset)
+  return source_task != dataset.task
 
 
 def is_classifier(meta: dict) -> bool:

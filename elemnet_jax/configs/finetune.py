@@ -3,7 +3,8 @@
   elemnet-jax finetune --pretrained=workdirs/oqmd --workdir=workdirs/ssub_ft --config.transfer.freeze_layers=0
 
 Every layer trains by default; batch 32, Adam 1e-4 (chosen on the SSUB validation split, docs/results.md),
-early stopping on validation with patience 100.
+early stopping on validation with patience 100. The network is the pretrained one: this config has no
+`model` section.
 """
 
 from elemnet_jax.configs import default
@@ -11,6 +12,7 @@ from elemnet_jax.configs import default
 
 def get_config():
   config = default.get_config()
+  del config['model']  # a fine-tune trains the network of transfer.pretrained
   config.dataset.name = 'ssub'
   config.train.update(batch_size=32, learning_rate=1e-4, max_epochs=1000, patience=100)
   return config

@@ -15,7 +15,7 @@ from elemnet_jax.training.optimizer import learning_rate_schedule
 _CHOICES = {
   'optimizer': ('adam', 'adamw'),
   'schedule': ('constant', 'cosine'),
-  'loss': ('mae', 'mse', 'huber', 'bce'),
+  'loss': ('mae', 'mse', 'huber', 'bce', 'nll'),
   'mode': ('epoch', 'step'),
   'ensemble_schedule': ('auto', 'vmap', 'sequential'),
   'target_scaling': ('none', 'standard'),

@@ -23,8 +23,8 @@ from elemnet_jax import checks, data, featurizers, model_data, tasks, transfer, 
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
-from elemnet_jax.predict import evaluate, write_predictions
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params, heads
+from elemnet_jax.predict import evaluate_outputs, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, guard, timing
 from elemnet_jax.training.fit import FitOptions, Progress, fit, fit_epochs
 from elemnet_jax.training.optimizer import make_optimizer
@@ -36,17 +36,8 @@ LAYOUT = workdir.Layout(
   config='config.json',
   progress='checkpoints',
   record='metrics.json',
-  outputs=(
-    'predictions_test.csv',
-    'split.csv',
-    'history.csv',
-    'log.txt',
-    'checkpoints',
-    events.FOLDER,
-    checkpoint.MODEL_DIR,
-    'metrics.json',
-    'config.json',
-  ),
+  outputs=('predictions_test.csv', 'split.csv', 'history.csv', 'log.txt', 'checkpoints', events.FOLDER)
+  + (checkpoint.MODEL_DIR, 'metrics.json', 'config.json'),
 )
 
 
@@ -120,12 +111,15 @@ def fit_target_scaling(y_train: np.ndarray, config, source_meta: dict | None = N
 
   Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
   with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
+  A hurdle head's keeps only the scale (`tasks.head_scaling`).
   """
   if source_meta is None or tasks.task_of(config.dataset) == 'classification':
-    return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  if config.transfer.get('target_scaling', 'source') == 'refit':
-    return data.TargetScaling.fit(y_train, 'standard')
-  return data.TargetScaling(**source_meta['target_scaling'])
+    scaling = data.TargetScaling.fit(y_train, config.train.target_scaling)
+  elif config.transfer.get('target_scaling', 'source') == 'refit':
+    scaling = data.TargetScaling.fit(y_train, 'standard')
+  else:
+    scaling = data.TargetScaling(**source_meta['target_scaling'])
+  return tasks.head_scaling(scaling, y_train, config, source_meta)
 
 
 def make_inputs(parts, featurizer_description: dict, config, source_meta=None, notes=None) -> Inputs:
@@ -227,12 +221,13 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   checks.check_dataset(config.dataset)  # before any data is read
   source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_meta = source_params = None
-  config = config.copy_and_resolve_references()
+  config, head = config.copy_and_resolve_references(), heads.requested(config)  # '' where the config names none
   distributed.check_config(config.to_json(), train.data_parallel)
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
+  train = tasks.set_head(config, head, source_meta, train)  # model.head='' keeps a source's; the loss follows it
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
@@ -246,7 +241,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]
   if source_meta is not None:
-    model_config = config_from_dict(source_meta['model'])
+    model_config = config_from_dict(config.model.to_dict())  # the source's network, with the head asked for
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
     init_params = transfer.source_members(source_params, len(seeds))
   else:
@@ -261,7 +256,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta),
+    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta, model_config),
     tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
@@ -345,14 +340,16 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  val_predictions = evaluate(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
+  val_outputs = evaluate_outputs(model, best_params, inputs.x['val'], inputs.target_scaling, train.eval_dropout_passes)
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
     options = train.fit_options(inputs.target_scaling.scale, len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions = evaluate(model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes)
-  test, source_dir = parts['test'], ','.join(run.sources)
-  scores, calibrated = tasks.score_run(tasks.task_of(run.config.dataset), parts, val_predictions, predictions)
+  test_outputs = evaluate_outputs(
+    model, best_params, inputs.x['test'], inputs.target_scaling, train.eval_dropout_passes
+  )
+  test, source_dir, task = parts['test'], ','.join(run.sources), tasks.task_of(run.config.dataset)
+  scores, calibrated, predictions = tasks.score_outputs(task, parts, val_outputs, test_outputs)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -370,7 +367,8 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y)
+    std = test_outputs.spread()  # a mean-variance head's own std (None: the members' spread)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, std)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()

@@ -18,6 +18,7 @@ from elemnet_jax import calibration
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, listing
 from elemnet_jax.metrics import classification_metrics, regression_metrics
+from elemnet_jax.models import heads
 from elemnet_jax.training import guard
 
 TASKS = ('regression', 'classification')
@@ -78,12 +79,15 @@ def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
   return dataclasses.replace(table, targets=encoded)
 
 
-def new_head(config: ml_collections.ConfigDict, source_meta: dict | None) -> bool:
-  """Whether a fine-tune changes the task (regression -> classification or back): its output layer is then redrawn."""
+def new_head(config: ml_collections.ConfigDict, source_meta: dict | None, model_config=None) -> bool:
+  """Whether a fine-tune changes the task (regression -> classification or back) or the head (`model_config`'s
+  against the source's): its output layer is then redrawn."""
   if source_meta is None:
     return False
   source_task = (source_meta.get('target') or {}).get('task', 'regression')
-  return source_task != task_of(config.dataset)
+  return source_task != task_of(config.dataset) or (
+    model_config is not None and heads.changed(source_meta['model'], model_config)
+  )
 
 
 def is_classifier(meta: dict) -> bool:
@@ -121,12 +125,44 @@ def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
   }
 
 
-def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray) -> tuple[dict, dict]:
+def set_head(config: ml_collections.ConfigDict, asked: str, source_meta: dict | None, train):
+  """Sets `config.model.head` (the one `asked` for, else a fine-tune's source's, else 'point') and the loss it
+  trains with; returns the train settings (`checks.TrainConfig`) with that loss."""
+  config.model.head = asked or (source_meta or {}).get('model', {}).get('head', 'point')
+  config.train.loss = heads.resolve(config.model.head, config.train.loss, task_of(config.dataset))
+  return dataclasses.replace(train, loss=config.train.loss)
+
+
+def head_scaling(scaling, y_train: np.ndarray, config: ml_collections.ConfigDict, source_meta: dict | None):
+  """A run's target scaling as its head needs it: a hurdle's (targets zero or positive, checked) never shifts."""
+  model = config.get('model') or (source_meta or {}).get('model') or {}  # a study's target trains its source's
+  if model.get('head', 'point') != 'hurdle':
+    return scaling
+  heads.check_targets('hurdle', y_train, config.dataset.name)
+  return dataclasses.replace(scaling, shift=0.0)
+
+
+def score_outputs(task: str, parts: dict, val: heads.Outputs, test: heads.Outputs) -> tuple[dict, dict, np.ndarray]:
+  """(metrics, meta.json's entries, test predictions [K, N]) of a run's outputs, whatever its head.
+
+  A hurdle's rule is chosen on validation; a mean-variance head's own std (the members' mixture) is calibrated
+  instead of the members' spread. metrics['head'] says what the head gave.
+  """
+  rule, by_rule = heads.choose_rule(val, parts['val'].y)
+  val_KxN, test_KxN = val.prediction(rule), test.prediction(rule)
+  stds = (val.spread(), test.spread()) if val.own_std else None
+  metrics, calibrated = score_run(task, parts, val_KxN, test_KxN, stds)
+  if val.head != 'point':
+    metrics['head'] = heads.summary(test, parts['test'].y, rule, by_rule)
+  return metrics, {**calibrated, **heads.meta(rule)}, test_KxN
+
+
+def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray, stds=None) -> tuple[dict, dict]:
   """(metrics.json's scores of the members and their mean with the guard's verdict, meta.json's calibration).
 
   Regression: MAE, RMSE, R^2 against the training median, and the spread calibrated on validation
-  (with 2 or more members). Classification: the members' mean probability scored with ROC-AUC,
-  accuracy and log-loss against the training base rate.
+  (with 2 or more members; `stds`, (val [N], test [N]): a model's own std instead). Classification: the
+  members' mean probability scored with ROC-AUC, accuracy and log-loss against the training base rate.
   """
   y_train, val, test = parts['train'].y, parts['val'].y, parts['test'].y
   if task == 'classification':
@@ -144,7 +180,7 @@ def score_run(task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray)
     'test_members': [regression_metrics(test, p) for p in test_KxN],
   }
   guard.record(metrics, y_train, {'val': (val, val_KxN.mean(axis=0)), 'test': (test, test_KxN.mean(axis=0))})
-  calibrated, coverage = calibration.of_run(val, val_KxN, test, test_KxN)  # both {} with one member
+  calibrated, coverage = calibration.of_run(val, val_KxN, test, test_KxN, stds)  # {} with one member and no std
   return {**metrics, **coverage}, calibrated
 
 

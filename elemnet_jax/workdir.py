@@ -45,6 +45,7 @@ OPTIONAL_FIELDS = {
   'positive': '',
   'guard_epochs': 3,
   'allow_collapsed_source': False,
+  'head': 'point',  # a model config's output head (elemnet_jax.models.heads)
 }
 _ABSENT = object()
 

@@ -1,8 +1,9 @@
 """Model families: networks from a composition's (or molecule's) features to one property.
 
 Every family is a Flax module `Module(config, frozen_layers=())` whose call is
-`module(x_BxF, *, dropout=False, hidden_layer=None, one_mask=False)`: predictions [B], or with
-`hidden_layer=j` hidden representation j, [B, hidden_sizes()[j - 1]]. Its config, a frozen
+`module(x_BxF, *, dropout=False, hidden_layer=None, one_mask=False)`: predictions [B] (raw outputs [B, 2]
+for a head other than `point`), or with `hidden_layer=j` hidden representation j, [B, hidden_sizes()[j - 1]].
+Its config, a frozen
 dataclass with a `name` field and the family's own hyperparameters, answers what the rest of the
 library asks, and nothing else looks behind it:
 
@@ -16,7 +17,9 @@ library asks, and nothing else looks behind it:
 - `data_tables()`: parameter paths whose starting values are published tables (element vectors),
   filled in at the edge when a model is first built;
 - `train_flops_per_sample(features)`: matmul FLOPs of one training sample (the benchmark);
-- `to_dict()`: the fields, as saved in a model's meta.json.
+- `to_dict()`: the fields, as saved in a model's meta.json;
+- `head`: the output layer (`elemnet_jax.models.heads`): the family's last layer is
+  `heads.output_layer(config.head, x, name)`.
 
 A family is added by one module and one line in `FAMILIES`.
 """

@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 
 from elemnet_jax.errors import UserError
+from elemnet_jax.models import heads
 from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
 
 # Jha et al. 2018: 1024x4D-512x3D-256x3D-128x3D-64x2-32x1-1.
@@ -30,6 +31,7 @@ class ElemNetConfig:
   use_dropout: bool = True
   activation: str = 'relu'
   name: str = 'elemnet'  # the family: elemnet or residual (they share these fields)
+  head: str = 'point'  # the output layer: point | mean_variance | hurdle (`elemnet_jax.models.heads`)
 
   def __post_init__(self):
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
@@ -44,6 +46,7 @@ class ElemNetConfig:
     if any(not 1 <= p <= len(self.widths) for p in self.dropout_after):
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
     check_activation(self.activation)
+    heads.check(self.head)
     if self.name not in ('elemnet', 'residual'):
       raise ValueError(f"model name {self.name!r} is not one of ['elemnet', 'residual'] (the families of these fields)")
 
@@ -53,7 +56,7 @@ class ElemNetConfig:
   def groups(self) -> tuple[str, ...]:
     return tuple(f'dense_{i}' for i in range(len(self.widths)))
 
-  def head(self) -> str:
+  def output_group(self) -> str:
     return f'dense_{len(self.widths)}'
 
   def hidden_sizes(self) -> tuple[int, ...]:
@@ -126,4 +129,4 @@ class ElemNet(nn.Module):
         return x
       if config.use_dropout and position in rates and position not in self.frozen_layers:
         x = dropout_layer(rates[position], active=dropout, one_mask=one_mask)(x)
-    return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
+    return heads.output_layer(config.head, x, f'dense_{len(config.widths)}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from elemnet_jax.models import heads
 from elemnet_jax.models.elemnet import ElemNetConfig
 from elemnet_jax.models.layers import ACTIVATIONS, check_hidden_layer, dropout_layer
 
@@ -40,4 +41,4 @@ class ResidualElemNet(nn.Module):
         return x
       if config.use_dropout and i + 1 in rates and i + 1 not in self.frozen_layers:
         x = dropout_layer(rates[i + 1], active=dropout, one_mask=one_mask)(x)
-    return nn.Dense(1, name=f'dense_{len(config.widths)}')(x)[..., 0]
+    return heads.output_layer(config.head, x, f'dense_{len(config.widths)}')

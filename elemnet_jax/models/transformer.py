@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from elemnet_jax.models import heads
 from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, dropout_layer
 
 POOLINGS = ('fraction', 'mean')
@@ -40,6 +41,7 @@ class TransformerConfig:
   activation: str = 'gelu'
   pooling: str = 'fraction'  # fraction-weighted mean of the tokens, or their plain mean
   name: str = 'transformer'
+  head: str = 'point'  # the output layer: point | mean_variance | hurdle (`elemnet_jax.models.heads`)
 
   def __post_init__(self):
     object.__setattr__(self, 'head_widths', tuple(int(w) for w in self.head_widths))
@@ -56,6 +58,7 @@ class TransformerConfig:
     if self.pooling not in POOLINGS:
       raise ValueError(f'pooling {self.pooling!r} is not one of {POOLINGS}')
     check_activation(self.activation)
+    heads.check(self.head)
 
   # The model interface (see `elemnet_jax.models`).
   input_kind = 'composition'
@@ -66,7 +69,7 @@ class TransformerConfig:
   def _head_names(self) -> tuple[str, ...]:
     return tuple(f'head_{i}' for i in range(len(self.head_widths)))
 
-  def head(self) -> str:
+  def output_group(self) -> str:
     return 'output'
 
   def hidden_sizes(self) -> tuple[int, ...]:
@@ -169,4 +172,4 @@ class CompositionTransformer(nn.Module):
       position = config.layers + 2 + i
       if config.dropout and position not in self.frozen_layers:
         x = dropout_layer(config.dropout, active=dropout, one_mask=one_mask)(x)
-    return nn.Dense(1, name='output')(x)[..., 0]
+    return heads.output_layer(config.head, x, 'output')

@@ -126,12 +126,15 @@ def decode(head: str, raw: np.ndarray, shift: float = 0.0, scale: float = 1.0) -
 
 
 def validation_predictions(head: str, raw: np.ndarray, target: np.ndarray) -> np.ndarray:
-  """[K, N] in model units, what early stopping scores: a hurdle member's by the rule better on `target`."""
+  """[K, N] in model units, what early stopping and the baseline guard score: a hurdle member's by the rule
+  better on `target`, a rule whose predictions are constant (a gate that is shut for every row) only when both are."""
   outputs = decode(head, raw)
   if head != 'hurdle':
     return outputs.mean
   candidates = np.stack([outputs.prediction(rule) for rule in RULES])  # [R, K, N]
   errors = np.abs(candidates - np.asarray(target)).mean(axis=-1)  # [R, K]
+  constant = candidates.std(axis=-1) <= 1e-9
+  errors = np.where(constant & ~constant.all(axis=0), np.inf, errors)
   return np.take_along_axis(candidates, errors.argmin(axis=0)[None, :, None], axis=0)[0]
 
 

@@ -156,6 +156,6 @@ def check_seed(seed, where: str = 'seed', count: int = 1) -> None:
 
 def model_config_from(config) -> ModelConfig:
   try:
-    return config_from_dict(config.model.to_dict())
+    return config_from_dict({**config.model.to_dict(), 'head': config.model.get('head') or 'point'})  # '': point
   except (TypeError, ValueError) as error:
     raise UserError(f'--config.model: {error}') from None

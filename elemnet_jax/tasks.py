@@ -126,11 +126,10 @@ def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
 
 
 def set_head(config: ml_collections.ConfigDict, asked: str, source_meta: dict | None, train):
-  """Sets `config.model.head` (the one `asked` for, else a fine-tune's source's, else 'point') and the loss it
-  trains with; returns the train settings (`checks.TrainConfig`) with that loss."""
+  """Sets `config.model.head` (the one `asked` for, else a fine-tune's source's, else 'point'); returns the train
+  settings (`checks.TrainConfig`) with the loss that head trains with (config.json keeps `train.loss` as given)."""
   config.model.head = asked or (source_meta or {}).get('model', {}).get('head', 'point')
-  config.train.loss = heads.resolve(config.model.head, config.train.loss, task_of(config.dataset))
-  return dataclasses.replace(train, loss=config.train.loss)
+  return dataclasses.replace(train, loss=heads.resolve(config.model.head, train.loss, task_of(config.dataset)))
 
 
 def head_scaling(scaling, y_train: np.ndarray, config: ml_collections.ConfigDict, source_meta: dict | None):

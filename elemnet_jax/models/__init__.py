@@ -3,9 +3,8 @@
 Every family is a Flax module `Module(config, frozen_layers=())` whose call is
 `module(x_BxF, *, dropout=False, hidden_layer=None, one_mask=False)`: predictions [B] (raw outputs [B, 2]
 for a head other than `point`), or with `hidden_layer=j` hidden representation j, [B, hidden_sizes()[j - 1]].
-Its config, a frozen
-dataclass with a `name` field and the family's own hyperparameters, answers what the rest of the
-library asks, and nothing else looks behind it:
+Its config, a frozen dataclass with a `name` field and the family's own hyperparameters, answers what the
+rest of the library asks, and nothing else looks behind it:
 
 - `input_kind`: 'features' (any flat feature vector) or 'composition' (the 86 raw element
   fractions of the composition featurizer, unscaled, e.g. for a model that makes element tokens);

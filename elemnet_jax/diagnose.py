@@ -109,7 +109,7 @@ def probe(config: ml_collections.ConfigDict, name: str, parts: dict, epochs: int
     params = jax.tree.map(lambda a: a[None], state.params)
     scaling = inputs.target_scaling
     raw = predict_in_batches(predict, params, inputs.x['val'])  # the head's prediction (a hurdle's product)
-    prediction = heads.decode(model_config.head, raw, scaling.shift, scaling.scale).prediction()[0]
+    prediction = heads.decode(getattr(model_config, 'head', 'point'), raw, scaling.shift, scaling.scale).prediction()[0]
     judged = guard.judge(parts['train'].y, parts['val'].y, prediction)
     result.val_mae.append(judged.mae)
     result.prediction_std.append(judged.prediction_std)

@@ -25,7 +25,7 @@ def evaluate_outputs(model, params: Any, x: np.ndarray, target_scaling, dropout_
   """Every member's outputs in target units, [K, N] each, as the model's head gives them."""
   predict = train.make_predict(model, dropout_passes=dropout_passes)
   scaled = train.predict_in_batches(predict, params, x)
-  return heads.decode(model.config.head, scaled, target_scaling.shift, target_scaling.scale)
+  return heads.decode(getattr(model.config, 'head', 'point'), scaled, target_scaling.shift, target_scaling.scale)
 
 
 def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0, rule: str = '') -> np.ndarray:

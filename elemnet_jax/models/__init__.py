@@ -55,6 +55,8 @@ def config_from_dict(values: dict) -> ModelConfig:
     raise ValueError(f'model name {name!r} is not one of {sorted(FAMILIES)}')
   config_class = FAMILIES[name][0]
   known = {field for field in config_class.__dataclass_fields__}
+  if 'head' not in known and values.get('head') in ('', 'point'):  # a family without heads has the point head
+    values.pop('head')
   unknown = sorted(set(values) - known)
   if unknown:
     raise ValueError(f'the {name} family has no field {", ".join(unknown)} (its fields: {", ".join(sorted(known))})')

@@ -177,7 +177,7 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 
 def changed(source_model: dict, model_config) -> bool:
   """Whether a fine-tune trains another head than its source's (its output layer is then drawn afresh)."""
-  return source_model.get('head', 'point') != model_config.head
+  return source_model.get('head', 'point') != getattr(model_config, 'head', 'point')
 
 
 def requested(config) -> str:

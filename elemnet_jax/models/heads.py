@@ -119,7 +119,7 @@ def decode(head: str, raw: np.ndarray, shift: float = 0.0, scale: float = 1.0) -
   raw = np.asarray(raw)
   if head == 'mean_variance':
     return Outputs(head, raw[..., 0] * scale + shift, np.asarray(std_of(raw[..., 1])) * scale)
-  if head == 'hurdle':  # its scaling never shifts (`scaling_of`)
+  if head == 'hurdle':  # its scaling never shifts (`tasks.head_scaling`)
     p_nonzero = 1.0 / (1.0 + np.exp(-raw[..., 0].astype(np.float64)))
     return Outputs(head, _softplus(raw[..., 1].astype(np.float64)) * scale, p_nonzero=p_nonzero)
   raise ValueError(f'head {head!r} is not one of {list(HEADS)}')

@@ -15,7 +15,7 @@ from elemnet_jax.training.optimizer import learning_rate_schedule
 _CHOICES = {
   'optimizer': ('adam', 'adamw'),
   'schedule': ('constant', 'cosine'),
-  'loss': ('mae', 'mse', 'huber', 'bce'),
+  'loss': ('mae', 'mse', 'huber', 'bce', 'nll'),
   'mode': ('epoch', 'step'),
   'ensemble_schedule': ('auto', 'vmap', 'sequential'),
   'target_scaling': ('none', 'standard'),
@@ -162,6 +162,6 @@ def check_seed(seed, where: str = 'seed', count: int = 1) -> None:
 
 def model_config_from(config) -> ModelConfig:
   try:
-    return config_from_dict(config.model.to_dict())
+    return config_from_dict({**config.model.to_dict(), 'head': config.model.get('head') or 'point'})  # '': point
   except (TypeError, ValueError) as error:
     raise UserError(f'--config.model: {error}') from None

@@ -16,6 +16,7 @@ import numpy as np
 
 from elemnet_jax import checks, featurizers, run, targets
 from elemnet_jax.errors import UserError
+from elemnet_jax.models import heads
 from elemnet_jax.training import guard
 from elemnet_jax.training.train import epoch_order, make_predict, make_train_step, predict_in_batches
 
@@ -110,7 +111,8 @@ def probe(config: ml_collections.ConfigDict, name: str, parts: dict, epochs: int
     mark(state, epoch * per_epoch)
     params = jax.tree.map(lambda a: a[None], state.params)
     scaling = inputs.target_scaling
-    prediction = predict_in_batches(predict, params, inputs.x['val'])[0] * scaling.scale + scaling.shift
+    raw = predict_in_batches(predict, params, inputs.x['val'])  # the head's prediction (a hurdle's product)
+    prediction = heads.decode(getattr(model_config, 'head', 'point'), raw, scaling.shift, scaling.scale).prediction()[0]
     judged = guard.judge(parts['train'].y, parts['val'].y, prediction)
     result.val_mae.append(judged.mae)
     result.prediction_std.append(judged.prediction_std)

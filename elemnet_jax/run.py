@@ -24,8 +24,8 @@ from elemnet_jax import targets as several
 from elemnet_jax.checks import TrainConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
-from elemnet_jax.predict import evaluate, write_predictions
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params, heads
+from elemnet_jax.predict import evaluate_outputs, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, timing
 from elemnet_jax.training.fit import Progress, fit, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
@@ -37,17 +37,8 @@ LAYOUT = workdir.Layout(
   config='config.json',
   progress='checkpoints',
   record='metrics.json',
-  outputs=(
-    'predictions_test.csv',
-    'split.csv',
-    'history.csv',
-    'log.txt',
-    'checkpoints',
-    events.FOLDER,
-    checkpoint.MODEL_DIR,
-    'metrics.json',
-    'config.json',
-  ),
+  outputs=('predictions_test.csv', 'split.csv', 'history.csv', 'log.txt', 'checkpoints', events.FOLDER)
+  + (checkpoint.MODEL_DIR, 'metrics.json', 'config.json'),
 )
 
 
@@ -202,13 +193,14 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   checks.check_dataset(config.dataset)  # before any data is read
   source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
   source_meta = source_params = None
-  config = config.copy_and_resolve_references()
+  config, head = config.copy_and_resolve_references(), heads.requested(config)  # '' where the config names none
   distributed.check_config(config.to_json(), train.data_parallel)
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = transfer.load_sources(source_dirs)
     transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
     config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
     config.model.outputs = several.count(config.dataset)  # ... with one output per target
+  train = tasks.set_head(config, head, source_meta, train)  # model.head='' keeps a source's; the loss follows it
   run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
@@ -222,7 +214,7 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
   inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
   seeds = [config.seed + k for k in range(train.ensemble)]
   if source_meta is not None:
-    model_config = config_from_dict(source_meta['model'])
+    model_config = config_from_dict(config.model.to_dict())  # the source's network, with the head asked for
     rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
     init_params = transfer.source_members(source_params, len(seeds))
   else:
@@ -239,7 +231,9 @@ def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrit
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False) or tasks.new_head(config, source_meta) or new_width,
+    reinit_head=config.transfer.get('reinit_head', False)
+    or tasks.new_head(config, source_meta, model_config)
+    or new_width,
     tables=tables,
   )
   return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
@@ -328,20 +322,23 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  scored = functools.partial(
-    evaluate, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
+  outputs = functools.partial(
+    evaluate_outputs, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
   )
-  val_predictions = scored(best_params, inputs.x['val'])
+  val_outputs = outputs(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
     options = train.fit_options(several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions, test, source_dir = scored(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
+  test_outputs, test, source_dir = outputs(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
   names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
-  apart = 'calibration' in parts  # rows set apart to calibrate the spread (else validation's)
-  calibration_set = (parts['calibration'].y, scored(best_params, inputs.x['calibration'])) if apart else None
   task = tasks.task_of(run.config.dataset)
-  scores, calibrated = several.score_run(task, names, parts, val_predictions, predictions, calibration_set)
+  if names:
+    predictions = test_outputs.prediction()
+    scores, calibrated = several.score_run(task, names, parts, val_outputs.prediction(), predictions)
+  else:
+    apart = outputs(best_params, inputs.x['calibration']) if 'calibration' in parts else None  # else validation
+    scores, calibrated, predictions = tasks.score_outputs(task, parts, val_outputs, test_outputs, apart)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -359,7 +356,8 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names)
+    std = test_outputs.spread()  # a mean-variance head's own std (None: the members' spread)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names, std)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()

@@ -67,12 +67,15 @@ def fit_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) ->
   Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
   with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
   A fine-tune to other targets than its source's outputs (`new_outputs`) standardises `y_train` too.
+  A hurdle head's keeps only the scale (`tasks.head_scaling`).
   """
   if source_meta is None or tasks.task_of(config.dataset) == 'classification':
-    return data.TargetScaling.fit(y_train, config.train.target_scaling)
-  if new_outputs(source_meta, config.dataset) or config.transfer.get('target_scaling', 'source') == 'refit':
-    return data.TargetScaling.fit(y_train, 'standard')
-  return data.TargetScaling(**source_meta['target_scaling'])
+    scaling = data.TargetScaling.fit(y_train, config.train.target_scaling)
+  elif new_outputs(source_meta, config.dataset) or config.transfer.get('target_scaling', 'source') == 'refit':
+    scaling = data.TargetScaling.fit(y_train, 'standard')
+  else:
+    scaling = data.TargetScaling(**source_meta['target_scaling'])
+  return tasks.head_scaling(scaling, y_train, config, source_meta)
 
 
 def new_outputs(source_meta: dict | None, dataset) -> bool:
@@ -106,7 +109,7 @@ def score_run(task: str, names, parts: dict, val_KxNxT, test_KxNxT, calibration_
   that learned nothing for every target is refused for transfer); `problem` names those that did not.
   """
   if not names:
-    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set)
+    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set=calibration_set)
   y_train = np.asarray(parts['train'].y, np.float64)
   std = np.array([np.std(column[np.isfinite(column)]) or 1.0 for column in y_train.T])
   metrics: dict = {'targets': list(names)}

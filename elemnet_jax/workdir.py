@@ -48,6 +48,7 @@ OPTIONAL_FIELDS = {
   'choose_source': False,
   'outputs': 1,  # a model config's output width: one per target
   'calibration_fraction': 0.0,
+  'head': 'point',  # a model config's output head (elemnet_jax.models.heads)
 }
 _ABSENT = object()
 

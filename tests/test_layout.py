@@ -18,6 +18,7 @@ LAYERS = [
   'calibration',
   'ridge',
   'models.layers',
+  'models.heads',
   'models.elemnet',
   'models.residual',
   'models.transformer',

@@ -51,7 +51,7 @@ def get_config(model: str = 'elemnet') -> ml_collections.ConfigDict:
       schedule='constant',  # constant | cosine (with warm-up)
       warmup_epochs=0.0,
       body_lr_scale=1.0,  # fine-tuning: learning-rate factor of unfrozen non-output layers
-      loss='mae',  # mae | mse | huber
+      loss='mae',  # mae | mse | huber (model.head=mean_variance trains with nll; hurdle: its regressor's loss)
       max_epochs=1000,
       patience=200,
       ensemble=1,  # members, seeds seed..seed+ensemble-1, trained as ensemble_schedule says
@@ -94,6 +94,7 @@ def model_section(family: str) -> ml_collections.ConfigDict:
         use_dropout=False,
         activation='relu',
         name=family,
+        head='point',  # point | mean_variance (Gaussian NLL, own std) | hurdle (zero-inflated targets)
       )
     )
   return ml_collections.ConfigDict(default_fields(family))

@@ -350,15 +350,7 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
   )
 
 
-def fit_epochs(
-  members: Members,
-  train: tuple[np.ndarray, np.ndarray],
-  epochs: list[int],
-  options: FitOptions,
-  *,
-  mesh: Mesh | None = None,
-  name: str = 'retrain',
-) -> Params:
+def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, *, mesh=None, name='retrain') -> Params:
   """Trains member k for `epochs[k]` epochs with no validation; each member's evaluation parameters then.
 
   Early stopping's choice of epochs, applied to a run on more rows (training and validation rows).

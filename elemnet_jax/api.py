@@ -13,7 +13,6 @@ import dataclasses
 import os
 from collections.abc import Sequence
 
-import ml_collections
 import numpy as np
 from absl import logging
 
@@ -27,37 +26,38 @@ def show_progress(level: str = 'info') -> None:
   logging.set_verbosity(level)
 
 
-def get_config(name: str = 'default') -> ml_collections.ConfigDict:
-  """A named config ('default', 'oqmd', 'finetune', 'paper', 'demo', 'porphyrin_tl[:HOMO]', 'test')."""
+def get_config(name: str = 'default'):
+  """A named config ('default', 'oqmd', 'finetune', 'paper', 'demo', 'porphyrin_tl[:HOMO]', 'test'), to change and
+  pass to `train_model`, `finetune` or `run_study` (which check it: `configs.resolve`)."""
   try:
     return configs.get_config(name)
   except ValueError as error:
     raise UserError(str(error)) from None
 
 
-def train_model(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> dict:
+def train_model(config, workdir: str | os.PathLike, overwrite: bool = False) -> dict:
   """Trains (or resumes) one run in `workdir`; returns its metrics (metrics.json)."""
   show_progress()
-  return run.train_and_evaluate(config, workdir, overwrite)
+  return run.train_and_evaluate(configs.resolve(config), workdir, overwrite)
 
 
 def finetune(
   pretrained: str | os.PathLike | Sequence[str | os.PathLike],
   workdir: str | os.PathLike,
-  config: ml_collections.ConfigDict | None = None,
+  config=None,
   overwrite: bool = False,
 ) -> dict:
   """Fine-tunes finished runs (one workdir, or several joined into one ensemble) with `config` ('finetune' if None)."""
-  config = (config or get_config('finetune')).copy_and_resolve_references()
   names = [pretrained] if isinstance(pretrained, str | os.PathLike) else list(pretrained)
-  config.transfer.pretrained = ','.join(map(str, names))
-  return train_model(config, workdir, overwrite)
+  values = (config if config is not None else get_config('finetune')).to_dict()  # typed or not, checked below
+  values['transfer'] = {**values['transfer'], 'pretrained': ','.join(map(str, names))}
+  return train_model(values, workdir, overwrite)
 
 
-def run_study(config: ml_collections.ConfigDict, workdir: str | os.PathLike, overwrite: bool = False) -> list[dict]:
+def run_study(config, workdir: str | os.PathLike, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) a transfer study in `workdir`; returns its rows (results.json's runs)."""
   show_progress()
-  return study.run_study(config, workdir, overwrite)
+  return study.run_study(configs.resolve(config), workdir, overwrite)
 
 
 @dataclasses.dataclass

@@ -12,9 +12,18 @@ from elemnet_jax.errors import UserError
 FLAGS = flags.FLAGS
 
 
-def _config():
-  """The parsed config; with --print_config, printed and the program ends."""
+def _config(**fields):
+  """The parsed config with `fields` set, resolved into typed values (`configs.resolve`: the one place where a
+  config is read and checked); with --print_config, printed and the program ends."""
+  from elemnet_jax import configs
+
   config = FLAGS.config
+  for dotted, value in fields.items():
+    *path, last = dotted.split('.')
+    section = config
+    for key in path:
+      section = section[key]
+    section[last] = value
   if FLAGS.print_config:
     print(config)
     sys.exit(0)
@@ -24,13 +33,12 @@ def _config():
     distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id, FLAGS.distributed_timeout)
   elif FLAGS.coordinator or FLAGS.num_processes is not None or FLAGS.process_id is not None:
     raise UserError('--coordinator, --num_processes and --process_id need --distributed')
-  return config
+  return configs.resolve(config)
 
 
-def _data_dir(config, *sections) -> None:
-  if FLAGS.data_dir:
-    for section in (config,) + sections:
-      section.data_dir = FLAGS.data_dir
+def _data_dir(*where: str) -> dict:
+  """--data_dir as the config's fields (those named by `where`, e.g. 'data_dir' and 'source.data_dir')."""
+  return {name: FLAGS.data_dir for name in where} if FLAGS.data_dir else {}
 
 
 def _run_flags() -> list[str]:
@@ -57,8 +65,7 @@ def train() -> Callable:
   from elemnet_jax.run import train_and_evaluate
 
   def main(argv):
-    config = _config()
-    _data_dir(config)
+    config = _config(**_data_dir('data_dir'))
     train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite, profile_steps=FLAGS.profile_steps)
 
   return main
@@ -74,9 +81,7 @@ def finetune() -> Callable:
   from elemnet_jax.run import train_and_evaluate
 
   def main(argv):
-    config = _config()
-    config.transfer.pretrained = FLAGS.pretrained
-    _data_dir(config)
+    config = _config(**{'transfer.pretrained': FLAGS.pretrained}, **_data_dir('data_dir'))
     train_and_evaluate(config, FLAGS.workdir, overwrite=FLAGS.overwrite, profile_steps=FLAGS.profile_steps)
 
   return main
@@ -86,8 +91,7 @@ def study() -> Callable:
   from elemnet_jax.study import run_study
 
   def main(argv):
-    config = _config()
-    _data_dir(config, config.source, config.target)
+    config = _config(**_data_dir('data_dir', 'source.data_dir'))
     run_study(config, FLAGS.workdir, overwrite=FLAGS.overwrite)
 
   return main

@@ -11,10 +11,10 @@ import dataclasses
 import time
 
 import jax
-import ml_collections
 import numpy as np
 
-from elemnet_jax import checks, featurizers, run, targets
+from elemnet_jax import featurizers, inputs, run, targets
+from elemnet_jax.configs.schema import RunConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import heads
 from elemnet_jax.training import guard
@@ -62,29 +62,28 @@ def _subsample(parts: dict, sizes: dict, seed: int) -> dict:
   }
 
 
-def subsample(config: ml_collections.ConfigDict, n_train: int, n_val: int) -> dict:
+def subsample(config: RunConfig, n_train: int, n_val: int) -> dict:
   """`n_train` training and `n_val` validation examples of the config's dataset and split, drawn with its seed."""
   if targets.several(config.dataset):
     raise UserError(f'--config.dataset.target={config.dataset.target!r}: diagnose probes one target; name one column')
-  return _subsample(run.split_parts(config), {'train': n_train, 'val': n_val}, config.seed)
+  return _subsample(inputs.split_parts(config), {'train': n_train, 'val': n_val}, config.seed)
 
 
-def probe(config: ml_collections.ConfigDict, name: str, parts: dict, epochs: int, marks: int = 4) -> Probe:
+def probe(config: RunConfig, name: str, parts: dict, epochs: int, marks: int = 4) -> Probe:
   """Trains `config` (member 0) on `parts` (from `subsample`) for `epochs` epochs, as `train` would.
 
   The schedule (warm-up, cosine) counts `epochs`; dead units are measured on 2,048 training rows
   at the start, `marks` times in the first epoch and after each epoch.
   """
-  config = config.copy_and_resolve_references()
-  config.train.max_epochs = epochs
-  train = checks.TrainConfig.from_config(config.train)
-  n_train = len(parts['train'])
-  inputs = run.make_inputs(parts, featurizers.build(config.featurizer.to_dict()).description(), config)
-  model_config = checks.model_config_from(config)
-  members = run.build(model_config, train, inputs.feature_scaling.width, n_train, seeds=[config.seed])
+  config = config.replace({'train.max_epochs': epochs})
+  train, model_config, n_train = config.train, config.model, len(parts['train'])
+  description = featurizers.build(config.featurizer.to_dict()).description()
+  scaling = inputs.fit_target_scaling(parts['train'].y, train.target_scaling, config.transfer, head=model_config.head)
+  made = inputs.make_inputs(parts, description, inputs.fit_feature_scaling(parts['train'].x, config.features), scaling)
+  members = run.build(model_config, train, made.feature_scaling.width, n_train, seeds=[config.seed])
   state = jax.tree.map(lambda a: a[0], members.states)
   step = jax.jit(make_train_step(members.model, members.optimizer, train.loss))
-  x, y = inputs.x['train'], inputs.y['train']
+  x, y = made.x['train'], made.y['train']
   sample = x[:2048]
   judgement = guard.judge(parts['train'].y, parts['val'].y, np.full(len(parts['val']), np.median(parts['train'].y)))
   per_epoch = train.steps_per_epoch(n_train)
@@ -110,9 +109,9 @@ def probe(config: ml_collections.ConfigDict, name: str, parts: dict, epochs: int
         mark(state, s + 1)
     mark(state, epoch * per_epoch)
     params = jax.tree.map(lambda a: a[None], state.params)
-    scaling = inputs.target_scaling
-    raw = predict_in_batches(predict, params, inputs.x['val'])  # the head's prediction (a hurdle's product)
-    prediction = heads.decode(getattr(model_config, 'head', 'point'), raw, scaling.shift, scaling.scale).prediction()[0]
+    scaling = made.target_scaling
+    raw = predict_in_batches(predict, params, made.x['val'])  # the head's prediction (a hurdle's product)
+    prediction = heads.decode(model_config.head, raw, scaling.shift, scaling.scale).prediction()[0]
     judged = guard.judge(parts['train'].y, parts['val'].y, prediction)
     result.val_mae.append(judged.mae)
     result.prediction_std.append(judged.prediction_std)

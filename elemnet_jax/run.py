@@ -15,19 +15,18 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, featurizers, model_data, tasks, transfer, workdir
+from elemnet_jax import data, model_data, tasks, transfer, workdir
 from elemnet_jax import targets as several
-from elemnet_jax.checks import TrainConfig
-from elemnet_jax.data import datasets
+from elemnet_jax.configs.schema import RunConfig, TrainConfig
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params, heads
+from elemnet_jax.inputs import Inputs, fit_feature_scaling, fit_target_scaling, load_examples, make_inputs, split
+from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate_outputs, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, timing
-from elemnet_jax.training.fit import Progress, fit, retrain_with_validation
+from elemnet_jax.training.fit import Progress, fit, fit_options, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
@@ -40,86 +39,6 @@ LAYOUT = workdir.Layout(
   outputs=('predictions_test.csv', 'split.csv', 'history.csv', 'log.txt', 'checkpoints', events.FOLDER)
   + (checkpoint.MODEL_DIR, 'metrics.json', 'config.json'),
 )
-
-
-@dataclasses.dataclass
-class Inputs:
-  """Featurized, scaled data of one run, split into train/val/test."""
-
-  parts: dict[str, data.Examples]  # unscaled features and targets, for reporting
-  x: dict[str, np.ndarray]  # scaled features per split
-  y: dict[str, np.ndarray]  # scaled targets per split
-  featurizer: dict  # description
-  feature_scaling: data.FeatureScaling
-  target_scaling: data.TargetScaling
-  notes: dict
-
-
-def load_examples(dataset, featurizer_config, data_dir: str | None = None):
-  """Reads, validates, featurizes and groups a dataset; returns (examples, featurizer, notes, spec)."""
-  table, spec = datasets.load_table(
-    dataset.name,
-    dataset.get('target') or None,
-    data_dir=data_dir or None,
-    input_column=dataset.get('input_column', 'formula'),
-    input_kind=dataset.get('input_kind', 'formula'),
-    unit=dataset.get('unit', ''),
-  )
-  if dataset.get('resplit') and table.split is not None:  # one pool, grouped across the published split
-    table = dataclasses.replace(table, split=None)
-  try:
-    featurizer = featurizers.build(featurizer_config.to_dict())
-  except (ValueError, TypeError) as error:
-    raise UserError(f'--config.featurizer: {error}') from None
-  notes: dict = {'dataset': dataset.name}
-  table = tasks.encode_labels(table, dataset, notes)  # classification: 0/1 labels
-  tic = time.perf_counter()
-  examples = data.prepare(table, spec, featurizer, skip_invalid=dataset.get('skip_invalid', False), notes=notes)
-  logging.info(
-    '%s: %d rows -> %d examples, featurized in %.1fs (%s)',
-    dataset.name,
-    len(table.inputs),
-    len(examples),
-    time.perf_counter() - tic,
-    notes,
-  )
-  exclude_from = [name for name in dataset.get('exclude_from', '').split(',') if name]
-  if exclude_from:
-    examples = _exclude(examples, exclude_from, featurizer, notes, dataset, data_dir)
-  return examples, featurizer, notes, spec
-
-
-def _exclude(examples, names: list[str], featurizer, notes: dict, dataset, data_dir) -> data.Examples:
-  """Leakage control: `examples` without the inputs that the datasets `names` hold (whatever their targets)."""
-  excluded, input_column = set(), dataset.get('input_column', 'formula')
-  for name in names:  # a registered dataset, or a CSV file whose `input_column` names the inputs
-    other_table, other_spec = datasets.load_table(
-      name, data_dir=data_dir or None, input_column=input_column, input_kind=featurizer.input_kind, inputs_only=True
-    )
-    if other_spec.input_kind != featurizer.input_kind:
-      raise UserError(
-        f'exclude_from={name}: it holds {other_spec.input_kind} inputs, this dataset {featurizer.input_kind} inputs'
-      )
-    excluded |= set(featurizer.featurize(other_table.inputs)[1]) - {''}  # an invalid input's key is ''
-  keep = np.array([key not in excluded for key in examples.keys])
-  notes['excluded'] = {'from': names, 'count': int((~keep).sum())}
-  logging.info('%s: removed %d examples whose inputs occur in %s', dataset.name, (~keep).sum(), names)
-  return examples.take(np.flatnonzero(keep))
-
-
-def make_inputs(parts, featurizer_description: dict, config, source_meta=None, notes=None) -> Inputs:
-  """Fits (or, when fine-tuning, reuses the source model's) feature and target scaling."""
-  if source_meta is not None:
-    feature_scaling = data.FeatureScaling.from_dict(source_meta['feature_scaling'])
-    checks.check_transfer_config(config.transfer)
-  else:
-    feature_scaling = data.FeatureScaling.fit(
-      parts['train'].x, config.features.drop_constant, config.features.standardize
-    )
-  target_scaling = several.fit_scaling(parts['train'].y, config, source_meta)
-  x = {name: feature_scaling(part.x) for name, part in parts.items()}
-  y = {name: target_scaling.apply(part.y) for name, part in parts.items()}
-  return Inputs(parts, x, y, featurizer_description, feature_scaling, target_scaling, notes or {})
 
 
 def build(
@@ -172,83 +91,101 @@ def build(
 class Run:
   """A run whose inputs are all checked and loaded, ready to train."""
 
-  config: ml_collections.ConfigDict  # as recorded in config.json (a fine-tune's model: the source's)
-  train: TrainConfig
+  config: RunConfig  # as recorded in config.json (a fine-tune's model: the source's)
   workdir: workdir.Workdir
   sources: dict[str, str]  # source run -> digest of its metrics.json
   source_meta: dict | None
   inputs: Inputs
   featurizer: Any
-  model_config: ModelConfig
   start: Any  # n_train -> Members, as `build` makes them
   seeds: list[int]
 
+  @property
+  def train(self) -> TrainConfig:
+    return self.config.train
 
-def prepare(config: ml_collections.ConfigDict, path: str | os.PathLike, overwrite: bool = False) -> Run:
+  @property
+  def model_config(self) -> ModelConfig:
+    return self.config.model
+
+
+def with_source_model(config: RunConfig, source_meta: dict, source: str) -> RunConfig:
+  """`config` with the network of the run it fine-tunes, one output per target, and the output head that
+  `transfer.head` names (else a model section's, else the source's; another than the source's is drawn afresh). A
+  model section that says another network (its head aside when `transfer.head` names one) is refused."""
+  head = config.transfer.head or (config.model.head if config.model is not None else '')
+  try:
+    model = config_from_dict({**source_meta['model'], 'outputs': len(config.dataset.target_names)} | _head(head))
+  except ValueError as error:  # a head other than point models one target
+    raise UserError(f'--config.transfer.head={head!r}: {error}') from None
+  given = config.model and (
+    dataclasses.replace(config.model, head=model.head) if config.transfer.head else config.model
+  )
+  if given is not None and given != model:
+    field = next(name for name, value in given.to_dict().items() if model.to_dict().get(name) != value)
+    raise UserError(
+      f'--config.model.{field}={getattr(config.model, field)!r}: a fine-tune trains the network of {source} '
+      f'({field}={getattr(model, field, None)!r}); set it so, or use a config without a model section (finetune)'
+    )
+  if config.train.target_scaling != 'none':
+    raise UserError(
+      f'--config.train.target_scaling={config.train.target_scaling!r}: a fine-tune learns in the target units of '
+      f'{source}; --config.transfer.target_scaling=refit standardises the targets with its own training rows'
+    )
+  return dataclasses.replace(config, model=model)  # checked again: the loss its head trains with
+
+
+def _head(head: str) -> dict:
+  return {'head': head} if head else {}
+
+
+def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False) -> Run:
   """Checks everything and loads the data; nothing is written."""
-  config = tasks.resolve(config)  # classification: sigmoid cross-entropy on 0/1 labels
-  several.check(config)  # several targets: regression
-  train = checks.TrainConfig.from_config(config.train)
-  checks.check_seed(config.seed, count=train.ensemble)
-  checks.check_dataset(config.dataset)  # before any data is read
-  source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.get('pretrained') else []
+  if not isinstance(config, RunConfig):
+    raise TypeError(f'a run takes a typed config (elemnet_jax.configs.resolve), not {type(config).__name__}')
+  several.warn_unscaled(config)
+  source_dirs = transfer.source_workdirs(config.transfer.pretrained) if config.transfer.pretrained else []
   source_meta = source_params = None
-  config, head = config.copy_and_resolve_references(), heads.requested(config)  # '' where the config names none
-  distributed.check_config(config.to_json(), train.data_parallel)
+  distributed.check_config(json.dumps(config.to_dict()), config.train.data_parallel)
   if source_dirs:  # every source run checked and loaded before any work
     _, source_params, source_meta = transfer.load_sources(source_dirs)
-    transfer.refuse_unlearned(source_dirs, config.transfer.get('allow_collapsed_source', False))
-    config.model = ml_collections.ConfigDict(source_meta['model'])  # the model trained is the source's
-    config.model.outputs = several.count(config.dataset)  # ... with one output per target
-  train = tasks.set_head(config, head, source_meta, train)  # model.head='' keeps a source's; the loss follows it
-  run_dir = workdir.Workdir(path, LAYOUT, config, overwrite)
+    transfer.refuse_unlearned(source_dirs, config.transfer.allow_collapsed_source)
+    config = with_source_model(config, source_meta, ','.join(source_dirs))  # the model trained is the source's
+  run_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)
   sources = workdir.digests(source_dirs)
   run_dir.check_sources(sources)
   examples, featurizer, notes, spec = load_examples(config.dataset, config.featurizer, config.data_dir)
   if source_meta is not None:
     transfer.check_compatible(source_meta, featurizer.description(), ','.join(source_dirs))
-  parts = _split(examples, config)
+  parts = split(examples, config.dataset, config.train)  # train.calibration_fraction: a calibration part too
   distributed.check_same('data', data.fingerprint(parts), 'give every process the same data files')
   run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
-  notes['target'] = spec.describe_target(config.dataset.get('target') or spec.targets[0]) | notes.pop('task', {})
-  inputs = make_inputs(parts, featurizer.description(), config, source_meta, notes)
-  seeds = [config.seed + k for k in range(train.ensemble)]
+  notes['target'] = spec.describe_target(config.dataset.target or spec.targets[0]) | notes.pop('task', {})
+  scaling = fit_target_scaling(
+    parts['train'].y, config.train.target_scaling, config.transfer, source_meta, config.dataset, config.model.head
+  )
+  features = fit_feature_scaling(parts['train'].x, config.features, source_meta)
+  inputs = make_inputs(parts, featurizer.description(), features, scaling, notes)
+  seeds = [config.seed + k for k in range(config.train.ensemble)]
+  model_config, init_params, rules = config.model, None, None
   if source_meta is not None:
-    model_config = config_from_dict(config.model.to_dict())  # the source's network, with the head asked for
-    rules = transfer.freeze_rules(config.transfer.freeze_layers, tuple(config.transfer.freeze_regex), model_config)
+    rules = transfer.freeze_rules(config.transfer.freeze_layers, config.transfer.freeze_regex, model_config)
     init_params = transfer.source_members(source_params, len(seeds))
-  else:
-    model_config, init_params, rules = checks.model_config_from(config), None, None
-  model_config = several.with_outputs(model_config, several.count(config.dataset))  # one output per target
   new_width = several.new_outputs(source_meta, config.dataset)  # the output layer is then redrawn
   model_data.check_inputs(model_config, inputs.featurizer, inputs.feature_scaling, inputs.parts['train'].x)
   tables = None if source_meta else model_data.load_tables(model_config, featurizer, config.data_dir)
   start = functools.partial(
     build,
     model_config,
-    train,
+    config.train,
     inputs.feature_scaling.width,
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.get('reinit_head', False)
-    or tasks.new_head(config, source_meta, model_config)
-    or new_width,
+    reinit_head=config.transfer.reinit_head or tasks.new_head(config.dataset, source_meta, model_config) or new_width,
     tables=tables,
   )
-  return Run(config, train, run_dir, sources, source_meta, inputs, featurizer, model_config, start, seeds)
-
-
-def split_parts(config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
-  """The train/val/test examples a run with `config` trains on: what its split.csv records."""
-  return _split(load_examples(config.dataset, config.featurizer, config.get('data_dir'))[0], config)
-
-
-def _split(examples: data.Examples, config: ml_collections.ConfigDict) -> dict[str, data.Examples]:
-  labels = data.assign_splits(examples, checks.check_dataset(config.dataset), config.dataset.split_seed)
-  parts = data.split_examples(examples, labels, config.dataset.get('min_split_size', 1), config.dataset.name)
-  fraction = config.train.get('calibration_fraction', 0.0)  # training rows that only calibrate the spread
-  return data.set_apart(parts, fraction, config.dataset.split_seed + 300) if fraction > 0 else parts
+  return Run(config, run_dir, sources, source_meta, inputs, featurizer, start, seeds)
 
 
 def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, profile_steps: int = 0):
@@ -277,9 +214,7 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
       members,
       (inputs.x['train'], inputs.y['train']),
       (inputs.x['val'], inputs.y['val']),
-      dataclasses.replace(
-        run.train.fit_options(several.log_scale(inputs.target_scaling), len(inputs.parts['train'])), guard=watch
-      ),
+      fit_options(run.train, several.log_scale(inputs.target_scaling), len(inputs.parts['train']), guard=watch),
       mesh=mesh,
       resume=resume,
       save=save,
@@ -296,7 +231,9 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
   return best_params, progress
 
 
-def train_and_evaluate(config, path: str | os.PathLike, overwrite: bool = False, profile_steps: int = 0) -> dict:
+def train_and_evaluate(
+  config: RunConfig, path: str | os.PathLike, overwrite: bool = False, profile_steps: int = 0
+) -> dict:
   """Pretrains, or fine-tunes when `config.transfer.pretrained` names finished runs; returns the metrics.
 
   Writes config.json, sources.json (when fine-tuning), split.csv, log.txt, history.csv, tensorboard/, checkpoints/
@@ -328,11 +265,11 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   val_outputs = outputs(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
-    options = train.fit_options(several.log_scale(inputs.target_scaling), len(parts['train']))
+    options = fit_options(train, several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
   test_outputs, test, source_dir = outputs(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
   names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
-  task = tasks.task_of(run.config.dataset)
+  task = run.config.dataset.task
   if names:
     predictions = test_outputs.prediction()
     scores, calibrated = several.score_run(task, names, parts, val_outputs.prediction(), predictions)
@@ -378,7 +315,7 @@ def model_meta(run: Run, model) -> dict:
     'feature_scaling': inputs.feature_scaling.to_dict(),
     'target_scaling': inputs.target_scaling.to_dict(),
     'members': len(run.seeds),
-    'dataset': {'name': config.dataset.name, 'target': config.dataset.get('target', '')},
+    'dataset': {'name': config.dataset.name, 'target': config.dataset.target},
     'target': inputs.notes['target'],
     'seen_columns': sorted(int(j) for j in seen),  # raw feature columns non-zero in some training row
     'eval_dropout_passes': run.train.eval_dropout_passes,

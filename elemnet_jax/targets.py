@@ -15,9 +15,8 @@ import dataclasses
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, tasks
+from elemnet_jax import tasks
 from elemnet_jax.data import datasets
-from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.training import guard
@@ -25,7 +24,7 @@ from elemnet_jax.training import guard
 
 def names_of(dataset) -> tuple[str, ...]:
   """The target columns a dataset section names ('' for a registered dataset's default target)."""
-  return datasets.target_names(dataset.get('target') or '')
+  return datasets.target_names(dataset.target or '')
 
 
 def count(dataset) -> int:
@@ -36,16 +35,9 @@ def several(dataset) -> bool:
   return count(dataset) > 1
 
 
-def check(config) -> None:
-  """Several targets need regression and one training loss over standardised or raw targets; one line otherwise."""
-  if not several(config.dataset):
-    return
-  if (config.dataset.get('task') or 'regression') != 'regression':
-    raise UserError(
-      f'--config.dataset.target={config.dataset.target!r}: several targets are regression targets; '
-      'a classifier takes one target column'
-    )
-  if config.train.get('target_scaling', 'none') == 'none':
+def warn_unscaled(config) -> None:
+  """Several targets learned in their own units add errors of different units (the schema refuses a classifier)."""
+  if several(config.dataset) and config.train.target_scaling == 'none':
     logging.warning(
       'several targets with --config.train.target_scaling=none: the loss adds raw errors of different units; '
       '--config.train.target_scaling=standard scales each target on its own'
@@ -59,23 +51,6 @@ def with_outputs(model_config: ModelConfig, outputs: int) -> ModelConfig:
 
 def source_outputs(source_meta: dict | None) -> int:
   return int(((source_meta or {}).get('model') or {}).get('outputs', 1))
-
-
-def fit_scaling(y_train: np.ndarray, config, source_meta: dict | None = None) -> data.TargetScaling:
-  """The units the model learns targets in.
-
-  Fitted to `y_train` as `train.target_scaling` says; when fine-tuning, the source model's own, or
-  with `transfer.target_scaling='refit'` standardised with `y_train`, whatever `train.target_scaling` says.
-  A fine-tune to other targets than its source's outputs (`new_outputs`) standardises `y_train` too.
-  A hurdle head's keeps only the scale (`tasks.head_scaling`).
-  """
-  if source_meta is None or tasks.task_of(config.dataset) == 'classification':
-    scaling = data.TargetScaling.fit(y_train, config.train.target_scaling)
-  elif new_outputs(source_meta, config.dataset) or config.transfer.get('target_scaling', 'source') == 'refit':
-    scaling = data.TargetScaling.fit(y_train, 'standard')
-  else:
-    scaling = data.TargetScaling(**source_meta['target_scaling'])
-  return tasks.head_scaling(scaling, y_train, config, source_meta)
 
 
 def new_outputs(source_meta: dict | None, dataset) -> bool:

@@ -11,40 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import ml_collections
 import numpy as np
 
 from elemnet_jax import calibration
+from elemnet_jax.configs.schema import DatasetConfig
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, listing
 from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.models import heads
 from elemnet_jax.training import guard
-
-TASKS = ('regression', 'classification')
-
-
-def task_of(dataset, where: str = 'dataset') -> str:
-  """The dataset section's task, checked."""
-  task = dataset.get('task', 'regression') or 'regression'
-  if task not in TASKS:
-    raise UserError(f'--config.{where}.task={task!r}: use one of {", ".join(TASKS)}')
-  return task
-
-
-def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """`config` as a run of its task trains: for classification, sigmoid cross-entropy on unscaled 0/1 labels.
-
-  The baseline guard's in-training check compares MAE with the training median and is off for
-  classification; the finished run is judged on log-loss (`score_run`).
-  """
-  if task_of(config.dataset) == 'regression':
-    if config.train.get('loss') == 'bce':
-      raise UserError('--config.train.loss=bce is the loss of classification; add --config.dataset.task=classification')
-    return config
-  config = config.copy_and_resolve_references()
-  config.train.update(loss='bce', target_scaling='none', guard_epochs=0)
-  return config
 
 
 def _is_01(text: str) -> bool:
@@ -54,13 +29,13 @@ def _is_01(text: str) -> bool:
     return False
 
 
-def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
+def encode_labels(table: RawTable, dataset: DatasetConfig, notes: dict) -> RawTable:
   """For classification, `table` with targets '0'/'1' (missing ones kept empty) and the classes in `notes['task']`."""
-  if task_of(dataset) == 'regression':
+  if dataset.task == 'regression':
     return table
   texts = [text.strip() for text in table.targets]
   values = sorted(set(texts) - {''})
-  positive = str(dataset.get('positive', '') or '')
+  positive = dataset.positive
   if all(_is_01(text) for text in values):
     classes = ('0', '1')
     encoded = ['' if not text else str(int(float(text))) for text in texts]
@@ -79,15 +54,13 @@ def encode_labels(table: RawTable, dataset, notes: dict) -> RawTable:
   return dataclasses.replace(table, targets=encoded)
 
 
-def new_head(config: ml_collections.ConfigDict, source_meta: dict | None, model_config=None) -> bool:
+def new_head(dataset: DatasetConfig, source_meta: dict | None, model_config=None) -> bool:
   """Whether a fine-tune changes the task (regression -> classification or back) or the head (`model_config`'s
   against the source's): its output layer is then redrawn."""
   if source_meta is None:
     return False
   source_task = (source_meta.get('target') or {}).get('task', 'regression')
-  return source_task != task_of(config.dataset) or (
-    model_config is not None and heads.changed(source_meta['model'], model_config)
-  )
+  return source_task != dataset.task or (model_config is not None and heads.changed(source_meta['model'], model_config))
 
 
 def is_classifier(meta: dict) -> bool:
@@ -125,19 +98,12 @@ def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
   }
 
 
-def set_head(config: ml_collections.ConfigDict, asked: str, source_meta: dict | None, train):
-  """Sets `config.model.head` (the one `asked` for, else a fine-tune's source's, else 'point'); returns the train
-  settings (`checks.TrainConfig`) with the loss that head trains with (config.json keeps `train.loss` as given)."""
-  config.model.head = asked or (source_meta or {}).get('model', {}).get('head', 'point')
-  return dataclasses.replace(train, loss=heads.resolve(config.model.head, train.loss, task_of(config.dataset)))
-
-
-def head_scaling(scaling, y_train: np.ndarray, config: ml_collections.ConfigDict, source_meta: dict | None):
-  """A run's target scaling as its head needs it: a hurdle's (targets zero or positive, checked) never shifts."""
-  model = config.get('model') or (source_meta or {}).get('model') or {}  # a study's target trains its source's
-  if model.get('head', 'point') != 'hurdle':
+def head_scaling(scaling, y_train: np.ndarray, head: str, where: str):
+  """A run's target scaling as its output `head` needs it: a hurdle's (targets zero or positive, checked) never
+  shifts."""
+  if head != 'hurdle':
     return scaling
-  heads.check_targets('hurdle', y_train, config.dataset.name)
+  heads.check_targets('hurdle', y_train, where)
   return dataclasses.replace(scaling, shift=0.0)
 
 

@@ -17,9 +17,9 @@ from flax import traverse_util
 
 from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import ModelConfig
+from elemnet_jax.models import ModelConfig, config_from_dict
 from elemnet_jax.training import checkpoint, guard
-from elemnet_jax.workdir import differences, read_json
+from elemnet_jax.workdir import differences, read_config, read_json
 
 LABELS = ('frozen', 'body', 'head')
 
@@ -158,7 +158,10 @@ _SOURCE_KEYS = ('model', 'featurizer', 'feature_scaling', 'target_scaling', 'dat
 
 
 def _source_fields(meta: dict) -> dict:
-  return {key: meta[key] for key in _SOURCE_KEYS if key in meta}
+  """What runs must share, as this code reads it (a model meta written before `frozen_layers`: none frozen)."""
+  fields = {key: meta[key] for key in _SOURCE_KEYS if key in meta}
+  fields['model'] = config_from_dict(meta['model']).to_dict()
+  return {**fields, 'frozen_layers': list(meta.get('frozen_layers', []))}
 
 
 def source_workdirs(pretrained: str, where: str = 'pretrained') -> list[str]:
@@ -185,7 +188,7 @@ def read_source_meta(workdirs: Sequence[str | os.PathLike]) -> dict:
   if len(workdirs) == 1:
     return metas[0]
   why = 'a run joins a source ensemble only with the config it was trained with'
-  configs = [read_json(Path(workdir) / 'config.json', why) for workdir in workdirs]
+  configs = [read_config(Path(workdir) / 'config.json', why) for workdir in workdirs]
   trained_by = {}  # member seed -> the run that trained it
   for workdir, meta, config in zip(workdirs, metas, configs):
     differing = [name.split('.')[0] for name in differences(_source_fields(metas[0]), _source_fields(meta))]

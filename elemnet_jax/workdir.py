@@ -20,67 +20,46 @@ from typing import Any
 
 from absl import logging
 
-from elemnet_jax import lock
+from elemnet_jax import lock, migrations
 from elemnet_jax.errors import UserError, listing
 from elemnet_jax.outputs import open_for_writing, replaces, save_figure, write_text  # noqa: F401 - used here and by callers
 
-# Fields a saved config or model meta may lack, with the value that reads the same as the field absent.
-OPTIONAL_FIELDS = {
-  'decay_toward': 'zero',
-  'ema_decay': 0.0,
-  'morgan_bits': 0,
-  'morgan_radius': 2,
-  'head_widths': [64, 32],
-  'rotate_validation': False,
-  'retrain_with_validation': False,
-  'learning_rates': [],
-  'exclude_from': '',
-  'frozen_layers': [],
-  'checkpoint_seconds': 60.0,
-  'resplit': False,
-  'unit': '',
-  'name': 'elemnet',  # a model config's architecture
-  'max_atoms': 500,  # the estate featurizer's limit
-  'task': 'regression',
-  'positive': '',
-  'guard_epochs': 3,
-  'allow_collapsed_source': False,
-  'choose_source': False,
-  'outputs': 1,  # a model config's output width: one per target
-  'calibration_fraction': 0.0,
-  'head': 'point',  # a model config's output head (elemnet_jax.models.heads)
-}
-_ABSENT = object()
-
 
 def differences(saved: Any, current: Any, prefix: str = '') -> list[str]:
-  """Dotted names of the fields in which two JSON trees differ (an absent optional field reads as its default)."""
+  """Dotted names of the fields in which two JSON trees differ (a field only one of them has differs)."""
   if isinstance(saved, dict) and isinstance(current, dict):
     return [
       name
       for key in sorted(saved.keys() | current.keys())
-      for name in differences(
-        saved.get(key, OPTIONAL_FIELDS.get(key, _ABSENT)),
-        current.get(key, OPTIONAL_FIELDS.get(key, _ABSENT)),
-        f'{prefix}{key}.',
-      )
+      for name in differences(saved.get(key, _ABSENT), current.get(key, _ABSENT), f'{prefix}{key}.')
     ]
   return [] if saved == current else [prefix.rstrip('.')]
 
 
-def config_differences(saved_path: Path, config) -> list[str]:
+_ABSENT = object()
+
+
+def read_config(path: Path, missing: str = 'the run did not finish') -> dict:
+  """A recorded config (config.json, study_config.json) in the current layout (`migrations`)."""
+  try:
+    return migrations.migrate(read_json(path, missing), str(path))
+  except ValueError as error:
+    raise UserError(str(error)) from None
+
+
+def config_differences(saved_path: Path, config: dict) -> list[str]:
   """The fields in which the config saved at `saved_path` differs from `config`: 'train.max_epochs: 3, now 5'."""
   try:
-    saved = json.loads(Path(saved_path).read_text())
-  except (OSError, ValueError):
+    saved = migrations.migrate(json.loads(Path(saved_path).read_text()))
+  except (OSError, ValueError, AttributeError):
     return [f'{Path(saved_path).name} unreadable']
-  current = json.loads(config.to_json())
+  current = json.loads(json.dumps(config))
   return [f'{name}: {_at(saved, name)}, now {_at(current, name)}' for name in differences(saved, current)]
 
 
 def _at(tree: Any, dotted: str) -> str:
   for key in dotted.split('.'):
-    tree = tree.get(key, OPTIONAL_FIELDS.get(key, 'absent')) if isinstance(tree, dict) else 'absent'
+    tree = tree.get(key, 'absent') if isinstance(tree, dict) else 'absent'
   return json.dumps(tree)
 
 
@@ -126,7 +105,7 @@ class Workdir:
   a time writes a workdir (`lock`).
   """
 
-  def __init__(self, path: str | os.PathLike, layout: Layout, config, overwrite: bool = False):
+  def __init__(self, path: str | os.PathLike, layout: Layout, config: dict, overwrite: bool = False):
     self.path, self.layout, self.config, self.overwrite = Path(path), layout, config, overwrite
     self.data_digest: str | None = None
     self.resume = self._examine()
@@ -239,7 +218,7 @@ class Workdir:
         logging.warning(
           '%s: the %s it replaces is kept in %s until this one finishes', self.path, self.layout.kind, aside
         )
-    write_text(self.path / self.layout.config, self.config.to_json(indent=2))
+    write_text(self.path / self.layout.config, json.dumps(migrations.record(self.config), indent=2))
     if sources and not self.resume:
       write_text(self.path / SOURCES, json.dumps(sources, indent=1))
     _STARTED.append(self)

@@ -29,19 +29,20 @@ flags.DEFINE_string('output', '', 'Also write every probe (per-layer dead shares
 
 def main(argv):
   del argv
-  parts = diagnose.subsample(flags.FLAGS.config, flags.FLAGS.n_train, flags.FLAGS.n_val)  # one draw for every recipe
-  probes = [diagnose.probe(flags.FLAGS.config, 'as given', parts, flags.FLAGS.epochs)]
+  config = configs.resolve(flags.FLAGS.config)
+  parts = diagnose.subsample(config, flags.FLAGS.n_train, flags.FLAGS.n_val)  # one draw for every recipe
+  probes = [diagnose.probe(config, 'as given', parts, flags.FLAGS.epochs)]
   for variant in filter(None, flags.FLAGS.variants.split(';')):
     name, _, fields = variant.partition(':')
-    config = flags.FLAGS.config.copy_and_resolve_references()
+    changed = flags.FLAGS.config.copy_and_resolve_references()
     for field in filter(None, fields.split(',')):
       path, value = field.split('=')
       *sections, last = path.split('.')
-      section = config
+      section = changed
       for key in sections:
         section = section[key]
       section[last] = type(section[last])(value)
-    probes.append(diagnose.probe(config, name, parts, flags.FLAGS.epochs))
+    probes.append(diagnose.probe(configs.resolve(changed), name, parts, flags.FLAGS.epochs))
     print('\n'.join(diagnose.summary_rows(probes)), flush=True)  # the table so far
   if flags.FLAGS.output:
     with open(flags.FLAGS.output, 'w') as stream:

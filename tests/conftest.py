@@ -84,8 +84,8 @@ def data_dir() -> Path:
   return Path(os.environ.get('ELEMNET_JAX_DATA', '.'))
 
 
-def config_with(name: str = 'test', fields: dict | None = None):
-  """A named config with dotted fields set: config_with('test', {'train.max_epochs': 2})."""
+def config_dict_with(name: str = 'test', fields: dict | None = None):
+  """A named config (an ml_collections.ConfigDict, as a config file gives it) with dotted fields set."""
   from elemnet_jax import configs
 
   config = configs.get_config(name)
@@ -96,6 +96,13 @@ def config_with(name: str = 'test', fields: dict | None = None):
       section = section[key]
     section[last] = value
   return config
+
+
+def config_with(name: str = 'test', fields: dict | None = None):
+  """A named config with dotted fields set, as the commands resolve it: config_with('test', {'train.max_epochs': 2})."""
+  from elemnet_jax import configs
+
+  return configs.resolve(config_dict_with(name, fields))
 
 
 def pretrain_legacy(path: Path, fields: dict | None = None) -> Path:

@@ -3,10 +3,9 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import require_dataset
+from conftest import config_with, require_dataset
 
-from elemnet_jax import data, run
-from elemnet_jax.configs import default
+from elemnet_jax import data, inputs
 from elemnet_jax.data import datasets, fetch
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
@@ -41,11 +40,10 @@ def test_oqmd_split_and_outlier_filter():
 def test_resplit_draws_its_own_split_from_the_whole_dataset():
   # dataset.resplit pools a published split (OQMD's train/val/test files) and draws `split` by seed:
   # how a source model is pretrained on (nearly) all of OQMD, as the papers did.
-  config = default.get_config()
-  config.dataset.update(resplit=True, split=(0.98, 0.01, 0.01), split_seed=0)
-  examples, _, _, _ = run.load_examples(config.dataset, config.featurizer)
+  config = config_with('default', {'dataset.resplit': True, 'dataset.split': (0.98, 0.01, 0.01)})
+  examples, _, _, _ = inputs.load_examples(config.dataset, config.featurizer)
   assert examples.split is None and len(examples) == 341_700 - 86
-  labels = data.assign_splits(examples, tuple(config.dataset.split), config.dataset.split_seed)
+  labels = data.assign_splits(examples, config.dataset.split, config.dataset.split_seed)
   assert {name: int((labels == name).sum()) for name in data.SPLITS} == {'train': 334_782, 'val': 3416, 'test': 3416}
   assert len(set(examples.keys)) == len(examples)
 
@@ -54,9 +52,8 @@ def test_leakage_control_removes_every_composition_of_the_other_dataset():
   require_dataset('kim2017')
   # kim2017 lists some compositions without an experimental value (its default target): they are
   # still the other dataset's compositions, and 20 of them occur in qmpy_legacy.
-  config = default.get_config()
-  config.dataset.update(name='qmpy_legacy', exclude_from='kim2017')
-  examples, featurizer, notes, _ = run.load_examples(config.dataset, config.featurizer)
+  config = config_with('default', {'dataset.name': 'qmpy_legacy', 'dataset.exclude_from': 'kim2017'})
+  examples, featurizer, notes, _ = inputs.load_examples(config.dataset, config.featurizer)
   table, _ = datasets.load_table('kim2017')
   assert not set(featurizer.featurize(table.inputs)[1]) & set(examples.keys)
   assert notes['excluded'] == {'from': ['kim2017'], 'count': 631}
@@ -66,9 +63,8 @@ def test_leakage_control_reads_a_csv_of_inputs_too(tmp_path):
   # A CSV needs only its input column to name the compositions to remove (Fe4O6 is Fe2O3).
   other = tmp_path / 'other.csv'
   other.write_text('formula,note\nFe4O6,x\nNaCl,y\nQq,z\n')
-  config = default.get_config()
-  config.dataset.update(name='qmpy_legacy', exclude_from=str(other))
-  examples, featurizer, notes, _ = run.load_examples(config.dataset, config.featurizer)
+  config = config_with('default', {'dataset.name': 'qmpy_legacy', 'dataset.exclude_from': str(other)})
+  examples, featurizer, notes, _ = inputs.load_examples(config.dataset, config.featurizer)
   removed = set(featurizer.featurize(['Fe2O3', 'NaCl'])[1])
   assert not removed & set(examples.keys) and notes['excluded'] == {'from': [str(other)], 'count': 2}
 

@@ -17,6 +17,7 @@ SCRIPT = textwrap.dedent("""
   from elemnet_jax import data
   from elemnet_jax.data import datasets
   from elemnet_jax.training import train
+  from elemnet_jax.configs.schema import FitConfig
   from elemnet_jax.training.fit import FitOptions, epoch_runner, fit
   from elemnet_jax.training.optimizer import make_optimizer
   from elemnet_jax.featurizers.composition import CompositionFeaturizer
@@ -28,14 +29,15 @@ SCRIPT = textwrap.dedent("""
   parts = data.split_examples(examples, data.assign_splits(examples, (0.8, 0.1, 0.1), seed=0))
   model = ElemNet(ElemNetConfig(widths=(64, 64, 32), use_dropout=False, dropout_after=(), dropout_rates=()))
   optimizer = make_optimizer(1e-3)
-  options = FitOptions(batch_size=64, max_epochs=3, patience=3)
+  settings = FitConfig(batch_size=64, max_epochs=3, patience=3)
   result = {}
   for name, mesh, members, mode in (('single', None, 1, 'epoch'), ('sharded', train.data_mesh(4), 1, 'epoch'),
                                     ('sharded_ensemble', train.data_mesh(4), 2, 'epoch'),
                                     ('sharded_step', train.data_mesh(4), 1, 'step')):
     states = train.stack_members([train.init_state(model, optimizer, 86, s) for s in range(members)])
     states, _, progress = fit(train.Members(model, optimizer, states), (parts['train'].x, parts['train'].y),
-                              (parts['val'].x, parts['val'].y), dataclasses.replace(options, mode=mode), mesh=mesh)
+                              (parts['val'].x, parts['val'].y),
+                              FitOptions(dataclasses.replace(settings, mode=mode)), mesh=mesh)
     shardings = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(states.params)} if mesh else set()
     result[name] = {'history': progress.history, 'devices': len(jax.tree.leaves(states.params)[0].devices()),
                     'specs': sorted(shardings)}
@@ -44,11 +46,11 @@ SCRIPT = textwrap.dedent("""
   for name, mesh in (('single', None), ('sharded', train.data_mesh(4))):
     states = train.stack_members([train.init_state(model, optimizer, 86, 0)])
     run_epoch, states, x, y = epoch_runner(train.Members(model, optimizer, states),
-                                           (parts['train'].x, parts['train'].y), options, mesh=mesh)
+                                           (parts['train'].x, parts['train'].y), FitOptions(settings), mesh=mesh)
     result[name]['all_reduce'] = 'all-reduce' in run_epoch.lower(states, x, y).compile().as_text()
     step = jax.jit(train.make_indexed_step(train.make_train_step(model, optimizer), mesh))
     state = jax.tree.map(lambda a: a[0], states)
-    _, index, mask = train.epoch_order(state.rng, x.shape[0], options.batch_size)
+    _, index, mask = train.epoch_order(state.rng, x.shape[0], settings.batch_size)
     compiled = step.lower(state, x, y, index, mask, np.int32(0)).compile()
     result[name]['step_all_reduce'] = 'all-reduce' in compiled.as_text()
   print(json.dumps(result))

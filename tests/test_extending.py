@@ -6,7 +6,7 @@ import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 
-from elemnet_jax import featurizers
+from elemnet_jax import configs, featurizers
 from elemnet_jax.configs import test as test_configs
 from elemnet_jax.predict import predict_inputs
 from elemnet_jax.run import train_and_evaluate
@@ -43,7 +43,7 @@ def test_a_new_featurizer_trains_saves_and_predicts(tmp_path, molecules_csv):
   config.featurizer = type(config.featurizer)({'name': 'morgan', 'bits': 256})
   config.features.update(drop_constant=True, standardize=True)
   config.train.target_scaling = 'standard'
-  metrics = train_and_evaluate(config, tmp_path)
+  metrics = train_and_evaluate(configs.resolve(config), tmp_path)
   assert metrics['data']['invalid_skipped'] == 1 and metrics['test']['n'] == 40
   meta = json.loads((tmp_path / 'model' / 'meta.json').read_text())
   assert meta['featurizer'] == {'name': 'morgan', 'width': 256, 'radius': 2, 'bits': 256}

@@ -304,12 +304,12 @@ def test_config_files_that_fail_are_one_line(tmp_path):
 
 
 def test_non_finite_config_values_are_one_line():
-  bad_split = config_with('test', {'dataset.split': (0.8, 'nan', 0.1)})
-  user_error(lambda: run.prepare(bad_split, '/nonexistent/w'), "--config.dataset.split=(0.8, 'nan', 0.1)")
-  bad_split = config_with('test', {'dataset.split': (0.8, float('nan'), 0.1)})
-  user_error(lambda: run.prepare(bad_split, '/nonexistent/w'), '--config.dataset.split=(0.8, nan, 0.1)')
-  warmup = config_with('test', {'train.warmup_epochs': float('inf')})
-  user_error(lambda: run.prepare(warmup, '/nonexistent/w'), '--config.train.warmup_epochs=inf: must be a finite number')
+  bad_split = {'dataset.split': (0.8, 'nan', 0.1)}
+  user_error(lambda: config_with('test', bad_split), "--config.dataset.split=(0.8, 'nan', 0.1)")
+  bad_split = {'dataset.split': (0.8, float('nan'), 0.1)}
+  user_error(lambda: config_with('test', bad_split), '--config.dataset.split=(0.8, nan, 0.1)')
+  warmup = {'train.warmup_epochs': float('inf')}
+  user_error(lambda: config_with('test', warmup), '--config.train.warmup_epochs=inf: must be a finite number')
 
 
 def test_corrupted_scaling_in_meta_json_is_one_line(finished, tmp_path):

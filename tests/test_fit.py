@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from elemnet_jax import data
+from elemnet_jax.configs.schema import FitConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
@@ -42,12 +43,14 @@ def _fit(
   optimizer = make_optimizer(learning_rate, **dict(optimizer_options))
   states = train.stack_members([train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in seeds])
   options = FitOptions(
-    batch_size=batch_size,
-    max_epochs=epochs,
-    patience=patience or epochs,
-    mode=mode,
-    ema_decay=ema_decay,
-    ensemble_schedule=schedule,
+    FitConfig(
+      batch_size=batch_size,
+      max_epochs=epochs,
+      patience=patience or epochs,
+      mode=mode,
+      ema_decay=ema_decay,
+      ensemble_schedule=schedule,
+    )
   )
   return model, fit(train.Members(model, optimizer, states), ssub['train'], ssub['val'], options, **kwargs)
 
@@ -91,8 +94,8 @@ def test_the_ensemble_schedule_picked_on_cpu_gives_the_members_of_solo_runs(ssub
     np.testing.assert_allclose(together.history[-1]['val_mae'][k], alone.history[-1]['val_mae'][0], rtol=1e-6)
     for a, b in zip(jax.tree.leaves(ensemble), jax.tree.leaves(single)):
       np.testing.assert_allclose(a[k], b[0], rtol=1e-6, atol=1e-7)  # bit for bit on CPU
-  with pytest.raises(ValueError, match='unknown ensemble schedule'):
-    _fit(ssub, [0, 1], epochs=1, schedule='parallel')
+  with pytest.raises(UserError, match="ensemble_schedule='parallel': use one of auto, vmap, sequential"):
+    _fit(ssub, [0, 1], epochs=1, schedule='parallel')  # refused with the config, before anything trains
 
 
 @pytest.mark.parametrize(('mode', 'own_data'), [('epoch', False), ('epoch', True), ('step', False), ('step', True)])
@@ -185,7 +188,7 @@ def test_resume_from_a_training_checkpoint_matches_an_uninterrupted_run(ssub, tm
   states, best, progress = manager.restore(fresh, fresh.params)
   assert progress.epoch == 2
   progress = dataclasses.replace(progress, stopped=False)
-  options = FitOptions(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay)
+  options = FitOptions(FitConfig(batch_size=50, max_epochs=4, patience=4, ema_decay=ema_decay))
   members = train.Members(model, optimizer, states)
   _, resumed_best, resumed = fit(members, ssub['train'], ssub['val'], options, resume=(best, progress))
 
@@ -259,7 +262,7 @@ def test_retraining_for_the_chosen_epochs_gives_each_member_its_early_stopped_we
   states = train.stack_members(
     [train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in [0, 1, 2]]
   )
-  options = FitOptions(batch_size=50, ema_decay=ema_decay)
+  options = FitOptions(FitConfig(batch_size=50, ema_decay=ema_decay))
   again = fit_epochs(train.Members(model, optimizer, states), ssub['train'], progress.best_epoch, options)
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(best)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # bit for bit on CPU; GPU reductions may differ

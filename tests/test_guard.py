@@ -90,7 +90,7 @@ def test_finetune_refuses_a_source_that_learned_nothing_unless_allowed(collapsed
     '--config.transfer.allow_collapsed_source=True',
   )
   assert not (tmp_path / 'fine').exists()
-  fine.transfer.allow_collapsed_source = True
+  fine = fine.replace({'transfer.allow_collapsed_source': True})
   assert run.train_and_evaluate(fine, tmp_path / 'fine')['pretrained'] == str(collapsed_source)
 
 
@@ -102,9 +102,8 @@ def test_a_study_refuses_a_source_that_learned_nothing_unless_allowed_and_report
   )
   assert not (tmp_path / 'study' / 'results.json').exists()
   small = {'study.methods': ('scratch', 'finetune'), 'study.train_fractions': (1.0,), 'study.seeds': 1}
+  small.update({'study.freeze_layers': (0,), 'study.allow_collapsed_source': True})
   config = config_with('test:study', {'study.pretrained': str(collapsed_source), **small})
-  config.study.freeze_layers = (0,)
-  config.study.allow_collapsed_source = True
   run_study(config, tmp_path / 'study')
   report = (tmp_path / 'study' / 'results.md').read_text()
   assert 'Source: LEARNED NOTHING (constant predictions' in report

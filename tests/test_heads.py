@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import config_with, require_dataset, user_error
+from conftest import config_dict_with, config_with, require_dataset, user_error
 
-from elemnet_jax import models, predict, run
+from elemnet_jax import configs, migrations, models, predict, run
 from elemnet_jax.configs import test as test_configs
 from elemnet_jax.data import datasets
 from elemnet_jax.models import heads
@@ -121,7 +121,7 @@ def test_fine_tuning_into_another_head_redraws_the_output_layer_and_keeps_the_bo
   source_head, target_head, pretrained, mean_variance, tmp_path
 ):
   source = pretrained if source_head == 'point' else mean_variance[0]
-  config = config_with('test', {'transfer.pretrained': str(source), 'model.head': target_head})
+  config = config_with('test', {'transfer.pretrained': str(source), 'transfer.head': target_head})
   prepared = run.prepare(config, tmp_path / 'unused')
   assert prepared.model_config.head == target_head and prepared.config.model.head == target_head
   start = jax.tree.map(lambda a: np.asarray(a[0]), prepared.start(80).states.params)['params']
@@ -135,13 +135,27 @@ def test_fine_tuning_into_another_head_redraws_the_output_layer_and_keeps_the_bo
 
 
 def test_a_fine_tune_that_names_no_head_keeps_its_sources(mean_variance, tmp_path):
-  config = config_with('test', {'transfer.pretrained': str(mean_variance[0]), 'model.head': ''})
-  prepared = run.prepare(config, tmp_path / 'unused')
+  config = config_dict_with('test', {'transfer.pretrained': str(mean_variance[0])})
+  del config['model']  # as the finetune config: the network is the source's
+  prepared = run.prepare(configs.resolve(config), tmp_path / 'unused')
   assert prepared.model_config.head == 'mean_variance' and prepared.train.loss == 'nll'
+  # a model section's head is asked for as transfer.head is; a contradicting loss is one line
+  fields = {'transfer.pretrained': str(mean_variance[0]), 'model.head': 'point'}
+  assert run.prepare(config_with('test', fields), tmp_path / 'unused').train.loss == 'mae'
+  fields = {'transfer.pretrained': str(mean_variance[0]), 'transfer.head': 'point', 'train.loss': 'nll'}
+  user_error(lambda: run.prepare(config_with('test', fields), tmp_path / 'unused'), 'train.loss=nll', 'mean_variance')
+
+
+def test_an_old_config_reads_as_the_point_head_and_transfer_head_applies_only_when_fine_tuning():
+  recorded = config_with('test').to_dict()
+  del recorded['model']['head'], recorded['transfer']['head']
+  assert configs.resolve(migrations.migrate(recorded)) == config_with('test')
+  user_error(lambda: config_with('test', {'transfer.head': 'hurdle'}), '--config.transfer.head', 'fine-tuning')
+  user_error(lambda: config_with('test', {'transfer.pretrained': 'x', 'transfer.head': 'q'}), 'transfer.head')
 
 
 def test_a_loss_that_contradicts_the_head_is_one_line(tmp_path):
-  def prepare(**fields):
+  def prepare(**fields):  # the config's check refuses a contradicting loss before any data is read
     return lambda: run.prepare(config_with('test', fields), tmp_path / 'unused')
 
   user_error(prepare(**{'model.head': 'mean_variance', 'train.loss': 'huber'}), 'contradicts', 'nll')

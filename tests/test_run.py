@@ -43,9 +43,10 @@ def test_finetune_freezes_records_the_source_model_and_its_sources(pretrained, t
       'train.optimizer': 'adamw',  # L2-SP: its starting point lives in the checkpointed optimizer state
       'train.decay_toward': 'start',
       'train.weight_decay': 0.1,
-      'model.widths': (8, 8),  # the model trained is the source's, whatever the config said
     },
   )
+  other = config.replace({'model.widths': (8, 8)})  # the model trained is the source's: another one is refused
+  user_error(lambda: run.train_and_evaluate(other, tmp_path / 'ft'), 'model.widths=(8, 8)', 'widths=(64, 32, 16)')
   metrics = run.train_and_evaluate(config, tmp_path / 'ft')
   assert metrics['frozen_layers'] == [1, 2] and metrics['members'] == 2
   assert metrics['pretrained'] == str(pretrained)
@@ -66,8 +67,8 @@ def test_finetune_freezes_records_the_source_model_and_its_sources(pretrained, t
   ],
 )
 def test_finetune_errors(pretrained, tmp_path, fields, fragments):
-  config = config_with('test', {'transfer.pretrained': str(pretrained), **fields})
-  user_error(lambda: run.train_and_evaluate(config, tmp_path / 'w'), *fragments)
+  fields = {'transfer.pretrained': str(pretrained), **fields}
+  user_error(lambda: run.train_and_evaluate(config_with('test', fields), tmp_path / 'w'), *fragments)
   assert not (tmp_path / 'w').exists()
 
 
@@ -149,8 +150,9 @@ def test_composition_checkpoint_refuses_smiles_data(pretrained, molecules_csv, t
 
 def test_overwrite_with_a_bad_setting_keeps_the_finished_run(pretrained):
   before = {name: (pretrained / name).read_bytes() for name in ('metrics.json', 'predictions_test.csv')}
-  config = config_with('test', {'train.optimizer': 'sgd'})
-  user_error(lambda: run.train_and_evaluate(config, pretrained, overwrite=True), "train.optimizer='sgd'", 'adam, adamw')
+  bad = {'train.optimizer': 'sgd'}
+  overwrite = lambda: run.train_and_evaluate(config_with('test', bad), pretrained, overwrite=True)  # noqa: E731
+  user_error(overwrite, "train.optimizer='sgd'", 'adam, adamw')
   assert {name: (pretrained / name).read_bytes() for name in before} == before
   assert (pretrained / 'model' / 'meta.json').exists()
 

@@ -5,12 +5,12 @@ import itertools
 import json
 import shutil
 
-import ml_collections
 import numpy as np
 import pytest
 from conftest import config_with, pretrain_legacy, user_error
 
-from elemnet_jax import featurizers, metrics, run, study
+from elemnet_jax import featurizers, inputs, metrics, study
+from elemnet_jax.configs.schema import DatasetConfig, FeaturizerConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.study import plan as study_plan
 
@@ -193,8 +193,8 @@ def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tm
   _, keys, _ = featurizers.build({'name': 'composition'}).featurize(formulas)
   original = tmp_path / 'original.csv'
   original.write_text('formula,energy\n' + ''.join(f'{f},{e}\n' for f, e in zip(formulas, energies)))
-  dataset = ml_collections.ConfigDict(dict(name=str(original), target='energy', split=(0.8, 0.1, 0.1), split_seed=0))
-  examples, *_ = run.load_examples(dataset, ml_collections.ConfigDict({'name': 'composition'}))
+  dataset = DatasetConfig(name=str(original), target='energy', split=(0.8, 0.1, 0.1), split_seed=0)
+  examples, *_ = inputs.load_examples(dataset, FeaturizerConfig('composition'))
   (fold,) = study_plan.make_folds(examples, 0, (0.8, 0.1, 0.1), 0, 0.1)
   (size,) = study_plan.subset_sizes(len(fold.train), (0.5,))
   inside = {fold.train.keys[i] for i in study_plan.training_order(len(fold.train), 0, 0)[:size]}
@@ -209,7 +209,6 @@ def test_refitted_target_statistics_come_from_each_sizes_own_rows(pretrained, tm
     'study.methods': ('scratch', 'direct'),
     'study.train_fractions': (0.5,),
     'study.seeds': 1,
-    'target.train.target_scaling': 'standard',
   }
   refit = {'target.transfer.target_scaling': 'refit'}
   rows = {}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from conftest import config_with, require_dataset, user_error
 
-from elemnet_jax import data, predict, run, targets
+from elemnet_jax import data, featurizers, predict, run, targets
 from elemnet_jax.data import datasets
 from elemnet_jax.data.readers import read_csv
 from elemnet_jax.models import build_model
@@ -48,7 +48,7 @@ def test_several_target_columns_read_as_tuples_and_parse_with_blank_cells_missin
   table = read_csv(path, 'formula', ('a', 'b'))
   assert table.targets == [('1.5', ''), ('', '2'), ('', ''), ('x', '1')]
   spec = datasets.load_table(str(path), 'a,b')[1]
-  featurizer = run.featurizers.build({'name': 'composition'})
+  featurizer = featurizers.build({'name': 'composition'})
   message = user_error(lambda: data.prepare(table, spec, featurizer), 'row 4', 'every target is missing', 'row 5')
   assert 'target 1 is not a number' in message
   examples = data.prepare(table, spec, featurizer, skip_invalid=True)

@@ -5,12 +5,12 @@ import io
 import json
 
 import jax
-import ml_collections
 import numpy as np
 import pytest
 from conftest import config_with, require_dataset, user_error
 
 from elemnet_jax import predict, run, tasks
+from elemnet_jax.configs.schema import DatasetConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.metrics import classification_metrics
@@ -33,7 +33,7 @@ def write_metals(path, per_class: int, seed: int = 0, positive: str = '1', negat
 
 
 def _dataset(**fields):
-  return ml_collections.ConfigDict({'task': 'classification', 'positive': '', **fields})
+  return DatasetConfig(task='classification', **fields)
 
 
 def test_labels_are_two_classes_0_1_or_two_values_and_anything_else_is_one_line():
@@ -48,8 +48,8 @@ def test_labels_are_two_classes_0_1_or_two_values_and_anything_else_is_one_line(
   three = RawTable('t.csv', ['A', 'B', 'C'], ['a', 'b', 'c'], [2, 3, 4])
   user_error(lambda: tasks.encode_labels(three, _dataset(), {}), 'two classes', "it holds 3: 'a'; 'b'; 'c'")
   user_error(lambda: tasks.encode_labels(table, _dataset(positive='x'), {}), "positive='x'")
-  user_error(lambda: tasks.resolve(config_with('test', {'dataset.task': 'ranking'})), 'dataset.task')
-  user_error(lambda: tasks.resolve(config_with('test', {'train.loss': 'bce'})), 'dataset.task=classification')
+  user_error(lambda: config_with('test', {'dataset.task': 'ranking'}), "dataset.task='ranking'")
+  user_error(lambda: config_with('test', {'train.loss': 'bce'}), 'dataset.task=classification')
 
 
 def test_roc_auc_counts_ties_half_and_log_loss_is_the_mean_cross_entropy():
@@ -115,10 +115,8 @@ def test_predict_prints_probabilities_of_the_positive_class(classifier, capsys):
 
 
 def test_the_study_refuses_a_classification_source():
-  config = config_with('test:study', {'source.dataset.task': 'classification'})
-  from elemnet_jax import study
-
-  user_error(lambda: study.run_study(config, 'unused'), 'a study transfers from a regression source')
+  fields = {'source.dataset.task': 'classification'}
+  user_error(lambda: config_with('test:study', fields), '--config.source.dataset.task', 'from a regression source')
   jax.clear_caches()
 
 

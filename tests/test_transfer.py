@@ -10,8 +10,7 @@ import pytest
 from conftest import config_with, user_error
 from flax import traverse_util
 
-from elemnet_jax import checks, data, run, study, transfer
-from elemnet_jax.configs import finetune
+from elemnet_jax import data, inputs, run, study, transfer
 from elemnet_jax.errors import UserError
 from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
 from elemnet_jax.study import plan as study_plan
@@ -166,12 +165,12 @@ def test_refitted_target_statistics_standardise_the_target_whatever_train_target
     'feature_scaling': data.FeatureScaling.fit(parts['train'].x, False, False).to_dict(),
     'target_scaling': {'shift': -0.3, 'scale': 0.2},
   }
-  config = finetune.get_config()
+  config = config_with('finetune', {'transfer.pretrained': 'source'})
   assert config.train.target_scaling == 'none'
-  scaling = run.make_inputs(parts, {}, config, meta).target_scaling
+  scaling = inputs.fit_target_scaling(parts['train'].y, config.train.target_scaling, config.transfer, meta)
   assert (scaling.shift, scaling.scale) == (-0.3, 0.2)
-  config.transfer.target_scaling = 'refit'
-  scaling = run.make_inputs(parts, {}, config, meta).target_scaling
+  config = config.replace({'transfer.target_scaling': 'refit'})
+  scaling = inputs.fit_target_scaling(parts['train'].y, config.train.target_scaling, config.transfer, meta)
   assert scaling.shift == pytest.approx(parts['train'].y.mean()) and scaling.scale == pytest.approx(
     parts['train'].y.std()
   )
@@ -183,7 +182,7 @@ def test_each_fine_tuned_member_starts_from_its_own_source_member():
   sources = [ElemNet(CONFIG).init(jax.random.PRNGKey(seed), jnp.zeros((1, 10))) for seed in (7, 8)]
   stacked = jax.tree.map(lambda *a: jnp.stack(a), *sources)
   members = transfer.source_members(stacked, 3)
-  train_config = checks.TrainConfig.from_config(finetune.get_config().train)
+  train_config = config_with('finetune', {'transfer.pretrained': 'source'}).train
   states = run.build(CONFIG, train_config, 10, 64, [0, 1, 2], init_params=members).states
   for k, source in enumerate([0, 1, 0]):
     started = jax.tree.map(lambda a, k=k: a[k], states.params)
@@ -320,6 +319,7 @@ def test_a_residual_source_fine_tunes_with_its_first_layers_frozen(tmp_path):
   source = tmp_path / 'source'
   run.train_and_evaluate(config_with('test', {'model.name': 'residual', 'train.max_epochs': 2}), source)
   fields = {'transfer.pretrained': str(source), 'transfer.freeze_layers': 2, 'train.max_epochs': 2}
+  fields['model.name'] = 'residual'  # the source's network: a fine-tune refuses another
   metrics = run.train_and_evaluate(config_with('test', fields), tmp_path / 'ft')
   assert metrics['frozen_layers'] == [1, 2]
   _, before, _ = checkpoint.load_trained(source)

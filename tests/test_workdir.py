@@ -1,6 +1,13 @@
-"""Setting a run's outputs aside while another replaces it: what each interruption leaves."""
+"""Setting a run's outputs aside while another replaces it, and reading configs that older versions recorded."""
 
-from elemnet_jax import workdir
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from conftest import config_with
+
+from elemnet_jax import configs, migrations, pretrained, run, workdir
 
 NAMES = ('metrics.json', 'model')
 
@@ -54,3 +61,46 @@ def test_writing_an_output_leaves_the_users_other_files_alone(tmp_path):
   assert (tmp_path / 'out.csv').read_text() == 'new'
   assert sorted(p.name for p in tmp_path.iterdir()) == ['out.csv', 'out.csv.tmp']
   assert (tmp_path / 'out.csv.tmp').read_text() == 'formula\nNaCl\n'
+
+
+def _older(config: dict) -> dict:
+  """`config` as a version before config_version recorded it: without the task, guard, checkpoint interval, source
+  consent, calibration share, outputs and source choice where they have the values that acted as their absence."""
+  old = {key: copy.deepcopy(value) for key, value in config.items() if key != migrations.VERSION_KEY}
+  absent = {'dataset': {'task': 'regression', 'positive': ''}, 'transfer': {'allow_collapsed_source': False}}
+  absent['train'] = {'guard_epochs': 3, 'checkpoint_seconds': 60.0, 'calibration_fraction': 0.0}
+  absent['model'] = {'outputs': 1}  # before several targets
+  for run_config in [old['source'], old['target']] if 'study' in old else [old]:
+    for section, fields in absent.items():
+      for name, value in fields.items():
+        if (run_config.get(section) or {}).get(name, None) == value:
+          del run_config[section][name]
+  if old.get('study', {}).get('choose_source') is False:
+    del old['study']['choose_source']
+  return old
+
+
+def test_an_old_config_is_migrated_by_full_path_and_the_shipped_one_loads():
+  shipped = workdir.read_config(Path(pretrained.__file__).parent / 'oqmd_fe' / 'config.json')
+  current = json.loads(json.dumps(configs.get_config('oqmd').to_dict()))
+  # the shipped model's config (version 0) reads as the oqmd config with its split, every field there
+  assert workdir.differences(shipped, current) == ['dataset.resplit', 'dataset.split']
+  study = json.loads(json.dumps(configs.get_config('paper').to_dict()))
+  assert migrations.migrate(_older(study)) == study  # source and target filled, each by its own path
+  assert migrations.migrate(migrations.record(study)) == study
+  # a field of that name elsewhere is not invented: the study section gets only its own fields
+  assert 'guard_epochs' not in migrations.migrate({'study': {}, 'source': {}, 'target': {}})['study']
+  with pytest.raises(ValueError, match='config_version 99 is not one this code reads'):
+    migrations.migrate({'config_version': 99})
+
+
+def test_an_interrupted_run_recorded_by_an_older_version_resumes(tmp_path):
+  config = config_with('test', {'train.max_epochs': 2, 'train.checkpoint_seconds': 60.0})
+  run.train_and_evaluate(config, tmp_path)
+  (tmp_path / 'metrics.json').unlink()  # what a kill before the end leaves: config and checkpoints
+  recorded = json.loads((tmp_path / 'config.json').read_text())
+  assert recorded[migrations.VERSION_KEY] == migrations.CURRENT
+  assert 'guard_epochs' not in _older(recorded)['train'] and 'task' not in _older(recorded)['dataset']
+  (tmp_path / 'config.json').write_text(json.dumps(_older(recorded)))
+  assert run.train_and_evaluate(config, tmp_path)['epochs'] == 2  # resumed: the same config
+  assert json.loads((tmp_path / 'config.json').read_text()) == recorded  # recorded again in the current layout

@@ -1,7 +1,7 @@
 """Training throughput: samples/s, step time and achieved FLOP/s against a measured matmul peak.
 
 Modes, each timed per batch size on synthetic data of N = batch_size * steps rows:
-  step: `fit`'s per-step path (`FitOptions(mode='step')`): a Python loop of one compiled call per
+  step: `fit`'s per-step path (`FitOptions(FitConfig(mode='step'))`): a Python loop of one compiled call per
     minibatch, each gathering its shuffled rows from the data on the device.
   epoch: one jitted `lax.scan` over the epoch (`make_train_epoch`); step time = epoch time / steps.
   ensemble: `fit`'s epoch of K members (`epoch_runner`), timed on each schedule it can run
@@ -46,6 +46,7 @@ from elemnet_jax.benchmark.report import (
   derived,
   row,
 )
+from elemnet_jax.configs.schema import FitConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.training.fit import FitOptions, ensemble_schedule, epoch_runner
@@ -231,7 +232,7 @@ class _Bench:
     return self.xla_flops[batch_size]
 
   def step(self, batch_size: int, x, y) -> Callable[[], object]:
-    options = FitOptions(batch_size=batch_size, mode='step')
+    options = FitOptions(FitConfig(batch_size=batch_size, mode='step'))
     members = Members(self.model, self.optimizer, stack_members([self.state()]))
     run_epoch, states, x, y = epoch_runner(members, (x, y), options)
 
@@ -254,7 +255,7 @@ class _Bench:
 
   def ensemble(self, batch_size: int, x, y, schedule: str = 'auto') -> Callable[[], object]:
     """`fit`'s epoch of K members (`epoch_runner`) on `schedule`."""
-    options = FitOptions(batch_size=batch_size, ensemble_schedule=schedule)
+    options = FitOptions(FitConfig(batch_size=batch_size, ensemble_schedule=schedule))
     members = Members(self.model, self.optimizer, stack_members([self.state(k) for k in range(self.options.members)]))
     run_epoch, states, x, y = epoch_runner(members, (x, y), options)
 

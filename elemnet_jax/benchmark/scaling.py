@@ -27,6 +27,7 @@ def worker() -> None:
   import jax
 
   from elemnet_jax.benchmark import default_model, synthetic_data
+  from elemnet_jax.configs.schema import FitConfig
   from elemnet_jax.models import build_model
   from elemnet_jax.training import distributed
   from elemnet_jax.training.fit import FitOptions, epoch_runner
@@ -38,7 +39,7 @@ def worker() -> None:
   model, optimizer = build_model(default_model()), make_optimizer(1e-3)
   x, y = synthetic_data(batch_size * steps, 86, seed=0)
   members = Members(model, optimizer, stack_members([init_state(model, optimizer, 86, 0)]))
-  run_epoch, states, x, y = epoch_runner(members, (x, y), FitOptions(batch_size=batch_size), data_mesh())
+  run_epoch, states, x, y = epoch_runner(members, (x, y), FitOptions(FitConfig(batch_size=batch_size)), data_mesh())
   seconds = []
   for _ in range(repeats + 1):  # the first call compiles
     tic = time.perf_counter()

@@ -29,3 +29,15 @@ def get_config(name: str):
     raise ValueError(f'unknown config {name!r}; named configs: {", ".join(NAMES)}')
   module = importlib.import_module(f'elemnet_jax.configs.{base}')
   return module.get_config(variant) if variant else module.get_config()
+
+
+def resolve(config):
+  """The typed config that library calls take: `schema.RunConfig` for a run, `study_schema.StudyConfig` for a
+  study (a config with a `study` section), from an `ml_collections.ConfigDict`, from the plain dict a workdir
+  recorded (`workdir.read_config`), or a typed one as it is. A value that cannot run: one-line UserError."""
+  from elemnet_jax.configs import schema, study_schema
+
+  if isinstance(config, schema.RunConfig | study_schema.StudyConfig):
+    return config
+  values = config.to_dict() if hasattr(config, 'to_dict') else dict(config)
+  return (study_schema.StudyConfig if 'study' in values else schema.RunConfig).from_dict(values)

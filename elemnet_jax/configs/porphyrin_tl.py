@@ -17,11 +17,16 @@ from elemnet_jax.configs import paper
 
 def _molecules(config, dataset: str, target: str):
   config.dataset.update(name=dataset, target=target, input_column='smiles', input_kind='smiles', skip_invalid=True)
+  return config
+
+
+def _source_features(config):
   config.featurizer = ml_collections.ConfigDict(
     dict(name='estate', parts='both', metals=True, morgan_bits=512, morgan_radius=2, max_atoms=500)
   )
   # Columns are standardised but none dropped: a metal absent from the source (PBDD has only Zn
-  # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network.
+  # and Ti; MpPD has Co, Ni, Cu, Mn, Fe) must still reach the fine-tuned network. The target is
+  # featurized and scaled as the source model's inputs are, and learned in its target units.
   config.features.update(drop_constant=False, standardize=True)
   config.train.target_scaling = 'standard'
   return config
@@ -35,7 +40,7 @@ def get_config(kind: str = 'E_gap'):
     source, target = ('porphyrin_pbdd', 'E_gap'), ('porphyrin_pbdd', 'LUMO')
   else:
     raise ValueError(f'unknown porphyrin config {kind!r}; use E_gap, HOMO, LUMO or cross')
-  _molecules(config.source, *source)
+  _source_features(_molecules(config.source, *source))
   config.source.train.update(
     batch_size=64, learning_rate=1e-3, schedule='cosine', warmup_epochs=2, max_epochs=150, patience=150
   )

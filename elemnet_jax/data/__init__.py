@@ -13,6 +13,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import featurizers, workdir
+from elemnet_jax.configs.schema import TARGET_SCALINGS
 from elemnet_jax.data.datasets import DatasetSpec
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, format_rows, listing
@@ -328,8 +329,8 @@ class TargetScaling:
   @classmethod
   def fit(cls, y_train: np.ndarray, kind: str) -> TargetScaling:
     """Fitted to the training targets [N], or column by column to [N, T] (of the values present)."""
-    if kind not in ('none', 'standard'):
-      raise UserError(f'unknown target scaling {kind!r}; use none or standard')
+    if kind not in TARGET_SCALINGS:
+      raise UserError(f'unknown target scaling {kind!r}; use one of {", ".join(TARGET_SCALINGS)}')
     y_train = np.asarray(y_train, np.float64)
     if y_train.ndim == 2:
       columns = [cls.fit(column[np.isfinite(column)], kind) for column in y_train.T]

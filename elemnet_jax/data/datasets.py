@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from elemnet_jax.configs import values
 from elemnet_jax.data import crabnet
 from elemnet_jax.data.fetch import RemoteFile, fetch
 from elemnet_jax.data.readers import RawTable, read_csv, read_split_csvs, read_whitespace, single_csv_reader
@@ -40,12 +41,10 @@ class DatasetSpec:
 
 def target_names(target: str | None) -> tuple[str, ...]:
   """The target columns `dataset.target` names: one, or several separated by commas ('E_gap,HOMO,LUMO')."""
-  if not target or ',' not in target:
-    return (target or '',)
-  names = tuple(name.strip() for name in target.split(','))
-  if not all(names) or len(set(names)) != len(names):
-    raise UserError(f'--config.dataset.target={target!r}: name each target column once, separated by commas')
-  return names
+  try:
+    return values.target_names(target)
+  except values.Invalid as error:
+    raise error.at('dataset') from None
 
 
 _CRABNET = 'https://raw.githubusercontent.com/anthony-wang/CrabNet/457b4d4835737ecbe4dd33e53174bd818bd82143/data/benchmark_data/OQMD_Formation_Enthalpy/'
@@ -261,6 +260,8 @@ def load_table(
     )
   if name in DATASETS:
     spec = DATASETS[name]
+    if unit and unit != spec.unit:  # a CSV file's setting: a registered dataset knows its unit
+      raise UserError(f'--config.dataset.unit={unit!r}: {name} is registered in {spec.unit!r}; it is for CSV files')
     names = target_names(target or spec.targets[0])
     for column in names:
       if column not in spec.targets:

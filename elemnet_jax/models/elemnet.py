@@ -89,17 +89,9 @@ def mlp_config(widths: tuple[int, ...], activation: str = 'relu') -> ElemNetConf
   )
 
 
-def head_network(study, uses_it: bool = True, activation: str = 'relu') -> ElemNetConfig | None:
-  """The MLP of a study section's `head_widths` (the 'head' method's network on frozen activations).
-
-  One-line UserError when they are missing but used, or not positive integers; None when the section
-  names none and nothing uses them.
-  """
-  widths = study.get('head_widths')
-  if widths is None and uses_it:
-    raise UserError("--config.study.methods has 'head': set --config.study.head_widths, e.g. (64, 32)")
-  if widths is None:
-    return None
+def head_network(widths, activation: str = 'relu') -> ElemNetConfig:
+  """The MLP of a study's `head_widths` (the 'head' method's network on frozen activations); one-line UserError
+  unless they are positive integers."""
   if not (widths and all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
     raise UserError(f'--config.study.head_widths={tuple(widths)}: give positive integer layer widths')
   return mlp_config(tuple(widths), activation)

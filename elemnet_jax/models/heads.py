@@ -42,7 +42,7 @@ LOSSES = {'mean_variance': ('nll', 'mae'), 'hurdle': ('mae', 'huber', 'mse')}
 
 def check(head: str) -> str:
   if head not in HEADS:
-    raise ValueError(f'head {head!r} is not one of {list(HEADS)}')
+    raise ValueError(f'head={head!r}: use one of {", ".join(HEADS)}')
   return head
 
 
@@ -189,25 +189,20 @@ def changed(source_model: dict, model_config) -> bool:
   return source_model.get('head', 'point') != getattr(model_config, 'head', 'point')
 
 
-def requested(config) -> str:
-  """The head a config names ('' where it names none: a fine-tune then keeps its source's)."""
-  model = config.get('model')
-  return (model.get('head', '') if model is not None else '') or ''
-
-
 def resolve(head: str, loss: str, task: str) -> str:
-  """The loss a run of `head` trains with; a one-line UserError for a `train.loss` that contradicts the head."""
+  """The loss a run of `head` trains with; ValueError for a `train.loss` that contradicts the head, its message
+  naming fields after '{at}' (where the run's config sits: `configs.values.Invalid`)."""
   if head not in HEADS:
-    raise UserError(f'--config.model.head={head!r}: use one of {", ".join(HEADS)}')
+    raise ValueError(f'{{at}}model.head={head!r}: use one of {", ".join(HEADS)}')
   if head != 'point' and task == 'classification':
-    raise UserError(f'--config.model.head={head}: a classifier has one logit output; use --config.model.head=point')
+    raise ValueError(f'{{at}}model.head={head}: a classifier has one logit output; use {{at}}model.head=point')
   if head == 'point':
     if loss == 'nll':
-      raise UserError('--config.train.loss=nll is the loss of --config.model.head=mean_variance')
+      raise ValueError('{at}train.loss=nll is the loss of {at}model.head=mean_variance')
     return loss
   if loss not in LOSSES[head]:
-    raise UserError(
-      f'--config.train.loss={loss} contradicts --config.model.head={head}: it trains with '
+    raise ValueError(
+      f'{{at}}train.loss={loss} contradicts {{at}}model.head={head}: it trains with '
       f'{"the Gaussian negative log-likelihood (nll)" if head == "mean_variance" else "mae, huber or mse"}'
     )
   return 'nll' if head == 'mean_variance' else loss

@@ -13,12 +13,13 @@ import functools
 import time
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, ridge, run, targets, tasks, transfer, workdir
+from elemnet_jax import data, inputs, ridge, run, targets, tasks, transfer, workdir
 from elemnet_jax.calibration import study_entry
+from elemnet_jax.configs.schema import FeaturizerConfig
+from elemnet_jax.configs.study_schema import StudyConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import calibration, classification_metrics
 from elemnet_jax.models import config_from_dict
@@ -28,7 +29,6 @@ from elemnet_jax.study.plan import (
   Arm,
   Fold,
   Timer,
-  check_study_config,
   head_config,
   member_rows,
   network_arms,
@@ -42,6 +42,7 @@ from elemnet_jax.study.plan import (
 from elemnet_jax.study.results import Results, _key, _previous_runs
 from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
 from elemnet_jax.training import timing, train
+from elemnet_jax.training.fit import fit_options, retrain_with_validation
 
 LAYOUT = workdir.Layout(
   kind='study',
@@ -71,15 +72,14 @@ class FoldData:
 class Study:
   """A study being run: its source, target folds, seeds and results."""
 
-  def __init__(self, config, source: Source, featurizer, folds: list[Fold], results: Results):
+  def __init__(self, config: StudyConfig, source: Source, featurizer, folds: list[Fold], results: Results):
     self.config, self.study, self.target = config, config.study, config.target
     self.source, self.featurizer, self.folds, self.results = source, featurizer, folds, results
     self.seeds = [config.seed + k for k in range(config.study.seeds)]
     self.pretrained = transfer.source_members(source.params, len(self.seeds))  # seed k from member k mod K
-    self.target_train = checks.TrainConfig.from_config(config.target.train, 'target.train')
-    self.scratch_train = checks.TrainConfig.from_config(config.study.scratch_train, 'study.scratch_train')
+    self.target_train, self.scratch_train = config.target.train, config.study.scratch_train
     self.arms = network_arms(config.study)
-    self.task = tasks.task_of(config.target.dataset)
+    self.task = config.target.dataset.task
     self.new_head = self.task != 'regression' or targets.source_outputs(source.meta) != 1  # drawn afresh
     self.timer = Timer(self._count_runs())
 
@@ -92,20 +92,24 @@ class Study:
 
   def fold_data(self, fold: Fold) -> FoldData:
     parts = {'train': fold.train, 'val': fold.val, 'test': fold.test}
-    inputs = run.make_inputs(parts, self.featurizer.description(), self.target, self.source.meta)
+    features = data.FeatureScaling.from_dict(self.source.meta['feature_scaling'])  # the source model's
+    scaling = inputs.fit_target_scaling(
+      fold.train.y, 'none', self.target.transfer, self.source.meta, self.target.dataset
+    )
+    made = inputs.make_inputs(parts, self.featurizer.description(), features, scaling)
     rotated = len(self.seeds) if self.study.rotate_validation else 1
     rotation_rng = np.random.default_rng(self.target.dataset.split_seed + 200 + fold.index)
     member_train, member_val = validation_rotation(len(fold.train), len(fold.val), rotated, rotation_rng)
     features = None
     if 'featurizer' in self.study.methods or 'head' in self.study.methods:
       hidden = train.make_predict(self.source.model, hidden_layer=self.study.featurizer_layer)
-      features = {name: train.predict_in_batches(hidden, self.source.params, inputs.x[name])[0] for name in inputs.x}
+      features = {name: train.predict_in_batches(hidden, self.source.params, made.x[name])[0] for name in made.x}
       features['pool'] = np.concatenate([features['val'], features['train']])
     return FoldData(
       fold,
-      inputs.x,
-      inputs.target_scaling,
-      np.concatenate([inputs.x['val'], inputs.x['train']]),
+      made.x,
+      made.target_scaling,
+      np.concatenate([made.x['val'], made.x['train']]),
       np.concatenate([fold.val.y, fold.train.y]),
       member_train,
       member_val,
@@ -149,7 +153,9 @@ class Study:
     # member 0's rows; rotated members train on other rows of the same pool and share them; retraining
     # adds the validation rows but keeps these statistics, as the head network keeps its feature scaling
     rows = arrays.member_train[:, index][0]
-    return targets.fit_scaling(arrays.pool_targets[rows], self.target, self.source.meta)
+    return inputs.fit_target_scaling(
+      arrays.pool_targets[rows], 'none', self.target.transfer, self.source.meta, self.target.dataset
+    )
 
   def run_direct(self, arrays: FoldData) -> list[dict]:
     """The source ensemble applied as is, scored as its own test MAE was."""
@@ -200,7 +206,7 @@ class Study:
     mean validation MAE, and each rate's mean validation MAE (inf where training diverged).
     """
     net_config, train_config, init, rules, width = arm_config
-    rates = tuple(self.study.get('learning_rates', ())) or (train_config.learning_rate,)
+    rates = self.study.learning_rates or (train_config.learning_rate,)
     scores, kept = {}, None
     for rate in rates:
       config = dataclasses.replace(train_config, learning_rate=rate)
@@ -214,7 +220,7 @@ class Study:
         rules=rules,
         reinit_head=arm.method == 'finetune' and (self.target.transfer.reinit_head or self.new_head),
       )
-      members, options = start(n_train), config.fit_options(scaling.scale, n_train)
+      members, options = start(n_train), fit_options(config, scaling.scale, n_train)
       try:
         fitted = run.fit(members, train_data, val_data, options, name=f'{name}/lr={rate:g}', phases=self.results.phases)
         _, best, progress = fitted
@@ -258,7 +264,7 @@ class Study:
     if self.study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
       trained_rows = np.concatenate([arrays.member_val, train_rows], axis=1)
       data_rows = (member_rows(pool_in, trained_rows), member_rows(pool_y, trained_rows))
-      best = run.retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name)
+      best = retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name)
     seconds = (time.perf_counter() - tic) / len(self.seeds)
     predictions = self._outputs(evaluate(members.model, best, test_in, scaling, passes))
     size, task, val_key = trained_rows.shape[1], self.task, validation_key(self.task)
@@ -302,31 +308,29 @@ class Study:
     return round(float(np.abs(mean - target).mean()), 6)
 
 
-def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bool = False) -> list[dict]:
+def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) -> list[dict]:
   """Runs (or resumes) the study in `path`; writes results.json, results.md and figures; returns the rows.
 
   Everything that can be checked is checked before the (long) pretraining starts. With
   `study.choose_source`, one study per source of `study.pretrained` and the source validation prefers.
   """
+  if not isinstance(config, StudyConfig):
+    raise TypeError(f'a study takes a typed config (elemnet_jax.configs.resolve), not {type(config).__name__}')
   if config.study.choose_source:
     return choice.run_choice(config, path, overwrite, run_study)
-  check_study_config(config)
-  config, phases = config.copy_and_resolve_references(), timing.Phases()
-  config.target = tasks.resolve(config.target)  # a classifier: sigmoid cross-entropy on 0/1 labels ...
-  if tasks.task_of(config.target.dataset) == 'classification':  # ... for scratch and the head network too
-    config.study.scratch_train.update(loss='bce', target_scaling='none', guard_epochs=0)
-  study = config.study
+  phases, study = timing.Phases(), config.study  # a classifier's networks train with bce (StudyConfig)
   if study.pretrained:
     source_dirs, meta = named_sources(config)
-    model_config, featurizer_config = config_from_dict(meta['model']), meta['featurizer']
+    description = {key: value for key, value in meta['featurizer'].items() if key not in ('width', 'elements')}
+    model_config, featurizer_config = config_from_dict(meta['model']), FeaturizerConfig.from_dict(description)
   else:
     if study.exclude_target_from_source:
-      config.source.dataset.exclude_from = config.target.dataset.name
-    model_config, featurizer_config = checks.model_config_from(config.source), config.source.featurizer.to_dict()
+      config = config.replace({'source.dataset.exclude_from': config.target.dataset.name})
+    model_config, featurizer_config = config.source.model, config.source.featurizer
   examples, featurizer, notes, folds = load_target(config, model_config, featurizer_config)
-  study_dir = workdir.Workdir(path, LAYOUT, config, overwrite)  # the config as the study records it
+  study_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)  # the config as the study records it
   source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
-  transfer.refuse_unlearned(source.dirs, study.get('allow_collapsed_source', False), 'study.allow_collapsed_source')
+  transfer.refuse_unlearned(source.dirs, study.allow_collapsed_source, 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
   if 'direct' in study.methods and targets.source_outputs(source.meta) != 1:
     raise UserError('--config.study.methods: direct applies the source as is, which predicts several targets')
@@ -335,15 +339,14 @@ def run_study(config: ml_collections.ConfigDict, path: str | Path, overwrite: bo
   previous = _previous_runs(study_dir)
   study_dir.start(sources)
   with workdir.log_to(study_dir.path / 'log.txt'):
-    data_dir = config.data_dir or config.source.get('data_dir', '')
-    leakage = leakage_record(source, examples, config.target.dataset.name, data_dir)
+    leakage = leakage_record(source, examples, config.target.dataset.name, config.data_dir or config.source.data_dir)
     logging.info('leakage control: %s', leakage)
     context = {
       'quantity': notes['target']['quantity'],
       'unit': notes['target']['unit'],
       'source': source.meta['dataset']['name'],
       'target': config.target.dataset.name,
-      'task': tasks.task_of(config.target.dataset),
+      'task': config.target.dataset.task,
     }
     results = Results(study_dir.path, study, notes, leakage, sources, context, previous.get('runs', []), phases=phases)
     results.parity = previous.get('parity', results.parity)

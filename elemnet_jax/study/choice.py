@@ -11,6 +11,7 @@ and choice.json hold the table.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import workdir
+from elemnet_jax.configs.study_schema import StudyConfig
 from elemnet_jax.errors import UserError
 
 LAYOUT = workdir.Layout(
@@ -31,14 +33,8 @@ LAYOUT = workdir.Layout(
 
 
 def source_names(pretrained: str) -> list[str]:
-  names = [name.strip() for name in pretrained.split(',') if name.strip()]
-  if len(names) < 2:
-    raise UserError(
-      f'study.choose_source=True needs two or more sources in study.pretrained (comma-separated), got {pretrained!r}'
-    )
-  if len(set(names)) < len(names):
-    raise UserError(f'study.pretrained={pretrained!r} names a source twice')
-  return names
+  """The sources of `study.pretrained` (two or more, each once: `StudySection` checks)."""
+  return [name.strip() for name in pretrained.split(',') if name.strip()]
 
 
 def _scores(runs: list[dict]) -> dict[tuple, dict]:
@@ -134,17 +130,18 @@ def _finished_runs(path: Path, overwrite: bool) -> list[dict] | None:
   return record['runs'] if record.get('finished') else None
 
 
-def run_choice(config, path: str | Path, overwrite: bool, run_study: Callable) -> list[dict]:
+def run_choice(config: StudyConfig, path: str | Path, overwrite: bool, run_study: Callable) -> list[dict]:
   """Runs the study from each source of `study.pretrained` in PATH/source_<i>; writes the choice; returns its rows."""
   names = source_names(config.study.pretrained)
-  parent = workdir.Workdir(path, LAYOUT, config, overwrite)
+  parent = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)
   parent.start()
   per_source = {}
   for index, name in enumerate(names):
-    one = config.copy_and_resolve_references()
-    one.study.pretrained, one.study.choose_source = name, False
+    methods = config.study.methods
     if index:  # scratch does not depend on the source: the first study runs it
-      one.study.methods = tuple(m for m in one.study.methods if m != 'scratch') or ('finetune',)
+      methods = tuple(m for m in methods if m != 'scratch') or ('finetune',)
+    study = dataclasses.replace(config.study, pretrained=name, choose_source=False, methods=methods)
+    one = dataclasses.replace(config, study=study)
     per_source[name] = _finished_runs(parent.path / f'source_{index}', overwrite) or run_study(
       one, parent.path / f'source_{index}', overwrite
     )

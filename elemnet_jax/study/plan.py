@@ -1,23 +1,19 @@
-"""What a transfer study runs: its methods (`Arm`), folds, nested training-set sizes and config checks."""
+"""What a transfer study runs: its methods (`Arm`), folds, nested training-set sizes and depth checks."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
 
-import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import checks, data, targets, tasks, transfer
+from elemnet_jax import data, transfer
+from elemnet_jax.configs.study_schema import StudySection
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import classification_metrics, regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.models.elemnet import ElemNetConfig, head_network
-
-# featurizer: ridge on a hidden layer's activations; head: a small network on them; direct: the source as is
-METHODS = ('scratch', 'finetune', 'featurizer', 'head', 'direct')
-CLASSIFIER_METHODS = ('scratch', 'finetune', 'head')  # the networks that can learn a logit
 
 
 def scores(task: str, target: np.ndarray, prediction: np.ndarray) -> dict:
@@ -55,7 +51,7 @@ class Arm:
     return cls(row['method'], row.get('freeze_layers'), row.get('layer'))
 
 
-def network_arms(study: ml_collections.ConfigDict) -> list[Arm]:
+def network_arms(study: StudySection) -> list[Arm]:
   """The arms that train a network, in the order they run: scratch, fine-tuning depths, head."""
   arms = [Arm('scratch')] if 'scratch' in study.methods else []
   if 'finetune' in study.methods:
@@ -75,13 +71,15 @@ class Fold:
   test: data.Examples
 
 
-def make_folds(examples, folds: int, split, seed: int, val_fraction: float, dataset: str = 'dataset') -> list[Fold]:
+def make_folds(
+  examples, folds: int, split, seed: int, val_fraction: float, dataset: str = 'dataset', min_split_size: int = 1
+) -> list[Fold]:
   """k-fold cross-validation (folds >= 2), or the one fixed split given by `split` (folds = 0)."""
   rng = np.random.default_rng(seed)
   n = len(examples)
   if folds == 0:
     labels = data.assign_splits(examples, split, seed)
-    parts = data.split_examples(examples, labels, dataset=dataset)
+    parts = data.split_examples(examples, labels, min_split_size, dataset)
     return [Fold(0, parts['train'], parts['val'], parts['test'])]
   if folds < 0 or folds == 1 or folds > n:
     raise UserError(f'study.folds={folds}: use 0 (a fixed split) or 2..{n}')
@@ -132,9 +130,9 @@ def training_order(n_train: int, split_seed: int, fold_index: int) -> np.ndarray
   return np.random.default_rng(split_seed + 100 + fold_index).permutation(n_train)
 
 
-def head_config(study: ml_collections.ConfigDict, model_config: ModelConfig) -> ElemNetConfig:
+def head_config(study: StudySection, model_config: ModelConfig) -> ElemNetConfig:
   """The small network trained on frozen hidden activations: an MLP of the study's head layers, no dropout."""
-  return head_network(study, activation=getattr(model_config, 'activation', 'relu'))
+  return head_network(study.head_widths, activation=getattr(model_config, 'activation', 'relu'))
 
 
 def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarray) -> dict[str, np.ndarray]:
@@ -143,83 +141,7 @@ def standardise_features(features: dict[str, np.ndarray], train_index: np.ndarra
   return {name: scaling(value) for name, value in features.items()}
 
 
-def check_study_config(config: ml_collections.ConfigDict) -> None:
-  """Raises UserError for a study config that cannot run; nothing is read or trained."""
-  study, source, target = config.study, config.source, config.target
-  if not study.methods:
-    raise UserError(f'--config.study.methods is empty; choose from {METHODS}')
-  if targets.several(target.dataset):
-    raise UserError(f'--config.target.dataset.target={target.dataset.target!r}: a study compares one target')
-  if tasks.task_of(source.dataset, 'source.dataset') != 'regression':
-    raise UserError('--config.source.dataset.task: a study transfers from a regression source')
-  unfit = set(study.methods) - set(CLASSIFIER_METHODS)
-  if tasks.task_of(target.dataset, 'target.dataset') == 'classification' and unfit:
-    raise UserError(
-      f'--config.study.methods: {", ".join(sorted(unfit))} cannot classify; a classification study runs '
-      f'{", ".join(CLASSIFIER_METHODS)}'
-    )
-  for method in study.methods:
-    if method not in METHODS:
-      raise UserError(f'--config.study.methods: unknown method {method!r}; choose from {METHODS}')
-  if study.seeds < 1:
-    raise UserError(f'--config.study.seeds={study.seeds}: must be at least 1')
-  if not 0 < study.val_fraction < 1:
-    raise UserError(
-      f'--config.study.val_fraction={study.val_fraction}: give the share of all examples held out for '
-      'validation under cross-validation, between 0 and 1 (exclusive)'
-    )
-  _check_validation_options(study)
-  for where, section in (('source.train', source.train), ('target.train', target.train)):
-    checks.TrainConfig.from_config(section, where)
-  checks.TrainConfig.from_config(study.scratch_train, 'study.scratch_train')
-  for where, section in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
-    if section.get('retrain_with_validation', False):
-      raise UserError(
-        f'--config.{where}.retrain_with_validation=True: a study retrains its networks and ridge with '
-        '--config.study.retrain_with_validation=True'
-      )
-  checks.check_dataset(target.dataset, 'target.dataset')
-  _refuse_unread_target_fields(target)
-  checks.check_seed(config.seed, count=study.seeds)
-  checks.check_transfer_config(target.transfer, 'target.transfer')
-  rates = tuple(study.get('learning_rates', ()))
-  if not all(isinstance(r, float | int) and not isinstance(r, bool) and r > 0 for r in rates):
-    raise UserError(f'--config.study.learning_rates={rates}: give positive rates, e.g. (1e-4,3e-4,1e-3), or ()')
-  for where, section in (('target.train', target.train), ('study.scratch_train', study.scratch_train)):
-    if rates and section.learning_rate not in rates:
-      raise UserError(
-        f'--config.{where}.learning_rate={section.learning_rate:g} is not used: each network trains at the rate of '
-        f'--config.study.learning_rates={rates} its validation MAE prefers; add it there or pass '
-        '"--config.study.learning_rates=()"'
-      )
-  for field in ('methods', 'freeze_layers', 'train_fractions', 'learning_rates'):  # a repeat would run twice
-    values = tuple(study.get(field, ()))
-    if len(set(values)) != len(values):
-      raise UserError(f'--config.study.{field}={values}: name each value once')
-  if not all(0 < f <= 1 for f in study.train_fractions):
-    raise UserError(f'--config.study.train_fractions={tuple(study.train_fractions)}: each must be in (0, 1]')
-  head_network(study, uses_it='head' in study.methods)
-
-
-def _check_validation_options(study: ml_collections.ConfigDict) -> None:
-  if study.rotate_validation and study.seeds < 2:
-    raise UserError(
-      '--config.study.rotate_validation=True needs --config.study.seeds >= 2: '
-      "the first seed keeps the split's own validation rows, so with one seed nothing rotates"
-    )
-  if study.rotate_validation and not {'scratch', 'finetune', 'head'} & set(study.methods):
-    raise UserError(
-      '--config.study.rotate_validation=True rotates the seeds of scratch, finetune and head; '
-      f'--config.study.methods={tuple(study.methods)} has none of them'
-    )
-  if study.retrain_with_validation and not {'scratch', 'finetune', 'head', 'featurizer'} & set(study.methods):
-    raise UserError(
-      '--config.study.retrain_with_validation=True retrains scratch, finetune, head and featurizer; '
-      f'--config.study.methods={tuple(study.methods)} has none of them'
-    )
-
-
-def check_study_depths(study: ml_collections.ConfigDict, model_config: ModelConfig) -> None:
+def check_study_depths(study: StudySection, model_config: ModelConfig) -> None:
   """Raises UserError unless the freeze depths and the featurizer layer exist in the source model."""
   for depth in study.freeze_layers:
     transfer.layer_rules(depth, model_config)
@@ -266,26 +188,3 @@ def result_row(
     **scores(task, fold.test.y, prediction),
     'seconds': round(seconds, 2),
   }
-
-
-# Fields of `target` that a study does not read: their neutral value, and what it reads instead.
-_UNREAD_IN_A_STUDY = {
-  'train.ensemble': (1, 'study.seeds'),
-  'train.data_parallel': (False, ''),
-  'train.calibration_fraction': (0.0, ''),
-  'transfer.freeze_layers': (0, 'study.freeze_layers'),
-  'transfer.freeze_regex': ((), 'study.freeze_layers'),
-  'transfer.pretrained': ('', 'study.pretrained'),
-  'seed': (0, 'seed'),
-}
-
-
-def _refuse_unread_target_fields(target: ml_collections.ConfigDict) -> None:
-  """A `target` field the study would ignore, set to other than its neutral value: one line."""
-  for dotted, (neutral, instead) in _UNREAD_IN_A_STUDY.items():
-    given = target
-    for key in dotted.split('.'):
-      given = given.get(key) if isinstance(given, ml_collections.ConfigDict) else None
-    if given is not None and (tuple(given) if isinstance(given, list | tuple) else given) != neutral:
-      use = f' (use --config.{instead})' if instead else ''
-      raise UserError(f'--config.target.{dotted}={given!r}: a study does not read it{use}')

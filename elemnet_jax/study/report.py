@@ -86,10 +86,10 @@ def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool, task: s
       '; rotated validation: seed k >= 1 of scratch, fine-tuning and the head network stops on a random '
       "block of the fold's training rows and trains on the rest and the validation rows"
     )
-  if study.get('learning_rates'):
+  if study.learning_rates:
     rates = ', '.join(f'{rate:g}' for rate in study.learning_rates)
     text += f'; each network at the learning rate of ({rates}) with the lowest mean validation {criterion} of its seeds'
-  if study.get('retrain_with_validation', False):
+  if study.retrain_with_validation:
     text += (
       '; retrained: each model trained again from the same start on its training and validation rows '
       '(n counts both) for the epochs early stopping chose, ridge with the alpha validation chose'

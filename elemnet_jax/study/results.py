@@ -6,9 +6,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-import ml_collections
-
 from elemnet_jax import workdir
+from elemnet_jax.configs.study_schema import StudySection
 from elemnet_jax.errors import UserError
 from elemnet_jax.study.plan import Arm
 from elemnet_jax.study.report import write_report
@@ -22,7 +21,7 @@ class Results:
   """What results.json holds; every recorded run is written at once, with the report."""
 
   path: Path
-  study: ml_collections.ConfigDict
+  study: StudySection
   notes: dict
   leakage: dict
   sources: dict[str, str]

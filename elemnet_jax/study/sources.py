@@ -7,11 +7,12 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import ml_collections
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, run, transfer, workdir
+from elemnet_jax import data, inputs, run, transfer, workdir
+from elemnet_jax.configs.schema import FeaturizerConfig, RunConfig
+from elemnet_jax.configs.study_schema import StudyConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, config_from_dict
@@ -50,17 +51,17 @@ def read_source(source_dirs: list[Path]) -> Source:
   return Source(source_dirs, model, params, meta, metrics, regression_metrics(truth, mean)['mae'])
 
 
-def pretrain_source(config, path: Path, overwrite: bool) -> Source:
+def pretrain_source(config: StudyConfig, path: Path, overwrite: bool) -> Source:
   """The source the study pretrains itself in `path/pretrain`, reused when its config matches."""
   source_dir = path / 'pretrain'
   done = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
-  if not done or workdir.config_differences(source_dir / 'config.json', config.source):
+  if not done or workdir.config_differences(source_dir / 'config.json', config.source.to_dict()):
     logging.info('pretraining on %s in %s', config.source.dataset.name, source_dir)
     run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
   return read_source([source_dir])
 
 
-def named_sources(config) -> tuple[list[Path], dict]:
+def named_sources(config: StudyConfig) -> tuple[list[Path], dict]:
   """The finished runs `study.pretrained` names and their joined meta, checked for the leakage control asked for."""
   study, target = config.study, config.target
   dirs = [Path(name) for name in transfer.source_workdirs(study.pretrained)]
@@ -82,10 +83,10 @@ def _split_keys(source_dir: Path, parts: set[str], data_dir: str = '') -> set[st
   if (source_dir / 'split.csv').exists():
     with open(source_dir / 'split.csv', newline='') as stream:
       return {row['key'] for row in csv.DictReader(stream) if row['split'] in parts}
-  config = ml_collections.ConfigDict(workdir.read_json(source_dir / 'config.json', 'the run did not finish'))
-  config.data_dir = data_dir  # where this machine keeps the source's data
+  recorded = RunConfig.from_dict(workdir.read_config(source_dir / 'config.json'))
+  config = dataclasses.replace(recorded, data_dir=data_dir)  # where this machine keeps the source's data
   logging.info('%s: drawing its split from its config to count the target inputs it trained on', source_dir)
-  return {key for name, examples in run.split_parts(config).items() if name in parts for key in examples.keys}
+  return {key for name, examples in inputs.split_parts(config).items() if name in parts for key in examples.keys}
 
 
 def leakage_record(source: Source, examples: data.Examples, target_name: str, data_dir: str = '') -> dict:
@@ -110,24 +111,20 @@ def leakage_record(source: Source, examples: data.Examples, target_name: str, da
   }
 
 
-def load_target(config, model_config: ModelConfig, featurizer_config: dict):
+def load_target(config: StudyConfig, model_config: ModelConfig, featurizer_config: FeaturizerConfig):
   """The target examples, featurized as the source model's inputs are, and its folds."""
-  study, target = config.study, config.target
-  target.featurizer = ml_collections.ConfigDict(
-    {k: v for k, v in featurizer_config.items() if k not in ('width', 'elements')}
-  )
-  examples, featurizer, notes, spec = run.load_examples(
-    target.dataset, target.featurizer, config.data_dir or target.data_dir
-  )
-  notes['target'] = spec.describe_target(target.dataset.get('target') or spec.targets[0]) | notes.pop('task', {})
+  study, dataset = config.study, config.target.dataset
+  examples, featurizer, notes, spec = inputs.load_examples(dataset, featurizer_config, config.data_dir)
+  notes['target'] = spec.describe_target(dataset.target or spec.targets[0]) | notes.pop('task', {})
   check_study_depths(study, model_config)
   if study.folds and examples.split is not None:  # its repeats are grouped within each published part
     raise UserError(
-      f'{target.dataset.name}: ships its own split, which cross-validation would ignore; add '
+      f'{dataset.name}: ships its own split, which cross-validation would ignore; add '
       '--config.target.dataset.resplit=True to pool it first'
     )
-  split, seed = tuple(target.dataset.split), target.dataset.split_seed
-  folds = make_folds(examples, study.folds, split, seed, study.val_fraction, target.dataset.name)
+  folds = make_folds(
+    examples, study.folds, dataset.split, dataset.split_seed, study.val_fraction, dataset.name, dataset.min_split_size
+  )
   for fold in folds:
     if study.rotate_validation and len(fold.val) > len(fold.train):
       raise UserError(

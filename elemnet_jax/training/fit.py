@@ -16,9 +16,11 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh
 
+from elemnet_jax.configs.schema import ENSEMBLE_SCHEDULES, MODES, FitConfig
 from elemnet_jax.models import heads
 from elemnet_jax.training import distributed
 from elemnet_jax.training.losses import validation_error
+from elemnet_jax.training.optimizer import learning_rate_schedule
 from elemnet_jax.training.timing import Phases
 from elemnet_jax.training.train import (
   Members,
@@ -50,27 +52,27 @@ class Progress:
 
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
-  batch_size: int = 32
-  max_epochs: int = 100
-  patience: int = 20
-  loss: str = 'mae'
-  log_every: int = 1
-  eval_batch_size: int = 8192
-  mode: str = 'epoch'  # 'epoch' (lax.scan) or 'step' (a Python loop; same result)
-  eval_dropout_passes: int = 0  # > 0: validate on the mean of that many dropout passes
+  """What `fit` takes: how the network trains (a config's train section) and what the run knows besides."""
+
+  train: FitConfig = FitConfig()
   log_scale: float = 1.0  # the target scale: history and log show target units
-  ema_decay: float = 0.0  # for states that keep a moving average of the weights (evaluated instead)
-  learning_rate: Callable[[int], float] | None = None  # the schedule, step -> rate, for the history
-  ensemble_schedule: str = 'auto'  # K > 1 members: 'vmap', 'sequential' or 'auto' (see `ensemble_schedule`)
+  rate_schedule: Callable[[int], float] | None = None  # step -> learning rate, for the history
   guard: Callable[[int, int, np.ndarray], None] | None = None  # (epoch, step, val predictions [K, N]); may stop
+  eval_batch_size: int = 8192
 
   @property
   def loss_scale(self) -> float:
     """Training loss -> target units (squared target units for mse and huber; nll as the model's units give it)."""
-    return self.log_scale ** {'mae': 1, 'nll': 0}.get(self.loss, 2)
+    return self.log_scale ** {'mae': 1, 'nll': 0}.get(self.train.loss, 2)
 
 
-SCHEDULES = ('auto', 'vmap', 'sequential')
+def fit_options(train: FitConfig, target_scale: float = 1.0, n_train: int = 0, **more) -> FitOptions:
+  """`fit`'s options for `n_train` training rows whose targets are in units of `target_scale` (the rate schedule's
+  length counts their steps)."""
+  steps = train.steps_per_epoch(n_train)
+  warmup, total = int(train.warmup_epochs * steps), train.max_epochs * steps
+  rate = learning_rate_schedule(train.learning_rate, train.schedule, warmup, total)
+  return FitOptions(train, target_scale, rate if callable(rate) else (lambda step, rate=rate: rate), **more)
 
 
 def ensemble_schedule(schedule: str, platform: str | None = None) -> str:
@@ -80,8 +82,8 @@ def ensemble_schedule(schedule: str, platform: str | None = None) -> str:
   them one after another with the single-member program. 'auto' is 'sequential' on CPU, where
   XLA runs the members' batched matmuls slower than K plain ones, and 'vmap' elsewhere.
   """
-  if schedule not in SCHEDULES:
-    raise ValueError(f'unknown ensemble schedule {schedule!r}; use {", ".join(SCHEDULES)}')
+  if schedule not in ENSEMBLE_SCHEDULES:
+    raise ValueError(f'unknown ensemble schedule {schedule!r}; use {", ".join(ENSEMBLE_SCHEDULES)}')
   if schedule != 'auto':
     return schedule
   return 'sequential' if (platform or jax.default_backend()) == 'cpu' else 'vmap'
@@ -93,37 +95,39 @@ def epoch_runner(members: Members, train, options: FitOptions, mesh: Mesh | None
   `train` is (x [N, F], y [N]) shared by the members or (x [K, N, F], y [K, N]) each member's own.
   `mesh`: shard each minibatch over its 'data' axis, the states and data replicated. In epoch mode
   one member's epoch is one jitted call; in step mode it is a Python loop of jitted
-  `make_indexed_step` calls. K > 1 members train as `ensemble_schedule(options.ensemble_schedule)` says.
+  `make_indexed_step` calls. K > 1 members train as `ensemble_schedule(options.train.ensemble_schedule)` says.
   """
   x_train, y_train = (jnp.asarray(a) for a in train)
+  batch_size = options.train.batch_size
   states, count = members.states, members.count
   own_data = x_train.ndim == 3  # each member trains on its own rows
   if own_data and (x_train.shape[0] != count or tuple(y_train.shape) != tuple(x_train.shape[:2])):
     raise ValueError(f'train data {x_train.shape}, {y_train.shape} for {count} members: give all their own or none')
   if own_data and count == 1:
     x_train, y_train, own_data = x_train[0], y_train[0], False
-  if (options.ema_decay > 0) != (states.average is not None):
+  if (options.train.ema_decay > 0) != (states.average is not None):
     raise ValueError('ema_decay > 0 needs states made with init_state(..., moving_average=True), and only then')
   platform = mesh.devices.flat[0].platform if mesh is not None else None
-  schedule = ensemble_schedule(options.ensemble_schedule, platform)
+  schedule = ensemble_schedule(options.train.ensemble_schedule, platform)
   if mesh is not None:  # on every device of every process
     states, x_train, y_train = distributed.replicate((states, x_train, y_train), mesh)
   data_axis = 0 if own_data else None
-  step = Program(members.model, members.optimizer, options.loss, members.frozen, options.ema_decay, mesh, platform)
-  if options.mode == 'epoch':
+  settings = options.train
+  step = Program(members.model, members.optimizer, settings.loss, members.frozen, settings.ema_decay, mesh, platform)
+  if options.train.mode == 'epoch':
     if count == 1:  # one member runs without its member axis: XLA:CPU runs batched matmuls slower than plain ones
-      return _compiled_epoch(step, options.batch_size, 'single'), states, x_train, y_train
+      return _compiled_epoch(step, batch_size, 'single'), states, x_train, y_train
     if schedule == 'vmap':
-      return _compiled_epoch(step, options.batch_size, 'vmap', data_axis), states, x_train, y_train
-    return _one_after_another(_compiled_epoch(step, options.batch_size, 'plain'), own_data), states, x_train, y_train
-  if options.mode == 'step':
+      return _compiled_epoch(step, batch_size, 'vmap', data_axis), states, x_train, y_train
+    return _one_after_another(_compiled_epoch(step, batch_size, 'plain'), own_data), states, x_train, y_train
+  if options.train.mode == 'step':
     if count == 1:  # the member axis is dropped and restored once per epoch, not in every step call
-      single = _step_loop(step, options.batch_size)
+      single = _step_loop(step, batch_size)
       return (lambda states, x, y: _unsqueeze(single(_squeeze(states), x, y))), states, x_train, y_train
     if schedule == 'vmap':
-      return _step_loop(step, options.batch_size, member_axis=True, data_axis=data_axis), states, x_train, y_train
-    return _one_after_another(_step_loop(step, options.batch_size), own_data), states, x_train, y_train
-  raise ValueError(f'unknown training mode {options.mode!r}; use epoch or step')
+      return _step_loop(step, batch_size, member_axis=True, data_axis=data_axis), states, x_train, y_train
+    return _one_after_another(_step_loop(step, batch_size), own_data), states, x_train, y_train
+  raise ValueError(f'unknown training mode {options.train.mode!r}; use one of {", ".join(MODES)}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -274,7 +278,7 @@ def fit(
   own_data = x_train.ndim == 3  # after one member's own rows lost their member axis
   if own_val and not own_data:
     x_val, y_val = x_val[0], y_val[0]
-  predict = make_predict(members.model, dropout_passes=options.eval_dropout_passes)
+  predict = make_predict(members.model, dropout_passes=options.train.eval_dropout_passes)
   head = getattr(members.model.config, 'head', 'point')
   best_params, progress = resume or (None, Progress(best_val=[math.inf] * count, best_epoch=[0] * count))
   if best_params is None:
@@ -282,7 +286,7 @@ def fit(
   if mesh is not None:
     best_params = distributed.replicate(best_params, mesh)
   val_chunks = device_chunks(x_val, options.eval_batch_size)  # on the device once, for every epoch
-  while not progress.stopped and progress.epoch < options.max_epochs:
+  while not progress.stopped and progress.epoch < options.train.max_epochs:
     epoch, start_step = progress.epoch + 1, int(np.asarray(states.step).reshape(-1)[0])
     tic = time.perf_counter()
     with phase('train'):
@@ -294,13 +298,13 @@ def fit(
       val_y = y_val if own_data else y_val[None]
       if head != 'point':  # the head's prediction (a mean, a hurdle's better rule), in model units
         val_pred = heads.validation_predictions(head, val_pred, val_y)
-      val_mae = validation_error(options.loss, val_pred, val_y)  # bce: log-loss
+      val_mae = validation_error(options.train.loss, val_pred, val_y)  # bce: log-loss
     if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
     if better.any():
       best_params = _select_members(better, evaluation_params(states), best_params)
-    if epoch % options.log_every == 0 or progress.stopped or epoch == options.max_epochs:
+    if epoch % options.train.log_every == 0 or progress.stopped or epoch == options.train.max_epochs:
       _log_epoch(name, progress, options, losses_KxS, count * int(x_train.shape[-2]))
     if save is not None:
       with phase('checkpoint'):
@@ -311,11 +315,11 @@ def fit(
 def _record_epoch(progress: Progress, options: FitOptions, losses_KxS, val_mae, start_step: int, seconds: float):
   """Adds one epoch to `progress`; returns which members improved (a member out of patience keeps its best)."""
   epoch = progress.epoch + 1
-  active = np.array([epoch - 1 - b < options.patience for b in progress.best_epoch])
+  active = np.array([epoch - 1 - b < options.train.patience for b in progress.best_epoch])
   better = active & np.isfinite(val_mae) & (val_mae < np.asarray(progress.best_val))
   progress.best_val = [float(v) if b else old for v, b, old in zip(val_mae, better, progress.best_val)]
   progress.best_epoch = [epoch if b else old for b, old in zip(better, progress.best_epoch)]
-  rate = float(options.learning_rate(start_step)) if options.learning_rate is not None else None
+  rate = float(options.rate_schedule(start_step)) if options.rate_schedule is not None else None
   progress.history.append(
     {
       'epoch': epoch,
@@ -326,7 +330,7 @@ def _record_epoch(progress: Progress, options: FitOptions, losses_KxS, val_mae, 
     }
   )
   progress.epoch = epoch
-  progress.stopped = min(epoch - b for b in progress.best_epoch) >= options.patience
+  progress.stopped = min(epoch - b for b in progress.best_epoch) >= options.train.patience
   return better
 
 
@@ -334,12 +338,12 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
   last = progress.history[-1]
   recent = [entry['seconds'] for entry in progress.history[-5:]]
   # The ETA assumes early stopping at the latest epoch patience allows, capped by max_epochs.
-  end = min(options.max_epochs, max(progress.best_epoch, default=0) + options.patience)
+  end = min(options.train.max_epochs, max(progress.best_epoch, default=0) + options.train.patience)
   logging.info(
     '%s epoch %d/%d  train_loss %.4f  val_mae %.4f  best %.4f@%d  %.0f samples/s  %.1fs/epoch  ETA %s',
     name,
     progress.epoch,
-    options.max_epochs,
+    options.train.max_epochs,
     float(losses_KxS.mean()) * options.loss_scale,
     float(np.mean(last['val_mae'])),
     np.mean(progress.best_val) * options.log_scale,
@@ -368,20 +372,16 @@ def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, 
     _check_finite(losses_KxS, name, epoch, start_step)
     if (epochs_K == epoch).any():
       params = _select_members(epochs_K == epoch, evaluation_params(states), params)
-    if epoch % options.log_every == 0 or epoch == last:
+    if epoch % options.train.log_every == 0 or epoch == last:
       logging.info('%s epoch %d/%d  train_loss %.4f', name, epoch, last, float(losses_KxS.mean()) * options.loss_scale)
   return distributed.local(params)  # this process's copy
 
 
 def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
-  """Member k trained again from its start on `rows` (training + validation rows) for `epochs[k]` epochs.
-
-  `start(n)` builds the members as the early-stopped run began, its schedule counting n rows; returns
-  the members' evaluation parameters (their moving averages, if kept) after their own epochs.
-  """
-  n = rows[0].shape[-2]  # x: [N, F], or [K, N, F] each member its own
+  """Member k trained again from its start (`start(n)`: the members as the early-stopped run began, the schedule
+  counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters."""
+  n, tic = rows[0].shape[-2], time.perf_counter()  # x: [N, F], or [K, N, F] each member its own
   logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  tic = time.perf_counter()
   params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
   logging.info('retraining took %.1fs', time.perf_counter() - tic)
   return params

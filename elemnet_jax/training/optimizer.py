@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
+from elemnet_jax.configs.schema import DECAY_TOWARD, OPTIMIZERS, SCHEDULES
+
 Params = Any
 
 
@@ -50,7 +52,7 @@ def learning_rate_schedule(peak: float, schedule: str, warmup_steps: int = 0, to
     return optax.cosine_decay_schedule(peak, max(total_steps, 1))
   if schedule == 'cosine':
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup_steps, max(total_steps, warmup_steps + 1))
-  raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
+  raise ValueError(f'unknown schedule {schedule!r}; use one of {", ".join(SCHEDULES)}')
 
 
 class RateState(NamedTuple):
@@ -79,7 +81,7 @@ def scheduled_rate(schedule: str, peak: float = 0.0, warmup_steps: int = 0, tota
   """Scales updates by minus the scheduled rate; the numbers enter the state at `init`, the code knows only
   the schedule's kind."""
   if schedule not in ('constant', 'cosine'):
-    raise ValueError(f'unknown schedule {schedule!r}; use constant or cosine')
+    raise ValueError(f'unknown schedule {schedule!r}; use one of {", ".join(SCHEDULES)}')
 
   def init(params):
     del params
@@ -143,8 +145,8 @@ def make_optimizer(
     if name == 'adamw' and decay_toward == 'start':
       return optax.chain(optax.scale_by_adam(), decay_toward_start(weight_decay), rate)
     if name == 'adamw':
-      raise ValueError(f'unknown decay_toward {decay_toward!r}; use zero or start')
-    raise ValueError(f'unknown optimizer {name!r}; use adam or adamw')
+      raise ValueError(f'unknown decay_toward {decay_toward!r}; use one of {", ".join(DECAY_TOWARD)}')
+    raise ValueError(f'unknown optimizer {name!r}; use one of {", ".join(OPTIMIZERS)}')
 
   structure = (name, schedule, float(weight_decay) if name == 'adamw' else 0.0, decay_toward)
   if labels is None:

@@ -21,6 +21,7 @@ from flax import traverse_util
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from elemnet_jax.configs.schema import LOSSES
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import heads, with_tables
 
@@ -57,7 +58,7 @@ def loss_per_example(kind: str, prediction: jax.Array, target: jax.Array) -> jax
     return optax.huber_loss(prediction, target, delta=0.1)
   if kind == 'bce':  # the prediction is a logit, the target a 0/1 label
     return optax.sigmoid_binary_cross_entropy(prediction, target)
-  raise ValueError(f'unknown loss {kind!r}; use mae, mse, huber or bce')
+  raise ValueError(f'unknown loss {kind!r}; use one of {", ".join(LOSSES)}')
 
 
 def target_weights(mask_B: jax.Array, y_B: jax.Array, dtype) -> tuple[jax.Array, jax.Array]:

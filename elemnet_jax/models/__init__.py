@@ -10,7 +10,7 @@ library asks, and nothing else looks behind it:
 - `input_kind`: 'features' (any flat feature vector) or 'composition' (the 86 raw element
   fractions of the composition featurizer, unscaled, e.g. for a model that makes element tokens);
 - `groups()`: the freezable parameter groups in order (top-level names under ``params``), so
-  `freeze_layers=k` freezes the first k; `head()`: the output layer's group, which always trains;
+  `freeze_layers=k` freezes the first k; `output_group()`: the output layer's group, which always trains;
   `frozen_layers` are 1-based positions in `groups()` (their dropout is off);
 - `hidden_sizes()`: the sizes of the representations `hidden_layer=1..R` returns (the
   fingerprint and the frozen featurizer read them);

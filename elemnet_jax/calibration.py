@@ -50,12 +50,15 @@ class Calibration:
   scores: tuple[float, ...]  # |residual| / std at those ranks, ascending
 
   @classmethod
-  def fit(cls, target: np.ndarray, predictions_KxN: np.ndarray) -> Calibration:
-    """From the members' validation predictions [K, N] (K >= 2) and the targets [N]."""
+  def fit(cls, target: np.ndarray, predictions_KxN: np.ndarray, std: np.ndarray | None = None) -> Calibration:
+    """From the members' validation predictions [K, N] (K >= 2) and the targets [N].
+
+    `std` [N]: the model's own std (a mean-variance head's) instead of the members' spread; then K >= 1.
+    """
     predictions = np.asarray(predictions_KxN, np.float64)
-    if predictions.ndim != 2 or predictions.shape[0] < 2:
+    if std is None and (predictions.ndim != 2 or predictions.shape[0] < 2):
       raise ValueError('calibration needs the predictions of at least 2 members: a single member has no spread')
-    std = np.maximum(predictions.std(axis=0), _FLOOR)
+    std = np.maximum(predictions.std(axis=0) if std is None else np.asarray(std, np.float64), _FLOOR)
     score = np.abs(predictions.mean(axis=0) - np.asarray(target, np.float64)) / std
     n = score.size
     if n == 0:
@@ -102,11 +105,14 @@ class Calibration:
 
 
 def coverage_report(
-  calibration: Calibration, target: np.ndarray, predictions_KxN: np.ndarray, coverages=COVERAGES
+  calibration: Calibration, target: np.ndarray, predictions_KxN: np.ndarray, coverages=COVERAGES, std=None
 ) -> dict:
-  """Per method and coverage: the share of `target` inside the interval and its mean width (sharpness)."""
+  """Per method and coverage: the share of `target` inside the interval and its mean width (sharpness).
+
+  `std` [N]: the model's own std instead of the members' spread.
+  """
   predictions = np.asarray(predictions_KxN, np.float64)
-  mean, std = predictions.mean(axis=0), predictions.std(axis=0)
+  mean, std = predictions.mean(axis=0), predictions.std(axis=0) if std is None else np.asarray(std, np.float64)
   target = np.asarray(target, np.float64)
   report: dict = {}
   for method in ('z', 'conformal'):
@@ -124,16 +130,19 @@ def summary(calibration: Calibration, report: dict) -> dict:
   return {'z_scale': round(calibration.z_scale, 6), 'val_rows': calibration.n, 'test': report}
 
 
-def of_run(val_y: np.ndarray, val_KxN: np.ndarray, test_y: np.ndarray, test_KxN: np.ndarray) -> tuple[dict, dict]:
+def of_run(val_y, val_KxN, test_y, test_KxN, stds: tuple | None = None) -> tuple[dict, dict]:
   """(meta.json's entry, metrics.json's entry) of a run's calibration; both empty with one member.
 
   The validation predictions are the early-stopped members' (also when they are retrained on the
-  validation rows afterwards).
+  validation rows afterwards). `stds`: (validation std [N], test std [N]) of a model with its own std,
+  calibrated instead of the members' spread (also for one member).
   """
-  if np.asarray(val_KxN).shape[0] < 2:
+  val_std, test_std = stds or (None, None)
+  if val_std is None and np.asarray(val_KxN).shape[0] < 2:
     return {}, {}
-  fitted = Calibration.fit(val_y, val_KxN)
-  return {'calibration': fitted.to_dict()}, {'calibration': summary(fitted, coverage_report(fitted, test_y, test_KxN))}
+  fitted = Calibration.fit(val_y, val_KxN, val_std)
+  report = coverage_report(fitted, test_y, test_KxN, std=test_std)
+  return {'calibration': fitted.to_dict()}, {'calibration': summary(fitted, report)}
 
 
 def study_entry(val_y, val_KxN, test_y: np.ndarray, test_KxN: np.ndarray) -> dict:

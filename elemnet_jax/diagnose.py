@@ -16,6 +16,7 @@ import numpy as np
 from elemnet_jax import featurizers, inputs, run, targets
 from elemnet_jax.configs.schema import RunConfig
 from elemnet_jax.errors import UserError
+from elemnet_jax.models import heads
 from elemnet_jax.training import guard
 from elemnet_jax.training.train import epoch_order, make_predict, make_train_step, predict_in_batches
 
@@ -77,7 +78,7 @@ def probe(config: RunConfig, name: str, parts: dict, epochs: int, marks: int = 4
   config = config.replace({'train.max_epochs': epochs})
   train, model_config, n_train = config.train, config.model, len(parts['train'])
   description = featurizers.build(config.featurizer.to_dict()).description()
-  scaling = inputs.fit_target_scaling(parts['train'].y, train.target_scaling, config.transfer)
+  scaling = inputs.fit_target_scaling(parts['train'].y, train.target_scaling, config.transfer, head=model_config.head)
   made = inputs.make_inputs(parts, description, inputs.fit_feature_scaling(parts['train'].x, config.features), scaling)
   members = run.build(model_config, train, made.feature_scaling.width, n_train, seeds=[config.seed])
   state = jax.tree.map(lambda a: a[0], members.states)
@@ -109,7 +110,8 @@ def probe(config: RunConfig, name: str, parts: dict, epochs: int, marks: int = 4
     mark(state, epoch * per_epoch)
     params = jax.tree.map(lambda a: a[None], state.params)
     scaling = made.target_scaling
-    prediction = predict_in_batches(predict, params, made.x['val'])[0] * scaling.scale + scaling.shift
+    raw = predict_in_batches(predict, params, made.x['val'])  # the head's prediction (a hurdle's product)
+    prediction = heads.decode(model_config.head, raw, scaling.shift, scaling.scale).prediction()[0]
     judged = guard.judge(parts['train'].y, parts['val'].y, prediction)
     result.val_mae.append(judged.mae)
     result.prediction_std.append(judged.prediction_std)

@@ -86,19 +86,23 @@ def fit_target_scaling(
   transfer_config: TargetTransferConfig,
   source_meta: dict | None = None,
   dataset: DatasetConfig | None = None,
+  head: str = '',
 ) -> data.TargetScaling:
   """The units the model learns targets in.
 
   Fitted to `y_train` as `kind` (train.target_scaling) says; when fine-tuning a regression, the source model's
   own, or standardised with `y_train` with `transfer.target_scaling='refit'` or when `dataset` names other
-  targets than the source's outputs (`targets.new_outputs`; no `dataset`: one regression target).
+  targets than the source's outputs (`targets.new_outputs`; no `dataset`: one regression target). The output
+  `head` trained ('': the source's, else point) may keep only the scale: a hurdle's never shifts (`tasks.head_scaling`).
   """
+  head = head or ((source_meta or {}).get('model') or {}).get('head', 'point')
+  where = dataset.name if dataset is not None else 'target'
   if source_meta is None or (dataset is not None and dataset.task == 'classification'):
-    return data.TargetScaling.fit(y_train, kind)
+    return tasks.head_scaling(data.TargetScaling.fit(y_train, kind), y_train, head, where)
   other_targets = dataset is not None and targets.new_outputs(source_meta, dataset)
   if other_targets or transfer_config.target_scaling == 'refit':
-    return data.TargetScaling.fit(y_train, 'standard')
-  return data.TargetScaling(**source_meta['target_scaling'])
+    return tasks.head_scaling(data.TargetScaling.fit(y_train, 'standard'), y_train, head, where)
+  return tasks.head_scaling(data.TargetScaling(**source_meta['target_scaling']), y_train, head, where)
 
 
 def fit_feature_scaling(x_train: np.ndarray, features, source_meta: dict | None = None) -> data.FeatureScaling:

@@ -138,7 +138,16 @@ def _to_v2(config: dict) -> None:
       remove(config, dotted)
 
 
-STEPS: list[Callable[[dict], None]] = [_to_v1, _to_v2]
+def _to_v3(config: dict) -> None:
+  """Output heads (`elemnet_jax.models.heads`): before them every network had the point head, and a fine-tune
+  kept its source's (`transfer.head=''`)."""
+  for prefix in run_prefixes(config):
+    if prefix != 'target.':  # a study's target trains its source's network
+      add(config, prefix + 'model.head', 'point')
+      add(config, prefix + 'transfer.head', '')
+
+
+STEPS: list[Callable[[dict], None]] = [_to_v1, _to_v2, _to_v3]
 CURRENT = len(STEPS)
 
 

@@ -18,13 +18,24 @@ from elemnet_jax import targets as several
 from elemnet_jax.calibration import Calibration, check_coverage
 from elemnet_jax.data import readers
 from elemnet_jax.errors import UserError, format_rows, listing
+from elemnet_jax.models import heads
 from elemnet_jax.training import checkpoint, train
 
 
-def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> np.ndarray:
-  """Predictions of every member in target units, [K, N] ([K, N, T] with several targets)."""
+def evaluate_outputs(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0) -> heads.Outputs:
+  """Every member's outputs in target units as the model's head gives them: [K, N] each ([K, N, T] predictions
+  of a point head with several targets)."""
   predict = train.make_predict(model, dropout_passes=dropout_passes)
-  return target_scaling.invert(train.predict_in_batches(predict, params, x))
+  scaled = train.predict_in_batches(predict, params, x)
+  head = getattr(model.config, 'head', 'point')
+  if head == 'point':
+    return heads.Outputs(head, target_scaling.invert(scaled))
+  return heads.decode(head, scaled, target_scaling.shift, target_scaling.scale)
+
+
+def evaluate(model, params: Any, x: np.ndarray, target_scaling, dropout_passes: int = 0, rule: str = '') -> np.ndarray:
+  """Predictions of every member in target units, [K, N] ([K, N, T] with several targets; a hurdle head's by `rule`)."""
+  return evaluate_outputs(model, params, x, target_scaling, dropout_passes).prediction(rule)
 
 
 def property_label(meta: dict, what: str = '') -> str:
@@ -37,8 +48,10 @@ def property_label(meta: dict, what: str = '') -> str:
   return f'{name}{" " + what if what else ""}' + (f' ({unit})' if unit else '')
 
 
-def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets=None, names=None) -> None:
-  """CSV of input, (target), prediction (member mean) and, with several members, their std.
+def write_predictions(
+  path: Path, inputs: list[str], predictions_KxN: np.ndarray, targets=None, names=None, std=None
+) -> None:
+  """CSV of input, (target), prediction (member mean) and, with several members or the model's own `std` [N], std.
 
   Several targets (predictions [K, N, T], their `names`): those columns for each target in turn.
   """
@@ -52,14 +65,15 @@ def write_predictions(path: Path, inputs: list[str], predictions_KxN: np.ndarray
           [text] + several.prediction_cells(predictions_KxN[:, i], None if targets is None else targets[i])
         )
       return
+    spread = std is not None or members > 1
     writer.writerow(
-      ['input'] + (['target'] if targets is not None else []) + ['prediction'] + (['std'] if members > 1 else [])
+      ['input'] + (['target'] if targets is not None else []) + ['prediction'] + (['std'] if spread else [])
     )
     for i, text in enumerate(inputs):
       row = [text] + ([f'{targets[i]:.6g}'] if targets is not None else [])
       row.append(f'{predictions_KxN[:, i].mean():.6g}')
-      if members > 1:
-        row.append(f'{predictions_KxN[:, i].std():.6g}')
+      if spread:
+        row.append(f'{predictions_KxN[:, i].std() if std is None else std[i]:.6g}')
       writer.writerow(row)
 
 
@@ -76,6 +90,7 @@ class Predictions:
   meta: dict
   calibration: Calibration | None = None  # one model's, fitted on its validation split; None without one
   models: str = ''  # the runs that predicted, comma-separated
+  own_std: bool = False  # std is the model's own (a mean-variance head's mixture), not the members' spread
 
   @property
   def calibrated_std(self) -> np.ndarray:
@@ -92,8 +107,8 @@ class Predictions:
 
 
 NO_CALIBRATION = (
-  'intervals need one run trained with train.ensemble >= 2, which records its calibration on validation; '
-  'a single member has no spread'
+  'intervals need one run trained with train.ensemble >= 2 or model.head=mean_variance, which records its '
+  'calibration on validation; a single member of another head has no spread'
 )
 
 
@@ -118,6 +133,9 @@ def _load_models(workdirs: list[str]) -> list[tuple[Any, Any, dict]]:
       raise UserError(f'{name}: a classifier and a regression model cannot predict together ({workdirs[0]})')
     if (meta.get('target') or {}).get('names') != (loaded[0][2].get('target') or {}).get('names'):
       raise UserError(f'{name}: predicts other targets than {workdirs[0]}; predict with models of the same targets')
+    own_std = [m['model'].get('head') == 'mean_variance' for m in (meta, loaded[0][2])]
+    if own_std[0] != own_std[1]:
+      raise UserError(f'{name}: a mean-variance model and one without its own std cannot predict together')
   return loaded
 
 
@@ -178,22 +196,23 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
   mean, std = np.full(shape, np.nan), np.full(shape, np.nan)
   members = sum(meta['members'] for _, _, meta in loaded)
   if len(kept):
+    outputs = [
+      evaluate_outputs(
+        model,
+        params,
+        data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
+        data.TargetScaling(**meta['target_scaling']),
+        meta.get('eval_dropout_passes', 0),
+      )
+      for model, params, meta in loaded
+    ]
+    # a classifier's probabilities; a hurdle's prediction by the rule its validation chose
     predictions = np.concatenate(
-      [
-        tasks.output(  # a classifier's probabilities
-          meta,
-          evaluate(
-            model,
-            params,
-            data.FeatureScaling.from_dict(meta['feature_scaling'])(x[kept]),
-            data.TargetScaling(**meta['target_scaling']),
-            meta.get('eval_dropout_passes', 0),
-          ),
-        )
-        for model, params, meta in loaded
-      ]
+      [tasks.output(meta, out.prediction(meta.get('hurdle_rule', ''))) for out, (_, _, meta) in zip(outputs, loaded)]
     )
     mean[kept], std[kept] = predictions.mean(axis=0), predictions.std(axis=0)
+    if outputs[0].own_std:  # the mixture of the members' Gaussians
+      mean[kept], std[kept] = heads.mixture(predictions, np.concatenate([out.std for out in outputs]))
   warnings = _domain_warnings(featurizer, x, [meta for _, _, meta in loaded])
   valid = [text if not error else '' for text, error in zip(inputs, errors)]
   unseen = getattr(featurizer, 'unseen_atoms', lambda texts: [''] * len(texts))(valid)  # E-state: untyped atoms
@@ -204,7 +223,8 @@ def predict_inputs(workdirs: list[str], inputs: list[str], loaded: list | None =
   warnings = [warning if not error else '' for warning, error in zip(warnings, errors)]
   calibrated = calibration_of(workdirs[0], loaded[0][2]) if len(loaded) == 1 else None  # a joined ensemble: none
   names = ','.join(map(str, workdirs))
-  return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2], calibrated, names)
+  own_std = loaded[0][2]['model'].get('head') == 'mean_variance'
+  return Predictions(list(inputs), mean, std, members, errors, warnings, loaded[0][2], calibrated, names, own_std)
 
 
 def read_inputs(input_csv: str | None, column: str, inputs: list[str] | None):
@@ -280,7 +300,7 @@ def _one_target_rows(result: Predictions, header: list[str], cells: list[list[st
   header = header + [property_label(result.meta), property_label(result.meta, 'std')] + names + ['error', 'warning']
   lines = [
     cell
-    + ['' if error else f'{m:.6g}', '' if error or result.members < 2 else f'{s:.6g}']
+    + ['' if error else f'{m:.6g}', '' if error or (result.members < 2 and not result.own_std) else f'{s:.6g}']
     + ['' if error else f'{v:.6g}' for v in extra]
     + [error, warning]
     for cell, m, s, extra, error, warning in zip(

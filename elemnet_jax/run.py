@@ -24,7 +24,7 @@ from elemnet_jax.configs.schema import RunConfig, TrainConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.inputs import Inputs, fit_feature_scaling, fit_target_scaling, load_examples, make_inputs, split
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
-from elemnet_jax.predict import evaluate, write_predictions
+from elemnet_jax.predict import evaluate_outputs, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, timing
 from elemnet_jax.training.fit import Progress, fit, fit_options, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
@@ -36,17 +36,8 @@ LAYOUT = workdir.Layout(
   config='config.json',
   progress='checkpoints',
   record='metrics.json',
-  outputs=(
-    'predictions_test.csv',
-    'split.csv',
-    'history.csv',
-    'log.txt',
-    'checkpoints',
-    events.FOLDER,
-    checkpoint.MODEL_DIR,
-    'metrics.json',
-    'config.json',
-  ),
+  outputs=('predictions_test.csv', 'split.csv', 'history.csv', 'log.txt', 'checkpoints', events.FOLDER)
+  + (checkpoint.MODEL_DIR, 'metrics.json', 'config.json'),
 )
 
 
@@ -119,11 +110,19 @@ class Run:
 
 
 def with_source_model(config: RunConfig, source_meta: dict, source: str) -> RunConfig:
-  """`config` with the network of the run it fine-tunes, one output per target; a model section that says another
-  network is refused."""
-  model = dataclasses.replace(config_from_dict(source_meta['model']), outputs=len(config.dataset.target_names))
-  if config.model is not None and config.model != model:
-    field = next(name for name, value in config.model.to_dict().items() if model.to_dict().get(name) != value)
+  """`config` with the network of the run it fine-tunes, one output per target, and the output head that
+  `transfer.head` names (else a model section's, else the source's; another than the source's is drawn afresh). A
+  model section that says another network (its head aside when `transfer.head` names one) is refused."""
+  head = config.transfer.head or (config.model.head if config.model is not None else '')
+  try:
+    model = config_from_dict({**source_meta['model'], 'outputs': len(config.dataset.target_names)} | _head(head))
+  except ValueError as error:  # a head other than point models one target
+    raise UserError(f'--config.transfer.head={head!r}: {error}') from None
+  given = config.model and (
+    dataclasses.replace(config.model, head=model.head) if config.transfer.head else config.model
+  )
+  if given is not None and given != model:
+    field = next(name for name, value in given.to_dict().items() if model.to_dict().get(name) != value)
     raise UserError(
       f'--config.model.{field}={getattr(config.model, field)!r}: a fine-tune trains the network of {source} '
       f'({field}={getattr(model, field, None)!r}); set it so, or use a config without a model section (finetune)'
@@ -133,7 +132,11 @@ def with_source_model(config: RunConfig, source_meta: dict, source: str) -> RunC
       f'--config.train.target_scaling={config.train.target_scaling!r}: a fine-tune learns in the target units of '
       f'{source}; --config.transfer.target_scaling=refit standardises the targets with its own training rows'
     )
-  return dataclasses.replace(config, model=model)
+  return dataclasses.replace(config, model=model)  # checked again: the loss its head trains with
+
+
+def _head(head: str) -> dict:
+  return {'head': head} if head else {}
 
 
 def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False) -> Run:
@@ -159,7 +162,7 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
   run_dir.check_data(data.fingerprint(parts))  # an interrupted run resumes only on the data it started on
   notes['target'] = spec.describe_target(config.dataset.target or spec.targets[0]) | notes.pop('task', {})
   scaling = fit_target_scaling(
-    parts['train'].y, config.train.target_scaling, config.transfer, source_meta, config.dataset
+    parts['train'].y, config.train.target_scaling, config.transfer, source_meta, config.dataset, config.model.head
   )
   features = fit_feature_scaling(parts['train'].x, config.features, source_meta)
   inputs = make_inputs(parts, featurizer.description(), features, scaling, notes)
@@ -179,7 +182,7 @@ def prepare(config: RunConfig, path: str | os.PathLike, overwrite: bool = False)
     seeds=seeds,
     init_params=init_params,
     rules=rules,
-    reinit_head=config.transfer.reinit_head or tasks.new_head(config.dataset, source_meta) or new_width,
+    reinit_head=config.transfer.reinit_head or tasks.new_head(config.dataset, source_meta, model_config) or new_width,
     tables=tables,
   )
   return Run(config, run_dir, sources, source_meta, inputs, featurizer, start, seeds)
@@ -256,20 +259,23 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   inputs, train, path = run.inputs, run.train, run.workdir.path
   parts, best_params = inputs.parts, distributed.local(best_params)
   # Validation scores the early-stopped members: once retrained, the validation rows are training rows.
-  scored = functools.partial(
-    evaluate, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
+  outputs = functools.partial(
+    evaluate_outputs, model, target_scaling=inputs.target_scaling, dropout_passes=train.eval_dropout_passes
   )
-  val_predictions = scored(best_params, inputs.x['val'])
+  val_outputs = outputs(best_params, inputs.x['val'])
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
     options = fit_options(train, several.log_scale(inputs.target_scaling), len(parts['train']))
     best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
-  predictions, test, source_dir = scored(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
+  test_outputs, test, source_dir = outputs(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
   names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
-  apart = 'calibration' in parts  # rows set apart to calibrate the spread (else validation's)
-  calibration_set = (parts['calibration'].y, scored(best_params, inputs.x['calibration'])) if apart else None
   task = run.config.dataset.task
-  scores, calibrated = several.score_run(task, names, parts, val_predictions, predictions, calibration_set)
+  if names:
+    predictions = test_outputs.prediction()
+    scores, calibrated = several.score_run(task, names, parts, val_outputs.prediction(), predictions)
+  else:
+    apart = outputs(best_params, inputs.x['calibration']) if 'calibration' in parts else None  # else validation
+    scores, calibrated, predictions = tasks.score_outputs(task, parts, val_outputs, test_outputs, apart)
   metrics = {
     **scores,  # test, val, test_members, guard (and the calibration of a regression ensemble's spread)
     'best_epoch': progress.best_epoch,
@@ -287,7 +293,8 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   with phases('save'):
     meta = {**model_meta(run, model), **calibrated}
     checkpoint.save_model(path, best_params, meta)
-    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names)
+    std = test_outputs.spread()  # a mean-variance head's own std (None: the members' spread)
+    write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names, std)
   metrics['seconds'] = phases.summary()  # where the wall time went
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()

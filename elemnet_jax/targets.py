@@ -84,7 +84,7 @@ def score_run(task: str, names, parts: dict, val_KxNxT, test_KxNxT, calibration_
   that learned nothing for every target is refused for transfer); `problem` names those that did not.
   """
   if not names:
-    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set)
+    return tasks.score_run(task, parts, val_KxNxT, test_KxNxT, calibration_set=calibration_set)
   y_train = np.asarray(parts['train'].y, np.float64)
   std = np.array([np.std(column[np.isfinite(column)]) or 1.0 for column in y_train.T])
   metrics: dict = {'targets': list(names)}

@@ -18,6 +18,7 @@ from elemnet_jax.configs.schema import DatasetConfig
 from elemnet_jax.data.readers import RawTable
 from elemnet_jax.errors import UserError, listing
 from elemnet_jax.metrics import classification_metrics, regression_metrics
+from elemnet_jax.models import heads
 from elemnet_jax.training import guard
 
 
@@ -53,12 +54,13 @@ def encode_labels(table: RawTable, dataset: DatasetConfig, notes: dict) -> RawTa
   return dataclasses.replace(table, targets=encoded)
 
 
-def new_head(dataset: DatasetConfig, source_meta: dict | None) -> bool:
-  """Whether a fine-tune changes the task (regression -> classification or back): its output layer is then redrawn."""
+def new_head(dataset: DatasetConfig, source_meta: dict | None, model_config=None) -> bool:
+  """Whether a fine-tune changes the task (regression -> classification or back) or the head (`model_config`'s
+  against the source's): its output layer is then redrawn."""
   if source_meta is None:
     return False
   source_task = (source_meta.get('target') or {}).get('task', 'regression')
-  return source_task != dataset.task
+  return source_task != dataset.task or (model_config is not None and heads.changed(source_meta['model'], model_config))
 
 
 def is_classifier(meta: dict) -> bool:
@@ -96,13 +98,44 @@ def _judge_classifier(metrics: dict, y_train, splits: dict) -> None:
   }
 
 
-def score_run(task: str, parts: dict, val_KxN, test_KxN, calibration_set=None) -> tuple[dict, dict]:
+def head_scaling(scaling, y_train: np.ndarray, head: str, where: str):
+  """A run's target scaling as its output `head` needs it: a hurdle's (targets zero or positive, checked) never
+  shifts."""
+  if head != 'hurdle':
+    return scaling
+  heads.check_targets('hurdle', y_train, where)
+  return dataclasses.replace(scaling, shift=0.0)
+
+
+def score_outputs(
+  task: str, parts: dict, val: heads.Outputs, test: heads.Outputs, calibration_rows: heads.Outputs | None = None
+) -> tuple[dict, dict, np.ndarray]:
+  """(metrics, meta.json's entries, test predictions [K, N]) of a run's outputs, whatever its head.
+
+  A hurdle's rule is chosen on validation; a mean-variance head's own std (the members' mixture) is calibrated
+  instead of the members' spread, on the rows set apart for it (`calibration_rows`, parts['calibration']) when
+  there are some, else on validation. metrics['head'] says what the head gave.
+  """
+  rule, by_rule = heads.choose_rule(val, parts['val'].y)
+  val_KxN, test_KxN = val.prediction(rule), test.prediction(rule)
+  fitted_on = calibration_rows or val
+  stds = (fitted_on.spread(), test.spread()) if val.own_std else None
+  calibration_set = (parts['calibration'].y, calibration_rows.prediction(rule)) if calibration_rows else None
+  metrics, calibrated = score_run(task, parts, val_KxN, test_KxN, stds, calibration_set)
+  if val.head != 'point':
+    metrics['head'] = heads.summary(test, parts['test'].y, rule, by_rule)
+  return metrics, {**calibrated, **heads.meta(rule)}, test_KxN
+
+
+def score_run(
+  task: str, parts: dict, val_KxN: np.ndarray, test_KxN: np.ndarray, stds=None, calibration_set=None
+) -> tuple[dict, dict]:
   """(metrics.json's scores of the members and their mean with the guard's verdict, meta.json's calibration).
 
-  Regression: MAE, RMSE, R^2 against the training median, and the spread calibrated on validation
-  (with 2 or more members), or on `calibration_set` (targets [N], predictions [K, N]) when given.
-  Classification: the members' mean probability scored with ROC-AUC, accuracy and log-loss against the
-  training base rate.
+  Regression: MAE, RMSE, R^2 against the training median, and the spread calibrated on validation (with 2
+  or more members; `stds`, (calibration rows [N], test [N]): a model's own std instead), or on
+  `calibration_set` (targets [N], predictions [K, N]) when given. Classification: the members' mean
+  probability scored with ROC-AUC, accuracy and log-loss against the training base rate.
   """
   y_train, val, test = parts['train'].y, parts['val'].y, parts['test'].y
   if task == 'classification':
@@ -121,7 +154,7 @@ def score_run(task: str, parts: dict, val_KxN, test_KxN, calibration_set=None) -
   }
   guard.record(metrics, y_train, {'val': (val, val_KxN.mean(axis=0)), 'test': (test, test_KxN.mean(axis=0))})
   calibration_y, calibration_KxN = calibration_set or (val, val_KxN)
-  calibrated, coverage = calibration.of_run(calibration_y, calibration_KxN, test, test_KxN)  # {} with one member
+  calibrated, coverage = calibration.of_run(calibration_y, calibration_KxN, test, test_KxN, stds)  # {}: one member
   if coverage:
     coverage['calibration']['fitted_on'] = 'calibration' if calibration_set else 'val'
   return {**metrics, **coverage}, calibrated

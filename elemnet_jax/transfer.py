@@ -72,7 +72,7 @@ def freeze_rules(freeze_layers: int, freeze_regex: Sequence[str], config: ModelC
       f'freezable layers and an output layer, so use 0..{len(groups)} (the output layer always trains)'
     )
   return [(pattern, 'frozen') for pattern in frozen] + [
-    (rf'^params/{re.escape(config.head())}/', 'head'),
+    (rf'^params/{re.escape(config.output_group())}/', 'head'),
     (r'.*', 'body'),
   ]
 
@@ -123,7 +123,7 @@ def frozen_positions(labels: Any, groups: Sequence[str]) -> tuple[int, ...]:
 def reinit_head(params: Any, model, width: int, seed: int) -> Any:
   """`params` with the output layer drawn afresh (the rest unchanged)."""
   fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, width)))
-  head = model.config.head()
+  head = model.config.output_group()
   return {'params': {**params['params'], head: fresh['params'][head]}}
 
 

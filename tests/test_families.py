@@ -47,7 +47,7 @@ def test_fine_tuning_keeps_frozen_groups_bit_identical_then_predicts_and_fingerp
   _, before, _ = checkpoint.load_trained(path)
   model, after, meta = checkpoint.load_trained(tmp_path / 'ft')
   assert meta['model']['name'] == family and metrics['frozen_layers'] == [1]
-  first, head = model.config.groups()[0], model.config.head()
+  first, head = model.config.groups()[0], model.config.output_group()
   assert _same(before['params'][first], after['params'][first])
   assert not _same(before['params'][head], after['params'][head])
   result = predict.predict_inputs([str(tmp_path / 'ft')], ['Fe2O3', 'NaCl', 'Xx2'])

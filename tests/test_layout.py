@@ -19,6 +19,7 @@ LAYERS = [
   'calibration',
   'ridge',
   'models.layers',
+  'models.heads',
   'models.elemnet',
   'models.residual',
   'models.transformer',

@@ -99,7 +99,7 @@ def test_a_classifier_starts_from_the_source_with_its_output_layer_drawn_afresh(
   start = jax.tree.map(lambda a: np.asarray(a[0]), prepared.start(80).states.params)['params']
   _, source, source_meta = checkpoint.load_trained(pretrained)
   source = jax.tree.map(lambda a: np.asarray(a[0]), source)['params']
-  head = prepared.model_config.head()
+  head = prepared.model_config.output_group()
   assert not np.allclose(start[head]['kernel'], source[head]['kernel'])  # redrawn: regression -> classification
   body = [name for name in source if name != head]
   assert body and all(np.array_equal(start[name]['kernel'], source[name]['kernel']) for name in body)

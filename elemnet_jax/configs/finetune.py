@@ -4,7 +4,8 @@
 
 Every layer trains by default; batch 32, Adam 1e-4 (chosen on the SSUB validation split, docs/results.md),
 early stopping on validation with patience 100. The network is the pretrained one: this config has no
-`model` section.
+`model` section. It keeps the source's output head unless `--config.transfer.head` names another
+(`point`, `mean_variance`, `hurdle`): its output layer is then drawn afresh.
 """
 
 from elemnet_jax.configs import default

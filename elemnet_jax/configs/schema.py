@@ -27,12 +27,12 @@ from elemnet_jax.configs.values import (  # noqa: F401 - Invalid, plain and with
   with_fields,
 )
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import ModelConfig, config_from_dict
+from elemnet_jax.models import ModelConfig, config_from_dict, heads
 from elemnet_jax.models.elemnet import ElemNetConfig
 
 OPTIMIZERS = ('adam', 'adamw')
 SCHEDULES = ('constant', 'cosine')
-LOSSES = ('mae', 'mse', 'huber', 'bce')
+LOSSES = ('mae', 'mse', 'huber', 'bce', 'nll')
 MODES = ('epoch', 'step')
 ENSEMBLE_SCHEDULES = ('auto', 'vmap', 'sequential')
 TARGET_SCALINGS = ('none', 'standard')
@@ -130,7 +130,7 @@ class FitConfig:
   schedule: str = 'constant'  # constant | cosine (with warm-up)
   warmup_epochs: float = 0.0
   body_lr_scale: float = 1.0  # fine-tuning: learning-rate factor of unfrozen non-output layers
-  loss: str = 'mae'  # mae | mse | huber (bce: classification's, set by dataset.task)
+  loss: str = 'mae'  # mae | mse | huber (bce: classification's, set by dataset.task; nll: model.head=mean_variance's)
   max_epochs: int = 1000
   patience: int = 200
   ensemble_schedule: str = 'auto'  # vmap (members together) | sequential | auto: sequential on CPU
@@ -226,13 +226,15 @@ class TransferConfig(TargetTransferConfig):
   freeze_layers: int = 0  # freeze the first k dense layers
   freeze_regex: tuple[str, ...] = ()  # or: regexes over parameter paths such as '^params/dense_[0-3]/'
   allow_collapsed_source: bool = False  # fine-tune even from a source whose metrics.json says it learned nothing
+  head: str = ''  # '': the source's output head; point | mean_variance | hurdle: that head, its output layer redrawn
 
   def __post_init__(self):
     super().__post_init__()
+    _choice('head', self.head, ('', *heads.HEADS))
     _tuple(self, 'freeze_regex')
     _integer('freeze_layers', self.freeze_layers, low=0)
     if not self.pretrained:  # what applies only to a fine-tune, set without a source
-      for field in ('reinit_head', 'target_scaling', 'freeze_layers', 'freeze_regex'):
+      for field in ('reinit_head', 'target_scaling', 'freeze_layers', 'freeze_regex', 'head'):
         if getattr(self, field) != getattr(TransferConfig, field):
           raise Invalid(
             f'{{at}}{field}={getattr(self, field)!r}: applies only when fine-tuning ({{at}}pretrained, or the '
@@ -273,7 +275,10 @@ def with_outputs(model: ModelConfig, outputs: int) -> ModelConfig:
   """`model` with one output per target; an `outputs` set to another count than 1 (unset) is refused."""
   if model.outputs not in (1, outputs):
     raise Invalid(f'{{at}}model.outputs={model.outputs!r}: a run sets it, one per target of {{at}}dataset.target')
-  return dataclasses.replace(model, outputs=outputs)
+  try:
+    return dataclasses.replace(model, outputs=outputs)
+  except ValueError as error:  # a head other than point models one target
+    raise Invalid(f'{{at}}model: {error}') from None
 
 
 _RUN_SECTIONS = {
@@ -331,6 +336,12 @@ class RunConfig:
     if self.model is not None:
       object.__setattr__(self, 'model', with_outputs(self.model, len(self.dataset.target_names)))
     loss, task = self.train.loss, self.dataset.task
+    if self.model is not None:  # the loss the head trains with (mean_variance: nll); one that contradicts it refused
+      try:
+        loss = heads.resolve(self.model.head, loss, task)
+      except ValueError as error:
+        raise Invalid(str(error)) from None
+      object.__setattr__(self, 'train', dataclasses.replace(self.train, loss=loss))
     if task == 'regression' and loss == 'bce':
       raise Invalid('{at}train.loss=bce is the loss of classification; add {at}dataset.task=classification')
     if task == 'classification':  # sigmoid cross-entropy on unscaled 0/1 labels; the guard judges it when done

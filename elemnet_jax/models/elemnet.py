@@ -8,14 +8,8 @@ import flax.linen as nn
 import jax
 
 from elemnet_jax.errors import UserError
-from elemnet_jax.models.layers import (
-  ACTIVATIONS,
-  check_activation,
-  check_hidden_layer,
-  check_outputs,
-  dropout_layer,
-  output_layer,
-)
+from elemnet_jax.models import heads
+from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, check_outputs, dropout_layer
 
 # Jha et al. 2018: 1024x4D-512x3D-256x3D-128x3D-64x2-32x1-1.
 PAPER_WIDTHS = (1024,) * 4 + (512,) * 3 + (256,) * 3 + (128,) * 3 + (64,) * 2 + (32,)
@@ -38,6 +32,7 @@ class ElemNetConfig:
   activation: str = 'relu'
   name: str = 'elemnet'  # the family: elemnet or residual (they share these fields)
   outputs: int = 1  # one per target (set from dataset.target, not a setting of its own)
+  head: str = 'point'  # the output layer: point | mean_variance | hurdle (`elemnet_jax.models.heads`)
 
   def __post_init__(self):
     object.__setattr__(self, 'widths', tuple(int(w) for w in self.widths))
@@ -53,6 +48,8 @@ class ElemNetConfig:
       raise ValueError(f'dropout positions {self.dropout_after} must lie in 1..{len(self.widths)}')
     check_activation(self.activation)
     check_outputs(self.outputs)
+    heads.check(self.head)
+    heads.check_width(self.head, self.outputs)
     if self.name not in ('elemnet', 'residual'):
       raise ValueError(f"model name {self.name!r} is not one of ['elemnet', 'residual'] (the families of these fields)")
 
@@ -62,7 +59,7 @@ class ElemNetConfig:
   def groups(self) -> tuple[str, ...]:
     return tuple(f'dense_{i}' for i in range(len(self.widths)))
 
-  def head(self) -> str:
+  def output_group(self) -> str:
     return f'dense_{len(self.widths)}'
 
   def hidden_sizes(self) -> tuple[int, ...]:
@@ -128,4 +125,4 @@ class ElemNet(nn.Module):
         return x
       if config.use_dropout and position in rates and position not in self.frozen_layers:
         x = dropout_layer(rates[position], active=dropout, one_mask=one_mask)(x)
-    return output_layer(x, config.outputs, f'dense_{len(config.widths)}')
+    return heads.output_layer(config.head, x, f'dense_{len(config.widths)}', config.outputs)

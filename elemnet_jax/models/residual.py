@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import flax.linen as nn
 
+from elemnet_jax.models import heads
 from elemnet_jax.models.elemnet import ElemNetConfig
-from elemnet_jax.models.layers import ACTIVATIONS, check_hidden_layer, dropout_layer, output_layer
+from elemnet_jax.models.layers import ACTIVATIONS, check_hidden_layer, dropout_layer
 
 
 class _ResidualBlock(nn.Module):
@@ -40,4 +41,4 @@ class ResidualElemNet(nn.Module):
         return x
       if config.use_dropout and i + 1 in rates and i + 1 not in self.frozen_layers:
         x = dropout_layer(rates[i + 1], active=dropout, one_mask=one_mask)(x)
-    return output_layer(x, config.outputs, f'dense_{len(config.widths)}')
+    return heads.output_layer(config.head, x, f'dense_{len(config.widths)}', config.outputs)

@@ -17,14 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from elemnet_jax.models.layers import (
-  ACTIVATIONS,
-  check_activation,
-  check_hidden_layer,
-  check_outputs,
-  dropout_layer,
-  output_layer,
-)
+from elemnet_jax.models import heads
+from elemnet_jax.models.layers import ACTIVATIONS, check_activation, check_hidden_layer, check_outputs, dropout_layer
 
 POOLINGS = ('fraction', 'mean')
 _SMALLEST_FRACTION = 1e-6  # the log encoding's floor; padding tokens (fraction 0) are masked anyway
@@ -48,6 +42,7 @@ class TransformerConfig:
   pooling: str = 'fraction'  # fraction-weighted mean of the tokens, or their plain mean
   name: str = 'transformer'
   outputs: int = 1  # one per target (set from dataset.target, not a setting of its own)
+  head: str = 'point'  # the output layer: point | mean_variance | hurdle (`elemnet_jax.models.heads`)
 
   def __post_init__(self):
     object.__setattr__(self, 'head_widths', tuple(int(w) for w in self.head_widths))
@@ -65,6 +60,8 @@ class TransformerConfig:
       raise ValueError(f'pooling {self.pooling!r} is not one of {POOLINGS}')
     check_activation(self.activation)
     check_outputs(self.outputs)
+    heads.check(self.head)
+    heads.check_width(self.head, self.outputs)
 
   # The model interface (see `elemnet_jax.models`).
   input_kind = 'composition'
@@ -75,7 +72,7 @@ class TransformerConfig:
   def _head_names(self) -> tuple[str, ...]:
     return tuple(f'head_{i}' for i in range(len(self.head_widths)))
 
-  def head(self) -> str:
+  def output_group(self) -> str:
     return 'output'
 
   def hidden_sizes(self) -> tuple[int, ...]:
@@ -178,4 +175,4 @@ class CompositionTransformer(nn.Module):
       position = config.layers + 2 + i
       if config.dropout and position not in self.frozen_layers:
         x = dropout_layer(config.dropout, active=dropout, one_mask=one_mask)(x)
-    return output_layer(x, config.outputs, 'output')
+    return heads.output_layer(config.head, x, 'output', config.outputs)

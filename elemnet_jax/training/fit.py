@@ -17,6 +17,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from elemnet_jax.configs.schema import ENSEMBLE_SCHEDULES, MODES, FitConfig
+from elemnet_jax.models import heads
 from elemnet_jax.training import distributed
 from elemnet_jax.training.losses import validation_error
 from elemnet_jax.training.optimizer import learning_rate_schedule
@@ -61,8 +62,8 @@ class FitOptions:
 
   @property
   def loss_scale(self) -> float:
-    """Training loss -> target units (squared target units for mse and huber)."""
-    return self.log_scale ** (1 if self.train.loss == 'mae' else 2)
+    """Training loss -> target units (squared target units for mse and huber; nll as the model's units give it)."""
+    return self.log_scale ** {'mae': 1, 'nll': 0}.get(self.train.loss, 2)
 
 
 def fit_options(train: FitConfig, target_scale: float = 1.0, n_train: int = 0, **more) -> FitOptions:
@@ -278,6 +279,7 @@ def fit(
   if own_val and not own_data:
     x_val, y_val = x_val[0], y_val[0]
   predict = make_predict(members.model, dropout_passes=options.train.eval_dropout_passes)
+  head = getattr(members.model.config, 'head', 'point')
   best_params, progress = resume or (None, Progress(best_val=[math.inf] * count, best_epoch=[0] * count))
   if best_params is None:
     best_params = jax.tree.map(jnp.copy, evaluation_params(states))
@@ -293,7 +295,10 @@ def fit(
     _check_finite(losses_KxS, name, epoch, start_step)
     with phase('evaluate'):
       val_pred = predict_chunks(predict, distributed.local(evaluation_params(states)), val_chunks)
-      val_mae = validation_error(options.train.loss, val_pred, y_val if own_data else y_val[None])  # bce: log-loss
+      val_y = y_val if own_data else y_val[None]
+      if head != 'point':  # the head's prediction (a mean, a hurdle's better rule), in model units
+        val_pred = heads.validation_predictions(head, val_pred, val_y)
+      val_mae = validation_error(options.train.loss, val_pred, val_y)  # bce: log-loss
     if options.guard is not None:  # raises for a run that learned nothing (training.guard.monitor)
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
@@ -349,15 +354,7 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
   )
 
 
-def fit_epochs(
-  members: Members,
-  train: tuple[np.ndarray, np.ndarray],
-  epochs: list[int],
-  options: FitOptions,
-  *,
-  mesh: Mesh | None = None,
-  name: str = 'retrain',
-) -> Params:
+def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, *, mesh=None, name='retrain') -> Params:
   """Trains member k for `epochs[k]` epochs with no validation; each member's evaluation parameters then.
 
   Early stopping's choice of epochs, applied to a run on more rows (training and validation rows).

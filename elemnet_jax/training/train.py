@@ -23,7 +23,7 @@ from jax.sharding import PartitionSpec as P
 
 from elemnet_jax.configs.schema import LOSSES
 from elemnet_jax.errors import UserError
-from elemnet_jax.models import with_tables
+from elemnet_jax.models import heads, with_tables
 
 Params = Any
 
@@ -102,6 +102,9 @@ def make_train_step(
 ) -> Callable[[TrainState, jax.Array, jax.Array, jax.Array], tuple[TrainState, dict]]:
   """`train_step(state, x_BxF, y_B, mask_B) -> (state, {'loss'})`; masked rows do not count.
 
+  A model whose head is not 'point' trains with its head's loss (`models.heads.loss`), `loss` then being
+  its regressor's.
+
   With `frozen` paths, gradients are taken only with respect to the trainable leaves: frozen ones are
   closed over as constants, so XLA computes no backward pass into frozen layers; with none, the
   gradient of the whole tree is taken directly. A state that keeps a moving
@@ -109,10 +112,17 @@ def make_train_step(
   average <- ema_decay * average + (1 - ema_decay) * params.
   """
 
+  head = getattr(model.config, 'head', 'point')
+
+  def per_example(prediction, y_B):
+    if head == 'point':
+      return loss_per_example(loss, prediction, y_B)
+    return heads.loss(head, functools.partial(loss_per_example, loss), prediction, y_B)  # the head's own loss
+
   def objective(params, x_BxF, y_B, mask_B, dropout_key):
     prediction = model.apply(params, x_BxF, dropout=True, rngs={'dropout': dropout_key})
     weight, y_B = target_weights(mask_B, y_B, prediction.dtype)
-    return jnp.sum(weight * loss_per_example(loss, prediction, y_B)) / jnp.maximum(weight.sum(), 1)
+    return jnp.sum(weight * per_example(prediction, y_B)) / jnp.maximum(weight.sum(), 1)
 
   def gradients(params, *batch):
     """(loss, gradient tree like `params`); frozen leaves get zeros and no backward pass."""

@@ -348,7 +348,7 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
     float(np.mean(last['val_mae'])),
     np.mean(progress.best_val) * options.log_scale,
     int(np.median(progress.best_epoch)),
-    samples / last['seconds'],
+    samples / max(last['seconds'], 1e-3),  # a recorded 0.0 s (rounded) reads as 1 ms
     last['seconds'],
     _duration(max(end - progress.epoch, 0) * float(np.mean(recent))),
   )

@@ -242,14 +242,22 @@ class TransferConfig(TargetTransferConfig):
           )
 
 
-def section(cls, values: Any, where: str):
-  """The typed section `cls` of a config section's fields; one line for a field it lacks or a bad value."""
+def check_fields(cls, values: Any, where: str) -> None:
+  """One line for a config section (`where`: its dotted name, '' for the whole config) that is not a dict of
+  `cls`'s fields."""
   if not isinstance(values, dict):
     raise UserError(f'--config.{where}={values!r}: a section of fields')
   names = [field.name for field in dataclasses.fields(cls)]
   unknown = sorted(set(values) - set(names))
   if unknown:
-    raise UserError(f'--config.{where}.{unknown[0]}: no such field (the fields: {", ".join(names)})')
+    raise UserError(
+      f'--config.{".".join(filter(None, [where, unknown[0]]))}: no such field (the fields: {", ".join(names)})'
+    )
+
+
+def section(cls, values: Any, where: str):
+  """The typed section `cls` of a config section's fields; one line for a field it lacks or a bad value."""
+  check_fields(cls, values, where)
   try:
     return cls(**values)
   except Invalid as error:
@@ -314,12 +322,7 @@ class RunConfig:
 
   @classmethod
   def from_dict(cls, values: Any, where: str = '') -> RunConfig:
-    if not isinstance(values, dict):
-      raise UserError(f'--config.{where.rstrip(".")}={values!r}: a section of fields')
-    names = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-      raise UserError(f'--config.{where}{unknown[0]}: no such field (the fields: {", ".join(names)})')
+    check_fields(cls, values, where.rstrip('.'))
     fields = {
       name: _RUN_SECTIONS[name](value, where + name) if name in _RUN_SECTIONS else value
       for name, value in values.items()

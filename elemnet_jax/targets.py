@@ -146,10 +146,19 @@ def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | N
   y_train, y_val = np.asarray(y_train_NxT), np.asarray(y_val_NxT)
   options = dataclasses.replace(guard.GuardOptions(), epochs=epochs)
   columns = [(np.isfinite(y_val[:, t]), y_train[:, t][np.isfinite(y_train[:, t])]) for t in range(len(names))]
+  learned_TxK = {}  # per target and member: has any epoch so far learned
 
   def check(epoch: int, step: int, predictions_KxNxT: np.ndarray) -> None:
     judged = [
-      guard.collapsed(options, epoch, step, train, y_val[keep, t], predictions_KxNxT[:, keep, t])
+      guard.collapsed(
+        options,
+        epoch,
+        step,
+        train,
+        y_val[keep, t],
+        predictions_KxNxT[:, keep, t],
+        learned_TxK.setdefault(t, np.zeros(len(predictions_KxNxT), bool)),
+      )
       for t, (keep, train) in enumerate(columns)
     ]
     if all(judgement is not None for judgement in judged):

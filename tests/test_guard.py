@@ -44,6 +44,21 @@ def test_the_monitor_stops_constant_runs_early_and_runs_no_better_than_the_media
   guard.monitor(y_train, y_val, 0, 'off')(50, 5000, constant)  # guard_epochs=0: never
 
 
+def test_a_run_that_beat_the_median_once_is_not_stopped_by_a_worse_epoch():
+  # A small network on a zero-inflated target swings between epochs; early stopping keeps its best one.
+  rng = np.random.default_rng(2)
+  y_train, y_val = rng.normal(size=400), rng.normal(size=100)
+  noisy, good = rng.normal(size=(1, 100)), y_val + 0.1 * rng.normal(size=(1, 100))
+  check = guard.monitor(y_train, y_val, 3, 'run')
+  check(5, 500, good)
+  check(8, 800, noisy)  # worse than the median now, better at epoch 5
+  check(9, 900, np.zeros((1, 100)))  # constant now: an earlier epoch learned
+  fresh = guard.monitor(y_train, y_val, 3, 'run')
+  fresh(5, 500, noisy)
+  with pytest.raises(guard.TrainingCollapsed, match=r'val MAE [0-9.]+ vs [0-9.]+ for the training median'):
+    fresh(6, 600, noisy)
+
+
 def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
   require_dataset('qmpy_legacy')
   config = config_with('test', {**COLLAPSING, 'train.max_epochs': 50, 'train.patience': 50, 'train.guard_epochs': 2})

@@ -94,9 +94,11 @@ def test_training_stops_only_once_every_target_learned_nothing():
   one_learned = constant.copy()
   one_learned[:, :, 0] = y_val[:, 0]
   check(3, 500, one_learned)  # target a learned: training goes on
-  check(2, 500, constant)  # before guard_epochs: not judged
+  check(4, 600, constant)  # and so it does after a worse epoch
+  fresh = targets.monitor(y_train, y_val, 3, 'run', ['a', 'b'])
+  fresh(2, 500, constant)  # before guard_epochs: not judged
   with pytest.raises(guard.TrainingCollapsed, match='learned nothing for any target'):
-    check(3, 500, constant)
+    fresh(3, 500, constant)
 
 
 @pytest.fixture(scope='module')

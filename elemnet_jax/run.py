@@ -25,7 +25,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.inputs import Inputs, fit_feature_scaling, fit_target_scaling, load_examples, make_inputs, split
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate_outputs, write_predictions
-from elemnet_jax.training import checkpoint, distributed, events, timing
+from elemnet_jax.training import checkpoint, distributed, events, guard, timing
 from elemnet_jax.training.fit import Progress, fit, fit_options, retrain_with_validation
 from elemnet_jax.training.optimizer import make_optimizer
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
@@ -208,7 +208,8 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
   inputs = run.inputs
   tic = time.perf_counter()
   names = inputs.notes['target'].get('names')  # several targets: each judged on its own
-  watch = several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names)
+  learned = None if resume is None else guard.learned_before(inputs.y['train'], inputs.y['val'], resume[1].best_val)
+  watch = several.monitor(inputs.y['train'], inputs.y['val'], run.train.guard_epochs, path.name, names, learned)
   try:
     states, best_params, progress = fit(
       members,

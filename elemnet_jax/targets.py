@@ -135,14 +135,15 @@ def describe(scores: dict, names: list[str] | None) -> str:
   return '; '.join(each) + f'; mean R2 {mean["r2"]:.3f}, mean MAE/std {mean["mae_per_std"]:.4f}'
 
 
-def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | None):
+def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | None, learned=None):
   """`check(epoch, step, val predictions [K, N, T])` for `fit`: stops training once every target's predictions
   collapsed as `guard.monitor` judges one target's (a run where some target still learns goes on).
 
-  One target (`names` None): `guard.monitor` itself.
+  One target (`names` None): `guard.monitor` itself. `learned` [K]: a resumed run's members that learned
+  before it stopped (`guard.learned_before`, judged on the mean over targets), for every target.
   """
   if not names:
-    return guard.monitor(y_train_NxT, y_val_NxT, epochs, name)
+    return guard.monitor(y_train_NxT, y_val_NxT, epochs, name, learned=learned)
   y_train, y_val = np.asarray(y_train_NxT), np.asarray(y_val_NxT)
   options = dataclasses.replace(guard.GuardOptions(), epochs=epochs)
   columns = [(np.isfinite(y_val[:, t]), y_train[:, t][np.isfinite(y_train[:, t])]) for t in range(len(names))]
@@ -157,7 +158,9 @@ def monitor(y_train_NxT, y_val_NxT, epochs: int, name: str, names: list[str] | N
         train,
         y_val[keep, t],
         predictions_KxNxT[:, keep, t],
-        learned_TxK.setdefault(t, np.zeros(len(predictions_KxNxT), bool)),
+        learned_TxK.setdefault(
+          t, np.zeros(len(predictions_KxNxT), bool) if learned is None else np.array(learned, bool)
+        ),
       )
       for t, (keep, train) in enumerate(columns)
     ]

@@ -160,6 +160,8 @@ def test_fields_that_cannot_apply_where_they_are_set_are_refused():
   _refused(test, fields, r"--config\.train\.loss='mse': classification trains with 'bce'")
   classifier = _resolve(test, {'dataset.task': 'classification'}).train
   assert (classifier.loss, classifier.target_scaling, classifier.guard_epochs) == ('bce', 'none', 0)
+  # the oqmd recipe standardises regression targets; a classifier on it trains on the 0/1 labels as they are
+  assert _resolve(_load('oqmd', ()), {'dataset.task': 'classification'}).train.target_scaling == 'none'
   paper = _load('paper', ())
   _refused(
     paper, {'study.val_fraction': 0.2}, r'--config\.study\.val_fraction=0\.2: applies only with --config\.study\.folds'

@@ -60,6 +60,23 @@ def test_a_run_that_beat_the_median_once_is_not_stopped_by_a_worse_epoch():
     fresh(12, 600, noisy)
 
 
+def test_a_resumed_run_remembers_that_it_learned_before_it_stopped():
+  rng = np.random.default_rng(3)
+  y_train, y_val = rng.normal(size=400), rng.normal(size=100)
+  good, noisy = y_val + 0.1 * rng.normal(size=100), rng.normal(size=(1, 100))
+  baseline = np.mean(np.abs(y_val - np.median(y_train)))
+  learned = guard.learned_before(y_train, y_val, [np.mean(np.abs(good - y_val))])
+  assert learned.tolist() == [True] and guard.learned_before(y_train, y_val, [baseline]).tolist() == [False]
+  guard.monitor(y_train, y_val, 3, 'run', learned=learned)(13, 1300, noisy)  # resumed at epoch 13: goes on
+  with pytest.raises(guard.TrainingCollapsed):
+    guard.monitor(y_train, y_val, 3, 'run', learned=[False])(13, 1300, noisy)
+  nan = np.full((1, 100), np.nan)
+  check = guard.monitor(y_train, y_val, 3, 'run')
+  check(1, 100, nan)  # non-finite predictions never count as learned
+  with pytest.raises(guard.TrainingCollapsed):
+    check(12, 1200, noisy)
+
+
 def test_a_collapsing_run_stops_within_a_few_epochs(tmp_path):
   require_dataset('qmpy_legacy')
   config = config_with('test', {**COLLAPSING, 'train.max_epochs': 50, 'train.patience': 50, 'train.guard_epochs': 2})

@@ -102,8 +102,18 @@ def record(metrics: dict, y_train, splits: dict, options: GuardOptions = GuardOp
   return val
 
 
+def learned_before(y_train, y_val, best_val_K, options: GuardOptions = GuardOptions()) -> np.ndarray:
+  """[K]: which members of a resumed run had learned before it stopped (their best validation MAE, in model
+  units, at least `margin` below the training median's). Targets [N], or [N, T] with NaN where missing: then
+  the mean over targets of each side."""
+  y_train, y_val = np.asarray(y_train, np.float64), np.asarray(y_val, np.float64)
+  median_T = np.nanmedian(y_train.reshape(len(y_train), -1), axis=0)
+  baseline_T = np.nanmean(np.abs(y_val.reshape(len(y_val), -1) - median_T), axis=0)
+  return np.asarray(best_val_K, np.float64) < (1 - options.margin) * float(np.mean(baseline_T))
+
+
 def monitor(
-  y_train, y_val, epochs: int, name: str, options: GuardOptions = GuardOptions()
+  y_train, y_val, epochs: int, name: str, options: GuardOptions = GuardOptions(), learned: np.ndarray | None = None
 ) -> Callable[[int, int, np.ndarray], None]:
   """`check(epoch, step, val predictions [K, N])` for `fit`: raises TrainingCollapsed once no member has
   learned (no epoch so far with varying predictions better than the training median) and every member's
@@ -113,9 +123,10 @@ def monitor(
   epochs are worse than its best).
 
   Targets and predictions in the model's units (the median commutes with an affine target scaling).
+  `learned` [K]: a resumed run's members that learned before it stopped (`learned_before`).
   """
   options = dataclasses.replace(options, epochs=epochs)
-  learned_K = None  # per member: has any epoch so far learned
+  learned_K = None if learned is None else np.array(learned, bool)  # per member: has any epoch so far learned
 
   def check(epoch: int, step: int, predictions_KxN: np.ndarray) -> None:
     nonlocal learned_K
@@ -146,7 +157,7 @@ def collapsed(
   y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
   truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
   judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
-  learned_K |= [not j.problem() for j in judgements]
+  learned_K |= [not j.problem() and np.isfinite(j.mae) for j in judgements]  # NaN predictions never learned
   if not options.epochs or epoch < options.epochs or step < options.min_steps:
     return None
   if not learned_K.any() and all(j.constant or epoch >= NO_BETTER_AFTER * options.epochs for j in judgements):

@@ -185,8 +185,8 @@ class TrainConfig(FitConfig):
   checkpoint_seconds: float = 60.0  # and at least this many seconds apart (0: every such epoch); the last always
   data_parallel: bool = False  # shard each batch over all local devices (jax.sharding)
   retrain_with_validation: bool = False  # then train again on training + validation rows for the epochs chosen
-  guard_epochs: int = 3  # stop if validation predictions are constant from this epoch (and 200 steps) on, or
-  # no better than the training median from 4 x this epoch on (training.guard); 0: never
+  guard_epochs: int = 3  # unless an earlier epoch learned, stop if validation predictions are constant from this
+  # epoch (and 200 steps) on, or no better than the training median from 4 x this epoch on (training.guard); 0: never
   calibration_fraction: float = 0.0  # > 0: this share of the training rows is set apart to calibrate the members'
   # spread (ensemble >= 2), apart from the validation rows early stopping chooses on; 0: calibrate on those
 

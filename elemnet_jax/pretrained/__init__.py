@@ -24,14 +24,15 @@ FILES = ('config.json', 'metrics.json', 'model/meta.json', 'model/params.npz')
 
 # name -> SHA-256 of each file in FILES
 SHIPPED: dict[str, dict[str, str]] = {
-  # elemnet-jax train --config=oqmd --config.dataset.resplit=True "--config.dataset.split=(0.98,0.01,0.01)"
+  # elemnet-jax train --config=oqmd --config.train.target_scaling=none --config.dataset.resplit=True
+  #   "--config.dataset.split=(0.98,0.01,0.01)"
   'oqmd_fe': {
     'config.json': '687098a39dc78f8fcdd7d7c8e613d94390fcb0bea186516785c0b46bdb002d35',
     'metrics.json': '80cc9747423aecf22e5121a19525284b4ef0d27897d23c99fa9e40ec3f6103ce',
     'model/meta.json': '10d4a5312dfc8c2e9896e60fb1b6a1af5523f61c130082e6e8ca3d24eb552e6f',
     'model/params.npz': 'e84c612b7a3f7eaa43af67bef06ff0511e20751021554f870475c09015065b9e',
   },
-  # elemnet-jax train --config=oqmd:transformer, then
+  # elemnet-jax train --config=oqmd:transformer --config.train.target_scaling=none, then
   # python -m experiments.export_pretrained --dtype=float16 (validation and test MAE within 0.000001 of float32)
   'oqmd_fe_transformer': {
     'config.json': '1f4858c9e752a8f8d0cbadd2af4e726fa0c9ee5a5a57fdb614c1bcbf4813ff19',

@@ -361,5 +361,7 @@ def test_a_dft_to_experiment_pair_of_csv_files_transfers_with_the_paper_defaults
     assert ensembles['finetune', fraction]['mae'] <= ensembles['scratch', fraction]['mae']
     assert set(ensembles['finetune', fraction]['val_mae_by_rate']) == {'0.0001', '0.0003', '0.001'}
   assert results['leakage']['source_dataset'] == str(files['source'])
+  source_seconds = json.loads((tmp_path / 'study' / 'pretrain' / 'metrics.json').read_text())['seconds']
+  assert results['seconds']['train'] > source_seconds['train'] > 0  # the source's epochs count as training
   title = f'# {files["source"]} -> {files["target"]}: enthalpy, test MAE'
   assert (tmp_path / 'study' / 'results.md').read_text().startswith(title)

@@ -329,7 +329,7 @@ def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) ->
     model_config, featurizer_config = config.source.model, config.source.featurizer
   examples, featurizer, notes, folds = load_target(config, model_config, featurizer_config)
   study_dir = workdir.Workdir(path, LAYOUT, config.to_dict(), overwrite)  # the config as the study records it
-  source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite)
+  source = read_source(source_dirs) if study.pretrained else pretrain_source(config, study_dir.path, overwrite, phases)
   transfer.refuse_unlearned(source.dirs, study.allow_collapsed_source, 'study.allow_collapsed_source')
   transfer.check_compatible(source.meta, featurizer.description(), ','.join(map(str, source.dirs)))
   if 'direct' in study.methods and targets.source_outputs(source.meta) != 1:

@@ -17,6 +17,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig, config_from_dict
 from elemnet_jax.study.plan import check_study_depths, make_folds
+from elemnet_jax.training import timing
 
 
 @dataclasses.dataclass
@@ -51,13 +52,17 @@ def read_source(source_dirs: list[Path]) -> Source:
   return Source(source_dirs, model, params, meta, metrics, regression_metrics(truth, mean)['mae'])
 
 
-def pretrain_source(config: StudyConfig, path: Path, overwrite: bool) -> Source:
-  """The source the study pretrains itself in `path/pretrain`, reused when its config matches."""
+def pretrain_source(config: StudyConfig, path: Path, overwrite: bool, phases: timing.Phases) -> Source:
+  """The source the study pretrains itself in `path/pretrain`, reused when its config matches; the time of its
+  phases (train, evaluate, checkpoint, ...) is added to the study's `phases` (compiling is counted there already)."""
   source_dir = path / 'pretrain'
   done = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
   if not done or workdir.config_differences(source_dir / 'config.json', config.source.to_dict()):
     logging.info('pretraining on %s in %s', config.source.dataset.name, source_dir)
-    run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
+    metrics = run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
+    for name, seconds in metrics.get('seconds', {}).items():
+      if name not in ('compile', 'other', 'total'):
+        phases.seconds[name] += seconds
   return read_source([source_dir])
 
 

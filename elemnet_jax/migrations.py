@@ -62,18 +62,6 @@ def add(config: dict, dotted: str, value: Any) -> None:
     node[name] = copy.deepcopy(value)
 
 
-def rename(config: dict, old: str, new: str) -> None:
-  """Moves the field at `old` to `new` (whose section must exist)."""
-  if not _has(config, old):
-    return
-  *sections, name = old.split('.')
-  node = config
-  for key in sections:
-    node = node[key]
-  value = node.pop(name)
-  add(config, new, value)
-
-
 def remove(config: dict, dotted: str) -> None:
   if _has(config, dotted):
     *sections, name = dotted.split('.')

@@ -16,23 +16,14 @@ import numpy as np
 from absl import logging
 
 from elemnet_jax import tasks
-from elemnet_jax.data import datasets
 from elemnet_jax.metrics import regression_metrics
 from elemnet_jax.models import ModelConfig
 from elemnet_jax.training import guard
 
 
-def names_of(dataset) -> tuple[str, ...]:
-  """The target columns a dataset section names ('' for a registered dataset's default target)."""
-  return datasets.target_names(dataset.target or '')
-
-
-def count(dataset) -> int:
-  return len(names_of(dataset))
-
-
 def several(dataset) -> bool:
-  return count(dataset) > 1
+  """Does a dataset section (`DatasetConfig`) name several target columns?"""
+  return len(dataset.target_names) > 1
 
 
 def warn_unscaled(config) -> None:
@@ -58,7 +49,7 @@ def new_outputs(source_meta: dict | None, dataset) -> bool:
   several, other columns. Its output layer is then drawn afresh and its targets standardised anew."""
   if source_meta is None:
     return False
-  names = names_of(dataset)
+  names = dataset.target_names
   if source_outputs(source_meta) != len(names):
     return True
   return len(names) > 1 and (source_meta.get('target') or {}).get('names') != list(names)

@@ -197,10 +197,10 @@ def test_a_study_transfers_from_a_multi_target_source_to_one_target(three):
 
 
 def test_a_fine_tune_to_other_targets_than_the_source_predicts_redraws_the_output_layer():
-  import ml_collections
+  from elemnet_jax.configs.schema import DatasetConfig
 
   def dataset(target):
-    return ml_collections.ConfigDict({'target': target})
+    return DatasetConfig(target=target)
 
   three_columns = {'model': {'outputs': 3}, 'target': {'names': ['a', 'b', 'c']}}
   assert targets.new_outputs(three_columns, dataset('a')) and targets.new_outputs(three_columns, dataset('a,b,d'))

@@ -17,6 +17,7 @@ from elemnet_jax.configs.schema import (
   Invalid,
   RunConfig,
   TargetTransferConfig,
+  check_fields,
   check_seed,
   default_model,
   plain,
@@ -137,10 +138,7 @@ class StudyConfig:
 
   @classmethod
   def from_dict(cls, values: Any) -> StudyConfig:
-    names = [field.name for field in dataclasses.fields(cls)]
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-      raise UserError(f'--config.{unknown[0]}: no such field (the fields: {", ".join(names)})')
+    check_fields(cls, values, '')
     fields = dict(values)
     if 'source' in fields:
       fields['source'] = RunConfig.from_dict(fields['source'], 'source.')

@@ -64,12 +64,6 @@ def config_from_dict(values: dict) -> ModelConfig:
   return config_class(**values)
 
 
-def default_fields(name: str) -> dict:
-  """The fields of family `name` at their defaults (a config file's `model` section); `outputs` is not one:
-  a run sets it from its targets."""
-  return {k: v for k, v in config_from_dict({'name': name}).to_dict().items() if k != 'outputs'}
-
-
 def build_model(config: ModelConfig, frozen_layers: tuple[int, ...] = ()) -> nn.Module:
   """The network of `config`'s family."""
   return FAMILIES[config.name][1](config, frozen_layers=tuple(frozen_layers))

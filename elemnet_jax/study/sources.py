@@ -59,10 +59,7 @@ def pretrain_source(config: StudyConfig, path: Path, overwrite: bool, phases: ti
   done = (source_dir / 'config.json').exists() and (source_dir / 'metrics.json').exists()
   if not done or workdir.config_differences(source_dir / 'config.json', config.source.to_dict()):
     logging.info('pretraining on %s in %s', config.source.dataset.name, source_dir)
-    metrics = run.train_and_evaluate(config.source, source_dir, overwrite=overwrite)
-    for name, seconds in metrics.get('seconds', {}).items():
-      if name not in ('compile', 'other', 'total'):
-        phases.seconds[name] += seconds
+    phases.add(run.train_and_evaluate(config.source, source_dir, overwrite=overwrite).get('seconds', {}))
   return read_source([source_dir])
 
 

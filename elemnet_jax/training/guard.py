@@ -154,11 +154,13 @@ def collapsed(
   `y_val`: [N], or [K, N] each member's own. `learned_K` says which members learned in an earlier
   epoch; this epoch is added to it here.
   """
+  if not options.epochs:  # the guard is off: nothing to judge or remember
+    return None
   y_train, y_val = np.asarray(y_train).reshape(-1), np.asarray(y_val)
   truth = y_val if y_val.ndim == 2 else np.broadcast_to(y_val, predictions_KxN.shape)
   judgements = [judge(y_train, t, p, options) for t, p in zip(truth, predictions_KxN)]
   learned_K |= [not j.problem() and np.isfinite(j.mae) for j in judgements]  # NaN predictions never learned
-  if not options.epochs or epoch < options.epochs or step < options.min_steps:
+  if epoch < options.epochs or step < options.min_steps:
     return None
   if not learned_K.any() and all(j.constant or epoch >= NO_BETTER_AFTER * options.epochs for j in judgements):
     return judgements[0]

@@ -80,7 +80,7 @@ def rate_at(schedule: str, state: RateState) -> jax.Array:
 def scheduled_rate(schedule: str, peak: float = 0.0, warmup_steps: int = 0, total_steps: int = 0):
   """Scales updates by minus the scheduled rate; the numbers enter the state at `init`, the code knows only
   the schedule's kind."""
-  if schedule not in ('constant', 'cosine'):
+  if schedule not in SCHEDULES:
     raise ValueError(f'unknown schedule {schedule!r}; use one of {", ".join(SCHEDULES)}')
 
   def init(params):

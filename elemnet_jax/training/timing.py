@@ -56,6 +56,13 @@ class Phases:
     finally:
       self.seconds[name] += (time.perf_counter() - tic) - (compile_seconds() - compiled)
 
+  def add(self, summary: dict[str, float]) -> None:
+    """Adds the phases of another `summary()` (a run this one waited for); what `summary` derives itself
+    (compile, counted process-wide already; other; total) is left out."""
+    for name, seconds in summary.items():
+      if name not in ('compile', 'other', 'total'):
+        self.seconds[name] += seconds
+
   def summary(self) -> dict[str, float]:
     """Seconds per phase, 'compile', 'other' and 'total', rounded to milliseconds."""
     total = time.perf_counter() - self.start

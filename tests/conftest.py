@@ -4,6 +4,8 @@ address or a published package. A test whose dataset cannot be had that way skip
 
 import functools
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,24 @@ REPO = Path(__file__).resolve().parents[1]
 _SHARED = REPO.parent / 'shared' / 'data'
 if not os.environ.get('ELEMNET_JAX_DATA') and _SHARED.exists():
   os.environ['ELEMNET_JAX_DATA'] = str(_SHARED)
+
+_XLA_CACHE = 'JAX_COMPILATION_CACHE_DIR'
+
+
+def pytest_configure(config):
+  # One test run shares its compiled XLA programs: the xdist workers and every command a test starts
+  # read one persistent compilation cache, created empty here and removed at the end. A program is
+  # then compiled once per run instead of once per process (tests start about a hundred processes).
+  if hasattr(config, 'workerinput') or _XLA_CACHE in os.environ:
+    return
+  config.xla_cache = tempfile.mkdtemp(prefix='elemnet_jax_test_xla_')
+  os.environ[_XLA_CACHE] = config.xla_cache
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0'
+
+
+def pytest_unconfigure(config):
+  if getattr(config, 'xla_cache', None):
+    shutil.rmtree(config.xla_cache, ignore_errors=True)
 
 
 @functools.cache

@@ -18,7 +18,8 @@ def test_one_core_and_avx2_give_the_bits_of_two_cores_and_the_native_instruction
   require_dataset('qmpy_legacy')
   # The same run as the `pretrained` fixture (this process: every core, the machine's widest vectors),
   # in a process pinned to one core whose XLA may use AVX2 at most.
-  env = {**os.environ, 'XLA_FLAGS': '--xla_cpu_max_isa=AVX2'}
+  # It compiles its own programs: the test run's shared compilation cache is not read.
+  env = {**os.environ, 'XLA_FLAGS': '--xla_cpu_max_isa=AVX2', 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
   args = ['train', '--config=test', '--config.dataset.name=qmpy_legacy', '--config.train.batch_size=256']
   one_core = ['taskset', '--cpu-list', str(min(os.sched_getaffinity(0)))]  # util-linux
   subprocess.run([*one_core, *COMMAND, *args, f'--workdir={tmp_path / "narrow"}'], env=env, check=True, timeout=600)

@@ -9,19 +9,19 @@ from collections.abc import Iterator
 
 import jax
 
-# JAX reports how long each lowering to MLIR and each backend compile took; their sum is a run's compile time.
-# (Tracing is left to the phase it happens in: traces nest, and their reported durations would overlap.)
-_COMPILE_EVENTS = (
-  '/jax/core/compile/jaxpr_to_mlir_module_duration',
-  '/jax/core/compile/backend_compile_duration',
-)
-_compiled = [0.0, 0]  # seconds spent compiling in this process so far, backend compilations
+# JAX reports how long each lowering to MLIR and each backend compile took, or, where a persistent
+# compilation cache is set (JAX_COMPILATION_CACHE_DIR), how long loading the compiled program from it
+# took; their sum is a run's compile time. (Tracing is left to the phase it happens in: traces nest,
+# and their reported durations would overlap.)
+_LOWER = '/jax/core/compile/jaxpr_to_mlir_module_duration'
+_PROGRAM_EVENTS = ('/jax/core/compile/backend_compile_duration', '/jax/compilation_cache/cache_retrieval_time_sec')
+_compiled = [0.0, 0]  # seconds spent compiling in this process so far, programs compiled or loaded
 
 
 def _count_compiles(event: str, duration: float, **_) -> None:
-  if event in _COMPILE_EVENTS:
+  if event == _LOWER or event in _PROGRAM_EVENTS:
     _compiled[0] += duration
-  if event == _COMPILE_EVENTS[-1]:
+  if event in _PROGRAM_EVENTS:
     _compiled[1] += 1
 
 
@@ -34,7 +34,9 @@ def compile_seconds() -> float:
 
 
 def compile_count() -> int:
-  """XLA compilations in this process so far (a cached program is not compiled again)."""
+  """XLA programs compiled, or loaded from a persistent compilation cache, in this process so far.
+
+  A program already compiled in this process is neither compiled nor loaded again."""
   return _compiled[1]
 
 

@@ -3,6 +3,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from elemnet_jax.featurizers import composition
 from elemnet_jax.featurizers.composition import (
   ELEMENT_INDEX,
   ELEMENTS,
@@ -110,3 +111,35 @@ def test_generated_formulas_round_trip(counts):
   total = sum(counts.values())
   for element, count in counts.items():
     assert fractions[ELEMENT_INDEX[element]] == pytest.approx(count / total)
+
+
+_PLAIN_OR_NOT = st.lists(
+  st.tuples(
+    st.sampled_from([*ELEMENTS[:20], 'Po', 'Xx', 'Fe', 'O']),
+    st.sampled_from(['', '1', '2', '0', '0.5', '007', '2.', '.5', '1' * 400, ' 3', '.5H2O', '(', ')2']),
+  ),
+  min_size=1,
+  max_size=5,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_PLAIN_OR_NOT)
+def test_plain_formulas_read_in_one_pass_give_what_the_full_grammar_gives(parts):
+  # The one-pass reader of symbols and amounts must give the same floats in the same order as the
+  # full parser, and leave every other formula (and every mistake) to it.
+  formula = ''.join(symbol + amount for symbol, amount in parts)
+  plain = composition._plain_counts(formula)
+  try:
+    parsed = composition._parsed_counts(formula)
+  except ValueError:
+    assert plain is None, formula
+    return
+  assert plain is None or list(plain.items()) == list(parsed.items()), formula
+  assert list(parse_formula(formula).items()) == list(parsed.items())
+
+
+def test_the_one_pass_reader_takes_dataset_formulas_and_leaves_the_rest():
+  assert composition._plain_counts('Fe2O3Fe0.5') == {'Fe': 2.5, 'O': 3.0}
+  for other in ('Ca3(PO4)2', 'CuSO4·5H2O', 'Fe2 O3', 'Li0.5H2O ', 'Fe0', 'Po2', 'Xx', 'CuSO4.5H2O'):
+    assert composition._plain_counts(other) is None, other

@@ -176,7 +176,7 @@ def prepare(
       members.append([])
     members[group_of[group]].append(i)
   first = np.array([m[0] for m in members], dtype=np.int64)
-  y = np.array([_group_mean(targets[m]) for m in members], np.float32)
+  y = np.array([targets[m[0]] if len(m) == 1 else _group_mean(targets[m]) for m in members], np.float32)
   notes['examples'] = len(members)
   notes['grouped_repeats'] = int(sum(len(m) > 1 for m in members))
   if not members:

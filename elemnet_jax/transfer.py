@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import traverse_util
@@ -19,6 +18,7 @@ from elemnet_jax import pretrained as shipped
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, config_from_dict
 from elemnet_jax.training import checkpoint, guard
+from elemnet_jax.training.train import random_params
 from elemnet_jax.workdir import differences, read_config, read_json
 
 LABELS = ('frozen', 'body', 'head')
@@ -122,7 +122,7 @@ def frozen_positions(labels: Any, groups: Sequence[str]) -> tuple[int, ...]:
 
 def reinit_head(params: Any, model, width: int, seed: int) -> Any:
   """`params` with the output layer drawn afresh (the rest unchanged)."""
-  fresh = model.init(jax.random.PRNGKey(seed), jnp.zeros((1, width)))
+  fresh = random_params(model, jax.random.PRNGKey(seed), width)
   head = model.config.output_group()
   return {'params': {**params['params'], head: fresh['params'][head]}}
 

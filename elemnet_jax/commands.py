@@ -115,6 +115,7 @@ def predict() -> Callable:
   flags.DEFINE_string('output', None, 'Output CSV (default or -: standard output).')
   flags.DEFINE_bool('fail_on_invalid', False, 'Stop with an error listing invalid inputs instead of reporting them.')
   flags.DEFINE_float('coverage', None, 'Add lower/upper columns: the calibrated interval of this coverage, e.g. 0.9.')
+  flags.DEFINE_string('target', None, 'Column of --input with known values: log how the predictions score against it.')
   from elemnet_jax.predict import predict_file
 
   def main(argv):
@@ -127,6 +128,7 @@ def predict() -> Callable:
       fail_on_invalid=FLAGS.fail_on_invalid,
       overwrite=FLAGS.overwrite,
       coverage=FLAGS.coverage,
+      target=FLAGS.target,
     )
 
   return main

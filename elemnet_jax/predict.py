@@ -13,7 +13,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, featurizers, tasks, transfer, workdir
+from elemnet_jax import data, featurizers, scoring, tasks, transfer, workdir
 from elemnet_jax import targets as several
 from elemnet_jax.calibration import Calibration, check_coverage
 from elemnet_jax.data import readers
@@ -249,8 +249,12 @@ def predict_file(
   fail_on_invalid: bool = False,
   overwrite: bool = False,
   coverage: float | None = None,
+  target: str | None = None,
 ) -> Predictions:
   """Predicts every input row and writes a CSV (to `output`, else standard output).
+
+  With `target` (a column of `input_csv` holding known values) it also logs how the predictions score
+  against that column (`elemnet_jax.scoring`).
 
   Columns: the input CSV's own (or `input`), then the prediction and std with the property and its
   unit in their headers, the calibrated std where the model has a calibration, the lower and upper
@@ -267,6 +271,9 @@ def predict_file(
   texts, rows, table, where = read_inputs(input_csv, column, inputs)
   if not texts:
     raise UserError(f'{where}: no inputs to predict')
+  if target is not None and table is None:
+    raise UserError(f'--target={target}: give the known values as a column of an --input CSV')
+  known = None if target is None else scoring.known_values(*table, rows, target, where)
   result = predict_inputs(models, texts)
   invalid = [(rows[i], texts[i], error) for i, error in enumerate(result.errors) if error]
   if invalid and fail_on_invalid:
@@ -291,6 +298,9 @@ def predict_file(
     logging.info('wrote %d predictions to %s', len(texts), output)
   else:
     csv.writer(sys.stdout, lineterminator='\n').writerows([header] + lines)
+  if known is not None:
+    scores = scoring.score(result.meta, result.mean, known, result.errors)
+    logging.info('%s: %s', result.models, scoring.describe(scores, target, result.members))
   return result
 
 

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -62,6 +63,63 @@ def test_a_csv_keeps_its_other_columns_and_its_row_order(finetuned, pretrained, 
   user_error(
     lambda: predict.predict_file([str(finetuned)], input_csv=str(source), fail_on_invalid=True),
     f"{source}: 1 invalid input row(s): row 3 ('Qq'): unknown element symbol 'Qq'",
+  )
+
+
+def test_a_run_scored_against_its_own_test_predictions_file_gives_its_recorded_test_metrics(
+  pretrained, pretrained_seed1, tmp_path, caplog
+):
+  # predictions_test.csv holds the run's test rows with their known values: scoring the run on them again
+  # must give what metrics.json recorded; two runs joined are scored as one ensemble.
+  source = pretrained / 'predictions_test.csv'
+  recorded = json.loads((pretrained / 'metrics.json').read_text())['test']
+  with caplog.at_level('INFO'):
+    predict.predict_file(
+      [str(pretrained)], input_csv=str(source), column='input', target='target', output=str(tmp_path / 'p.csv')
+    )
+  line = next(record.getMessage() for record in caplog.records if 'against target' in record.getMessage())
+  assert f'against target ({recorded["n"]} rows, 1 member(s)): mae ' in line
+  scores = dict(re.findall(r'(mae|rmse|r2) ([-0-9.e]+)', line))
+  for name in ('mae', 'rmse', 'r2'):
+    assert float(scores[name]) == pytest.approx(recorded[name], rel=1e-4), name
+  caplog.clear()
+  with caplog.at_level('INFO'):
+    joined = predict.predict_file(
+      [str(pretrained), str(pretrained_seed1)], input_csv=str(source), column='input', target='target', output='-'
+    )
+  line = next(record.getMessage() for record in caplog.records if 'against target' in record.getMessage())
+  known = np.array([float(row[1]) for row in _rows(source.read_text())[1:]])
+  assert f'2 member(s)): mae {np.mean(np.abs(joined.mean - known)):.6g}, ' in line
+
+
+def test_known_values_that_are_not_numbers_or_a_missing_column_are_one_line(pretrained, tmp_path):
+  path = tmp_path / 'known.csv'
+  path.write_text('formula,energy\nNaCl,-2.1\nFe2O3,n/a\nMgO,\nXx,inf\n')
+  user_error(
+    lambda: predict.predict_file(
+      [str(pretrained)], input_csv=str(path), target='energy', output=str(tmp_path / 'o.csv')
+    ),
+    f"{path}: 2 invalid --target=energy row(s): row 3 ('n/a'): not a number; row 5 ('inf'): not a finite number",
+  )
+  user_error(
+    lambda: predict.predict_file([str(pretrained)], input_csv=str(path), target='energies'),
+    f"{path}: no column 'energies' to score against (columns: formula, energy)",
+  )
+  user_error(lambda: predict.predict_file([str(pretrained)], inputs=['NaCl'], target='energy'), 'an --input CSV')
+  assert not (tmp_path / 'o.csv').exists()
+
+
+def test_blank_known_values_and_invalid_inputs_are_counted_not_scored(pretrained, tmp_path, caplog):
+  path = tmp_path / 'known.csv'
+  path.write_text('formula,energy\nNaCl,-2.1\nFe2O3,-1.7\nMgO,\nXx,1.0\n')
+  with caplog.at_level('INFO'):
+    result = predict.predict_file(
+      [str(pretrained)], input_csv=str(path), target='energy', output=str(tmp_path / 'o.csv')
+    )
+  line = next(record.getMessage() for record in caplog.records if 'against energy' in record.getMessage())
+  mae = np.mean(np.abs(result.mean[:2] - np.array([-2.1, -1.7])))
+  assert f'(2 rows, 1 member(s)): mae {mae:.6g}, ' in line and line.endswith(
+    '; 2 rows without a prediction or a value not scored'
   )
 
 

@@ -91,3 +91,16 @@ def test_the_transformer_starts_from_published_element_vectors_and_keeps_them(tm
   wrong = {**fields, 'model.vector_width': 100}
   with pytest.raises(UserError, match='vector_width=200'):
     run.train_and_evaluate(config_with('test:train,transformer', wrong), tmp_path / 'wrong')
+
+
+@pytest.mark.parametrize('family', FAMILIES)
+def test_the_compiled_init_draws_the_parameters_the_eager_init_draws(family):
+  # A fresh model's parameters come from one compiled init program: bit for bit what model.init gives
+  # run operation by operation, so runs from before it started from the same numbers.
+  from elemnet_jax.training.train import random_params
+
+  config = config_with(f'test:train,{family}')
+  model = models.build_model(config.model)
+  key = jax.random.PRNGKey(7)
+  eager = model.init(key, np.zeros((1, 86), np.float32))
+  assert _same(random_params(model, key, 86), eager)

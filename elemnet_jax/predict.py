@@ -273,8 +273,11 @@ def predict_file(
     raise UserError(f'{where}: no inputs to predict')
   if target is not None and table is None:
     raise UserError(f'--target={target}: give the known values as a column of an --input CSV')
-  known = None if target is None else scoring.known_values(*table, rows, target, where)
+  known_texts = None if target is None else scoring.column_cells(*table, target, where)
   result = predict_inputs(models, texts)
+  if known_texts is not None:  # scored before anything is written: a bad cell leaves no output behind
+    known = scoring.known_values(known_texts, rows, result.meta, target, where)
+    scores = scoring.score(result.meta, result.mean, known, result.errors)
   invalid = [(rows[i], texts[i], error) for i, error in enumerate(result.errors) if error]
   if invalid and fail_on_invalid:
     raise UserError(format_rows(invalid, 'input', where, 'fix them, or drop --fail_on_invalid to list their errors'))
@@ -298,8 +301,7 @@ def predict_file(
     logging.info('wrote %d predictions to %s', len(texts), output)
   else:
     csv.writer(sys.stdout, lineterminator='\n').writerows([header] + lines)
-  if known is not None:
-    scores = scoring.score(result.meta, result.mean, known, result.errors)
+  if known_texts is not None:
     logging.info('%s: %s', result.models, scoring.describe(scores, target, result.members))
   return result
 

@@ -22,7 +22,7 @@ from elemnet_jax.models import heads
 from elemnet_jax.training import guard
 
 
-def _is_01(text: str) -> bool:
+def is_01(text: str) -> bool:
   try:
     return float(text) in (0.0, 1.0)
   except ValueError:
@@ -36,7 +36,7 @@ def encode_labels(table: RawTable, dataset: DatasetConfig, notes: dict) -> RawTa
   texts = [text.strip() for text in table.targets]
   values = sorted(set(texts) - {''})
   positive = dataset.positive
-  if all(_is_01(text) for text in values):
+  if all(is_01(text) for text in values):
     classes = ('0', '1')
     encoded = ['' if not text else str(int(float(text))) for text in texts]
   else:

@@ -22,6 +22,8 @@ def pytest_configure(config):
   # One test run shares its compiled XLA programs: the xdist workers and every command a test starts
   # read one persistent compilation cache, created empty here and removed at the end. A program is
   # then compiled once per run instead of once per process (tests start about a hundred processes).
+  # JAX writes an entry in place: one it cannot read whole (a writer cut off) is compiled again, with a
+  # warning; a test that limits a process's file sizes turns the cache off for that process.
   if hasattr(config, 'workerinput') or _XLA_CACHE in os.environ:
     return
   config.xla_cache = tempfile.mkdtemp(prefix='elemnet_jax_test_xla_')

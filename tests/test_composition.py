@@ -136,6 +136,7 @@ def test_plain_formulas_read_in_one_pass_give_what_the_full_grammar_gives(parts)
     assert plain is None, formula
     return
   assert plain is None or list(plain.items()) == list(parsed.items()), formula
+  assert plain is not None or not composition._PLAIN.fullmatch(formula), formula  # it reads what it may read
   assert list(parse_formula(formula).items()) == list(parsed.items())
 
 

@@ -52,6 +52,8 @@ _FILE_SIZE_LIMIT = (
 
 def _cli(*args, cwd, timeout=300, max_file_bytes=0) -> subprocess.CompletedProcess:
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
+  if max_file_bytes:  # its writes to the test run's compilation cache would fail too, and leave cut-off entries
+    env['JAX_ENABLE_COMPILATION_CACHE'] = 'false'
   limit = [sys.executable, '-c', _FILE_SIZE_LIMIT, str(max_file_bytes)] if max_file_bytes else []
   return subprocess.run([*limit, *COMMAND, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 

@@ -151,6 +151,11 @@ def test_predict_prints_a_column_per_target(three, capsys):
   nacl = dict(zip(table[0], table[1]))
   assert 15 < float(nacl['volume']) < 45 and float(nacl['enthalpy']) < 0
   user_error(lambda: predict.predict_file([str(folder / 'run')], inputs=['NaCl'], coverage=0.9), 'several targets')
+  scored = lambda: predict.predict_file(  # noqa: E731
+    [str(folder / 'run')], input_csv=str(folder / 'three.csv'), target='volume', output=str(folder / 'scored.csv')
+  )
+  user_error(scored, '--target=volume: scores models of one target; this one predicts band_gap, volume, enthalpy')
+  assert not (folder / 'scored.csv').exists()
 
 
 def test_a_multi_target_source_fine_tunes_to_one_target_with_its_output_layer_redrawn(three):

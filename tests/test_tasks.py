@@ -87,6 +87,24 @@ def test_a_regression_source_fine_tunes_into_a_classifier_with_a_fresh_head(clas
   assert float(history[0]['val_mae_0']) < 1.0  # validation log-loss, not the MAE of logits
 
 
+def test_a_classifier_is_scored_against_its_own_class_names(classifier, tmp_path, caplog):
+  # predict --target reads 'metal' / 'insulator' as the classifier's training did (metal = 1), not as numbers.
+  path, _ = classifier
+  labelled = path.parent / 'metals.csv'
+  with caplog.at_level('INFO'):
+    result = predict.predict_file([str(path)], input_csv=str(labelled), target='metal', output=str(tmp_path / 'p.csv'))
+  labels = np.array([row['metal'] == 'metal' for row in csv.DictReader(open(labelled))], float)
+  expected = tasks.describe(classification_metrics(labels, result.mean))
+  assert any(record.getMessage().endswith(f'against metal, 2 member(s): {expected}') for record in caplog.records)
+  unknown = tmp_path / 'unknown.csv'
+  unknown.write_text('formula,metal\nNaCl,insulator\nCu,semiconductor\n')
+  user_error(
+    lambda: predict.predict_file([str(path)], input_csv=str(unknown), target='metal', output=str(tmp_path / 'q.csv')),
+    f"{unknown}: 1 invalid --target=metal row(s): row 3 ('semiconductor'): not one of the classes 'insulator', 'metal'",
+  )
+  assert not (tmp_path / 'q.csv').exists()
+
+
 def test_a_classifier_starts_from_the_source_with_its_output_layer_drawn_afresh(pretrained, tmp_path):
   fields = {
     'dataset.name': str(write_metals(tmp_path / 'm.csv', 50)),

@@ -9,19 +9,20 @@ from collections.abc import Iterator
 
 import jax
 
-# JAX reports how long each lowering to MLIR and each backend compile took, or, where a persistent
-# compilation cache is set (JAX_COMPILATION_CACHE_DIR), how long loading the compiled program from it
-# took; their sum is a run's compile time. (Tracing is left to the phase it happens in: traces nest,
-# and their reported durations would overlap.)
-_LOWER = '/jax/core/compile/jaxpr_to_mlir_module_duration'
-_PROGRAM_EVENTS = ('/jax/core/compile/backend_compile_duration', '/jax/compilation_cache/cache_retrieval_time_sec')
-_compiled = [0.0, 0]  # seconds spent compiling in this process so far, programs compiled or loaded
+# JAX reports how long each lowering to MLIR and each backend compile took (a compile that loads the program
+# from a persistent compilation cache, JAX_COMPILATION_CACHE_DIR, included); their sum is a run's compile time.
+# (Tracing is left to the phase it happens in: traces nest, and their reported durations would overlap.)
+_COMPILE_EVENTS = (
+  '/jax/core/compile/jaxpr_to_mlir_module_duration',
+  '/jax/core/compile/backend_compile_duration',
+)
+_compiled = [0.0, 0]  # seconds spent compiling in this process so far, backend compilations
 
 
 def _count_compiles(event: str, duration: float, **_) -> None:
-  if event == _LOWER or event in _PROGRAM_EVENTS:
+  if event in _COMPILE_EVENTS:
     _compiled[0] += duration
-  if event in _PROGRAM_EVENTS:
+  if event == _COMPILE_EVENTS[-1]:
     _compiled[1] += 1
 
 

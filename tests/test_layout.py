@@ -51,6 +51,7 @@ LAYERS = [
   'pretrained',
   'transfer',
   'tasks',
+  'scoring',
   'targets',
   'inputs',
   'predict',

@@ -19,7 +19,7 @@ lint: install
 	$(PY) -m ruff format --check elemnet_jax experiments tests
 
 test: lint
-	$(PY) -m pytest -q -n auto --maxprocesses=4
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 demo: install
 	$(VENV)/bin/elemnet-jax study --config=demo --workdir=workdirs/demo

@@ -2,7 +2,7 @@
 
 import elemnet_jax as ej
 config = ej.get_config('test')
-metrics = ej.train(config, 'workdirs/ssub_small')
+metrics = ej.train_model(config, 'workdirs/ssub_small')
 model = ej.load('workdirs/ssub_small')
 model.predict(['Fe2O3', 'NaCl']).mean
 """

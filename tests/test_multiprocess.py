@@ -2,7 +2,7 @@
 
 Checked against one process with the same global batch: on one device the parameters agree to float
 tolerance; on two devices (the same mesh) the workdir is byte-for-byte the same except timings. Only
-process 0 writes; a run whose process 1 is killed resumes from its last checkpoint to the same result.
+process 0 writes; a run whose processes are killed mid-training resumes from its last checkpoint to the same result.
 """
 
 import json
@@ -139,7 +139,7 @@ def test_two_processes_write_what_one_process_writes(one_process, tmp_path):
     np.testing.assert_allclose(mine, one_device, rtol=1e-4, atol=1e-6)
 
 
-def test_a_killed_process_resumes_to_the_same_result(one_process, tmp_path):
+def test_a_killed_run_of_two_processes_resumes_to_the_same_result(one_process, tmp_path):
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
   first = _start_two(workdirs, '--config.train.max_epochs=3')
   deadline = time.monotonic() + TIMEOUT
@@ -147,13 +147,10 @@ def test_a_killed_process_resumes_to_the_same_result(one_process, tmp_path):
     assert time.monotonic() < deadline, 'no checkpoint was written'
     time.sleep(0.05)
   first[1].send_signal(signal.SIGKILL)
-  try:  # process 0 ends once it finds process 1 gone (--distributed_timeout)
-    first[0].wait(60)
-  except subprocess.TimeoutExpired:
-    first[0].kill()
+  first[0].send_signal(signal.SIGKILL)  # the whole job killed: process 0 need not wait --distributed_timeout
   _wait(first)
   if (workdirs[0] / 'metrics.json').exists():
-    pytest.skip('the run finished before process 1 was killed')
+    pytest.skip('the run finished before its processes were killed')
   _ok(_wait(_start_two(workdirs)))
   assert 'resuming' in (workdirs[0] / 'log.txt').read_text()
   assert not workdirs[1].parent.exists(), 'process 1 wrote files'

@@ -6,6 +6,7 @@ import pytest
 
 from elemnet_jax import benchmark
 from elemnet_jax.benchmark import report as benchmark_report
+from elemnet_jax.benchmark import synthetic
 from elemnet_jax.models import config_from_dict
 from elemnet_jax.models.elemnet import ElemNetConfig
 from elemnet_jax.training.fit import ensemble_schedule
@@ -94,3 +95,14 @@ def test_modes_take_turns_so_a_change_of_load_falls_on_all_of_them():
   seconds = benchmark.time_interleaved({m: lambda m=m: calls.append(m) for m in ('step', 'epoch')}, repeats=2, warmup=1)
   assert calls == ['step', 'epoch'] + ['step', 'epoch'] * 2  # warm-ups, then one timed call of each per repeat
   assert {m: len(s) for m, s in seconds.items()} == {'step': 2, 'epoch': 2}
+
+
+def test_epoch_seconds_times_the_epoch_mode_on_the_synthetic_compositions():
+  # what experiments.compare_pytorch times on the JAX side, on the data its PyTorch side trains on
+  x, y = synthetic.synthetic_arrays(40, benchmark.PAPER_FEATURES, seed=0)
+  assert x.dtype == y.dtype == 'float32' and x.shape == (40, 86) and y.shape == (40,)
+  assert ((x > 0).sum(axis=1) >= 2).all() and ((x > 0).sum(axis=1) <= 5).all()
+  assert abs(x.sum(axis=1) - 1).max() < 1e-5
+  config = ElemNetConfig(widths=(16, 8), dropout_after=(), dropout_rates=())
+  seconds = benchmark.epoch_seconds(benchmark.BenchmarkOptions(steps=2, repeats=3), config, batch_size=8)
+  assert len(seconds) == 3 and min(seconds) > 0

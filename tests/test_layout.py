@@ -63,6 +63,7 @@ LAYERS = [
   'study.choice',
   'study.results',
   'study',
+  'benchmark.synthetic',
   'benchmark.report',
   'benchmark',
   'benchmark.scaling',

@@ -39,13 +39,13 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from elemnet_jax.benchmark.report import (
   derived,
   row,
 )
+from elemnet_jax.benchmark.synthetic import synthetic_data
 from elemnet_jax.configs.schema import FitConfig
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
@@ -106,17 +106,6 @@ class BenchmarkOptions:
     for name in ('warmup', 'ensemble_max_batch', 'full_epoch_rows', 'matmul_size', 'bandwidth_mib'):
       if getattr(self, name) < 0:
         raise UserError(f'{name} must not be negative, not {getattr(self, name)}')
-
-
-def synthetic_data(rows: int, features: int, seed: int) -> tuple[jax.Array, jax.Array]:
-  """Compositions of 2 to 5 random elements (fractions summing to 1), standard normal targets; on device."""
-  rng = np.random.default_rng(seed)
-  x = rng.random((rows, features), dtype=np.float32)
-  kept = rng.integers(2, 6, rows)[:, None] > np.argsort(rng.random((rows, features)), axis=1)
-  x = np.where(kept, x, 0.0).astype(np.float32)
-  x /= x.sum(axis=1, keepdims=True)
-  y = rng.standard_normal(rows, dtype=np.float32)
-  return jax.device_put(x), jax.device_put(y)
 
 
 def time_interleaved(runs: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
@@ -289,6 +278,14 @@ class _Bench:
       return state, losses
 
     return time_calls(run, self.options.full_epoch_repeats, 0), compile_seconds
+
+
+def epoch_seconds(options: BenchmarkOptions, config: ModelConfig, batch_size: int) -> list[float]:
+  """Seconds of `options.repeats` epochs of `options.steps` minibatches in epoch mode (the `epoch` rows' timing)."""
+  options.validate()
+  bench = _Bench(options, config)
+  x, y = synthetic_data(batch_size * options.steps, options.features, options.seed)
+  return time_calls(bench.epoch(batch_size, x, y), options.repeats, options.warmup)
 
 
 def device_info() -> dict:

@@ -267,7 +267,7 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
   if train.retrain_with_validation:  # feature and target scaling stay the training rows'
     rows = tuple(np.concatenate([split['train'], split['val']]) for split in (inputs.x, inputs.y))
     options = fit_options(train, several.log_scale(inputs.target_scaling), len(parts['train']))
-    best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name)
+    best_params = retrain_with_validation(run.start, rows, progress.best_epoch, options, mesh, path.name, phases)
   test_outputs, test, source_dir = outputs(best_params, inputs.x['test']), parts['test'], ','.join(run.sources)
   names = inputs.notes['target'].get('names')  # several targets: scored one by one, no calibration
   task = run.config.dataset.task

@@ -11,7 +11,7 @@ from elemnet_jax.errors import UserError
 from elemnet_jax.featurizers.composition import CompositionFeaturizer
 from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
 from elemnet_jax.study import plan as study_plan
-from elemnet_jax.training import checkpoint, train
+from elemnet_jax.training import checkpoint, timing, train
 from elemnet_jax.training.fit import FitOptions, ensemble_schedule, fit, fit_epochs
 from elemnet_jax.training.optimizer import make_optimizer
 
@@ -214,8 +214,6 @@ def test_checkpoints_are_written_at_most_once_per_interval_and_always_at_the_end
 
 
 def test_fits_that_differ_only_in_rate_share_their_compiled_programs(ssub):
-  from elemnet_jax.training import timing
-
   _, (_, fast, _) = _fit(ssub, [0], epochs=1, learning_rate=1e-3)  # compiles the epoch and the validation programs
   before = timing.compile_count()
   _, (_, slow, _) = _fit(ssub, [0], epochs=1, learning_rate=1e-5)  # a new model, optimizer and rate
@@ -263,7 +261,9 @@ def test_retraining_for_the_chosen_epochs_gives_each_member_its_early_stopped_we
     [train.init_state(model, optimizer, 86, seed, None, ema_decay > 0) for seed in [0, 1, 2]]
   )
   options = FitOptions(FitConfig(batch_size=50, ema_decay=ema_decay))
-  again = fit_epochs(train.Members(model, optimizer, states), ssub['train'], progress.best_epoch, options)
+  phases, members = timing.Phases(), train.Members(model, optimizer, states)
+  again = fit_epochs(members, ssub['train'], progress.best_epoch, options, phases=phases)
+  assert set(phases.seconds) == {'train'} and phases.seconds['train'] > 0  # a study's retraining counts as training
   for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(best)):
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)  # bit for bit on CPU; GPU reductions may differ
   with pytest.raises(ValueError, match='give each a count >= 0'):

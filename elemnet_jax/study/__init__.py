@@ -264,7 +264,8 @@ class Study:
     if self.study.retrain_with_validation:  # the same start, its validation rows added, the epochs they chose
       trained_rows = np.concatenate([arrays.member_val, train_rows], axis=1)
       data_rows = (member_rows(pool_in, trained_rows), member_rows(pool_y, trained_rows))
-      best = retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name)
+      phases = self.results.phases
+      best = retrain_with_validation(start, data_rows, progress.best_epoch, options, name=name, phases=phases)
     seconds = (time.perf_counter() - tic) / len(self.seeds)
     predictions = self._outputs(evaluate(members.model, best, test_in, scaling, passes))
     size, task, val_key = trained_rows.shape[1], self.task, validation_key(self.task)

@@ -354,12 +354,15 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
   )
 
 
-def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, *, mesh=None, name='retrain') -> Params:
+def fit_epochs(
+  members: Members, train, epochs: list[int], options: FitOptions, *, mesh=None, name='retrain', phases=None
+) -> Params:
   """Trains member k for `epochs[k]` epochs with no validation; each member's evaluation parameters then.
 
   Early stopping's choice of epochs, applied to a run on more rows (training and validation rows).
-  `train` as for `fit`.
+  `train` as for `fit`; `phases` counts the epochs as 'train'.
   """
+  phase = phases or _untimed
   if len(epochs) != members.count or min(epochs) < 0:
     raise ValueError(f'epochs {epochs} for {members.count} members: give each a count >= 0')
   run_epoch, states, x_train, y_train = epoch_runner(members, train, options, mesh)
@@ -367,8 +370,9 @@ def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, 
   params = jax.tree.map(jnp.copy, evaluation_params(states))  # 0 epochs: the starting weights
   for epoch in range(1, last + 1):
     start_step = int(np.asarray(states.step).reshape(-1)[0])
-    states, losses_KxS = run_epoch(states, x_train, y_train)
-    losses_KxS = np.asarray(losses_KxS)
+    with phase('train'):
+      states, losses_KxS = run_epoch(states, x_train, y_train)
+      losses_KxS = np.asarray(losses_KxS)  # waits for the epoch
     _check_finite(losses_KxS, name, epoch, start_step)
     if (epochs_K == epoch).any():
       params = _select_members(epochs_K == epoch, evaluation_params(states), params)
@@ -377,12 +381,15 @@ def fit_epochs(members: Members, train, epochs: list[int], options: FitOptions, 
   return distributed.local(params)  # this process's copy
 
 
-def retrain_with_validation(start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = ''):
+def retrain_with_validation(
+  start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = '', phases: Phases | None = None
+):
   """Member k trained again from its start (`start(n)`: the members as the early-stopped run began, the schedule
-  counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters."""
+  counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters.
+  `phases` counts the epochs as 'train'."""
   n, tic = rows[0].shape[-2], time.perf_counter()  # x: [N, F], or [K, N, F] each member its own
   logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain')
+  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain', phases=phases)
   logging.info('retraining took %.1fs', time.perf_counter() - tic)
   return params
 

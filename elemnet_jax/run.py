@@ -26,8 +26,9 @@ from elemnet_jax.inputs import Inputs, fit_feature_scaling, fit_target_scaling, 
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict, count_params
 from elemnet_jax.predict import evaluate_outputs, write_predictions
 from elemnet_jax.training import checkpoint, distributed, events, guard, timing
-from elemnet_jax.training.fit import Progress, fit, fit_options, retrain_with_validation
+from elemnet_jax.training.fit import Progress, fit, fit_options
 from elemnet_jax.training.optimizer import make_optimizer
+from elemnet_jax.training.retrain import retrain_with_validation
 from elemnet_jax.training.train import Members, data_mesh, init_state, stack_members
 
 # The record (metrics.json) and the config last: a run being set aside reads as finished until the end.

@@ -12,8 +12,9 @@ from elemnet_jax.featurizers.composition import CompositionFeaturizer
 from elemnet_jax.models.elemnet import ElemNet, ElemNetConfig
 from elemnet_jax.study import plan as study_plan
 from elemnet_jax.training import checkpoint, timing, train
-from elemnet_jax.training.fit import FitOptions, ensemble_schedule, fit, fit_epochs
+from elemnet_jax.training.fit import FitOptions, ensemble_schedule, fit
 from elemnet_jax.training.optimizer import make_optimizer
+from elemnet_jax.training.retrain import fit_epochs
 
 CONFIG = ElemNetConfig(widths=(64, 64, 32), dropout_after=(2,), dropout_rates=(0.1,), use_dropout=True)
 

@@ -45,6 +45,7 @@ LAYERS = [
   'training.optimizer',
   'training.train',
   'training.fit',
+  'training.retrain',
   'training.history',
   'training.events',
   'training.checkpoint',

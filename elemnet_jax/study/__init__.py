@@ -42,7 +42,8 @@ from elemnet_jax.study.plan import (
 from elemnet_jax.study.results import Results, _key, _previous_runs
 from elemnet_jax.study.sources import Source, leakage_record, load_target, named_sources, pretrain_source, read_source
 from elemnet_jax.training import timing, train
-from elemnet_jax.training.fit import fit_options, retrain_with_validation
+from elemnet_jax.training.fit import fit_options
+from elemnet_jax.training.retrain import retrain_with_validation
 
 LAYOUT = workdir.Layout(
   kind='study',

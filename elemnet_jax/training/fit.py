@@ -233,12 +233,12 @@ def _one_after_another(single, own_data: bool):
 
 
 @jax.jit
-def _select_members(chosen_K, new: Params, old: Params) -> Params:
+def select_members(chosen_K, new: Params, old: Params) -> Params:
   """Member k of `new` where chosen_K[k], else of `old`."""
   return jax.tree.map(lambda n, o: jnp.where(chosen_K.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, old)
 
 
-def _check_finite(losses_KxS: np.ndarray, name: str, epoch: int, start_step: int) -> None:
+def check_finite(losses_KxS: np.ndarray, name: str, epoch: int, start_step: int) -> None:
   if not np.isfinite(losses_KxS).all():
     member, step = np.argwhere(~np.isfinite(losses_KxS))[0]
     raise TrainingDiverged(
@@ -268,7 +268,7 @@ def fit(
   `phases` (`training.timing.Phases`) counts the time of the epochs ('train'), of validation ('evaluate')
   and of `save` ('checkpoint').
   """
-  phase = phases or _untimed
+  phase = phases or untimed
   x_val, y_val = val
   count = members.count
   own_val = x_val.ndim == 3
@@ -292,7 +292,7 @@ def fit(
     with phase('train'):
       states, losses_KxS = run_epoch(states, x_train, y_train)
       losses_KxS = np.asarray(losses_KxS)  # waits for the epoch
-    _check_finite(losses_KxS, name, epoch, start_step)
+    check_finite(losses_KxS, name, epoch, start_step)
     with phase('evaluate'):
       val_pred = predict_chunks(predict, distributed.local(evaluation_params(states)), val_chunks)
       val_y = y_val if own_data else y_val[None]
@@ -303,7 +303,7 @@ def fit(
       options.guard(epoch, int(np.asarray(states.step).reshape(-1)[0]), np.asarray(val_pred))
     better = _record_epoch(progress, options, losses_KxS, val_mae, start_step, time.perf_counter() - tic)
     if better.any():
-      best_params = _select_members(better, evaluation_params(states), best_params)
+      best_params = select_members(better, evaluation_params(states), best_params)
     if epoch % options.train.log_every == 0 or progress.stopped or epoch == options.train.max_epochs:
       _log_epoch(name, progress, options, losses_KxS, count * int(x_train.shape[-2]))
     if save is not None:
@@ -354,47 +354,8 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
   )
 
 
-def fit_epochs(
-  members: Members, train, epochs: list[int], options: FitOptions, *, mesh=None, name='retrain', phases=None
-) -> Params:
-  """Trains member k for `epochs[k]` epochs with no validation; each member's evaluation parameters then.
-
-  Early stopping's choice of epochs, applied to a run on more rows (training and validation rows).
-  `train` as for `fit`; `phases` counts the epochs as 'train'.
-  """
-  phase = phases or _untimed
-  if len(epochs) != members.count or min(epochs) < 0:
-    raise ValueError(f'epochs {epochs} for {members.count} members: give each a count >= 0')
-  run_epoch, states, x_train, y_train = epoch_runner(members, train, options, mesh)
-  epochs_K, last = np.asarray(epochs), max(epochs, default=0)
-  params = jax.tree.map(jnp.copy, evaluation_params(states))  # 0 epochs: the starting weights
-  for epoch in range(1, last + 1):
-    start_step = int(np.asarray(states.step).reshape(-1)[0])
-    with phase('train'):
-      states, losses_KxS = run_epoch(states, x_train, y_train)
-      losses_KxS = np.asarray(losses_KxS)  # waits for the epoch
-    _check_finite(losses_KxS, name, epoch, start_step)
-    if (epochs_K == epoch).any():
-      params = _select_members(epochs_K == epoch, evaluation_params(states), params)
-    if epoch % options.train.log_every == 0 or epoch == last:
-      logging.info('%s epoch %d/%d  train_loss %.4f', name, epoch, last, float(losses_KxS.mean()) * options.loss_scale)
-  return distributed.local(params)  # this process's copy
-
-
-def retrain_with_validation(
-  start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = '', phases: Phases | None = None
-):
-  """Member k trained again from its start (`start(n)`: the members as the early-stopped run began, the schedule
-  counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters.
-  `phases` counts the epochs as 'train'."""
-  n, tic = rows[0].shape[-2], time.perf_counter()  # x: [N, F], or [K, N, F] each member its own
-  logging.info('retraining on %d training + validation rows for epochs %s', n, epochs)
-  params = fit_epochs(start(n), rows, epochs, options, mesh=mesh, name=f'{name}/retrain', phases=phases)
-  logging.info('retraining took %.1fs', time.perf_counter() - tic)
-  return params
-
-
-def _untimed(name: str):
+def untimed(name: str):
+  """A stand-in for `training.timing.Phases` that times nothing."""
   return contextlib.nullcontext()
 
 

@@ -24,11 +24,11 @@ def column_cells(header: list[str], cells: list[list[str]], column: str, where: 
 def known_values(texts: list[str], rows: list[int], meta: dict, column: str, where: str) -> np.ndarray:
   """The known values as the model's targets (NaN where blank): numbers read as the training data's were, or a
   classifier's two classes as 0 and 1; a cell that is neither: one line naming its row and value."""
-  names = (meta.get('target') or {}).get('names')
-  if names:
-    raise UserError(f'--target={column}: scores models of one target; this one predicts {", ".join(names)}')
+  target = meta.get('target') or {}
+  if target.get('names'):
+    raise UserError(f'--target={column}: scores models of one target; this one predicts {", ".join(target["names"])}')
   values, bad = np.full(len(texts), np.nan), []
-  classes = (meta.get('target') or {}).get('classes', ['0', '1']) if tasks.is_classifier(meta) else None
+  classes = target.get('classes', ['0', '1']) if tasks.is_classifier(meta) else None
   for i, text in enumerate(texts):
     if not text:
       continue

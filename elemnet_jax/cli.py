@@ -178,7 +178,8 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
   SIGTERM with one line and status 130 or 143 (the last checkpoint kept)."""
 
   def wrapped(args):
-    python_logging.getLogger('absl').addFilter(QuietLibraries())
+    for logger in ('absl', 'asyncio'):
+      python_logging.getLogger(logger).addFilter(QuietLibraries())
     python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)  # "no TPU backend"
     sys.unraisablehook = _drop_closed_loop_reports
     signal.signal(signal.SIGTERM, _terminate)

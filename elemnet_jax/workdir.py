@@ -257,10 +257,12 @@ _NOISY = ('/orbax/', '/etils/')
 
 
 class QuietLibraries(python_logging.Filter):
-  """Drops INFO chatter of orbax and friends, and their threads' reports of errors raised again in ours."""
+  """Drops INFO chatter of orbax and friends, and their threads' and asyncio tasks' reports of errors raised again
+  in ours (asyncio's "Task exception was never retrieved" for orbax's other writes of a failed save)."""
 
   def filter(self, record: python_logging.LogRecord) -> bool:
-    if not any(n in record.pathname for n in _NOISY):
+    orbax_task = record.name == 'asyncio' and any(n in str(record.msg) for n in _NOISY)
+    if not (orbax_task or any(n in record.pathname for n in _NOISY)):
       return True
     if record.exc_info or 'raised an exception' in str(record.msg):
       return False  # an orbax thread's error, raised again where we report it (an asynchronous save's at the next)

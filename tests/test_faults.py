@@ -2,6 +2,7 @@
 a full disk and broken config files. Each ends in one line and a non-zero exit, or works, and loses nothing."""
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -297,6 +298,25 @@ def test_a_full_disk_during_a_checkpoint_is_one_line(tmp_path, formulas):
   done = _cli('train', *_args(formulas, '--workdir=w'), cwd=tmp_path, max_file_bytes=20_000)
   last = _one_line(done, 2, 'error: ', 'w/checkpoints/1: cannot be written (File too large)')
   assert [line for line in done.stderr.splitlines() if line and not line.startswith('I')] == [last], done.stderr
+
+
+def test_asyncio_reports_of_orbax_writes_that_failed_with_the_save_are_dropped():
+  # When one write of an asynchronous save fails, orbax's other writes fail too; asyncio reports each
+  # unretrieved one with a traceback when it is collected, a report the command's one line already covers.
+  def report(coroutine_file: str) -> logging.LogRecord:
+    message = (
+      f'Task exception was never retrieved\nfuture: <Task finished coro=<write() defined at {coroutine_file}:114>'
+    )
+    try:
+      raise ValueError('OUT_OF_RANGE: Failed to write 38474 bytes: File too large')
+    except ValueError:
+      return logging.getLogger('asyncio').makeRecord(
+        'asyncio', logging.ERROR, 'base_events.py', 1, message, (), sys.exc_info()
+      )
+
+  quiet = workdir.QuietLibraries()
+  assert not quiet.filter(report('/site-packages/orbax/checkpoint/_src/serialization/type_handlers.py'))
+  assert quiet.filter(report('/home/user/own_code.py'))  # any other task's error is still shown
 
 
 # 7. Config files and values that used to trace back.

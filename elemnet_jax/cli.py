@@ -31,10 +31,13 @@ COMMANDS = {
 }
 
 
-def _drop_closed_loop_reports(unraisable) -> None:
-  """Drops what a failed orbax restore's leftover tensorstore reads report to a closed event loop."""
+def _drop_library_reports(unraisable) -> None:
+  """Drops what a failed orbax restore's leftover tensorstore reads report to a closed event loop, and the
+  reports of a failed save's other writes when they are collected: the command's one line names the failed
+  write (orbax raises it again in the command at its next save or at the end)."""
   error = unraisable.exc_value
-  if not (isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'):
+  closed_loop = isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
+  if not (closed_loop or _failed_write(error) is not None):
     sys.__unraisablehook__(unraisable)
 
 
@@ -181,7 +184,7 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
     for logger in ('absl', 'asyncio'):
       python_logging.getLogger(logger).addFilter(QuietLibraries())
     python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)  # "no TPU backend"
-    sys.unraisablehook = _drop_closed_loop_reports
+    sys.unraisablehook = _drop_library_reports
     signal.signal(signal.SIGTERM, _terminate)
     try:
       return main(args)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import config_with, molecule_rows, user_error
 
-from elemnet_jax import data, featurizers, lock, run, workdir
+from elemnet_jax import cli, data, featurizers, lock, run, workdir
 from elemnet_jax.featurizers.estate import EStateFeaturizer
 from elemnet_jax.predict import BLANK_WARNING, predict_file
 
@@ -317,6 +317,24 @@ def test_asyncio_reports_of_orbax_writes_that_failed_with_the_save_are_dropped()
   quiet = workdir.QuietLibraries()
   assert not quiet.filter(report('/site-packages/orbax/checkpoint/_src/serialization/type_handlers.py'))
   assert quiet.filter(report('/home/user/own_code.py'))  # any other task's error is still shown
+
+
+def test_reports_of_a_failed_saves_other_writes_at_collection_are_dropped(capsys, monkeypatch):
+  # The same writes, reported by Python when an object holding the error is collected.
+  class Holder:
+    def __init__(self, error: BaseException):
+      self.error = error
+
+    def __del__(self):
+      raise self.error
+
+  monkeypatch.setattr(sys, 'unraisablehook', cli._drop_library_reports)
+  written = '"/w/checkpoints/1.orbax-checkpoint-tmp/state": File too large'
+  for error in (ValueError(f'OUT_OF_RANGE: Error writing {written}'), RuntimeError('Event loop is closed')):
+    Holder(error)
+  assert capsys.readouterr().err == ''
+  Holder(ValueError('a bug of ours'))  # anything else is still reported
+  assert 'ValueError: a bug of ours' in capsys.readouterr().err
 
 
 # 7. Config files and values that used to trace back.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import math
@@ -21,7 +20,7 @@ from elemnet_jax.models import heads
 from elemnet_jax.training import distributed
 from elemnet_jax.training.losses import validation_error
 from elemnet_jax.training.optimizer import learning_rate_schedule
-from elemnet_jax.training.timing import Phases
+from elemnet_jax.training.timing import Phases, untimed
 from elemnet_jax.training.train import (
   Members,
   Params,
@@ -352,11 +351,6 @@ def _log_epoch(name: str, progress: Progress, options: FitOptions, losses_KxS, s
     last['seconds'],
     _duration(max(end - progress.epoch, 0) * float(np.mean(recent))),
   )
-
-
-def untimed(name: str):
-  """A stand-in for `training.timing.Phases` that times nothing."""
-  return contextlib.nullcontext()
 
 
 def _duration(seconds: float) -> str:

@@ -10,9 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax.training import distributed
-from elemnet_jax.training.fit import FitOptions, check_finite, epoch_runner, select_members, untimed
-from elemnet_jax.training.timing import Phases
+from elemnet_jax.training import distributed, timing
+from elemnet_jax.training.fit import FitOptions, check_finite, epoch_runner, select_members
 from elemnet_jax.training.train import Members, Params, evaluation_params
 
 
@@ -24,14 +23,14 @@ def fit_epochs(
   *,
   mesh=None,
   name='retrain',
-  phases: Phases | None = None,
+  phases: timing.Phases | None = None,
 ) -> Params:
   """Trains member k for `epochs[k]` epochs with no validation; each member's evaluation parameters then.
 
   Early stopping's choice of epochs, applied to a run on more rows (training and validation rows).
   `train` as for `fit`; `phases` counts the epochs as 'train'.
   """
-  phase = phases or untimed
+  phase = phases or timing.untimed
   if len(epochs) != members.count or min(epochs) < 0:
     raise ValueError(f'epochs {epochs} for {members.count} members: give each a count >= 0')
   run_epoch, states, x_train, y_train = epoch_runner(members, train, options, mesh)
@@ -51,7 +50,7 @@ def fit_epochs(
 
 
 def retrain_with_validation(
-  start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = '', phases: Phases | None = None
+  start, rows, epochs: list[int], options: FitOptions, mesh=None, name: str = '', phases: timing.Phases | None = None
 ):
   """Member k trained again from its start (`start(n)`: the members as the early-stopped run began, the schedule
   counting n rows) on `rows` (training + validation rows) for `epochs[k]` epochs: their evaluation parameters.

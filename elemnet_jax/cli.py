@@ -9,7 +9,6 @@ import errno
 import logging as python_logging
 import os
 import re
-import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
-from elemnet_jax import configs, workdir
+from elemnet_jax import configs, interrupts, workdir
 from elemnet_jax.errors import UserError
 from elemnet_jax.workdir import QuietLibraries
 
@@ -34,8 +33,11 @@ COMMANDS = {
 def _drop_library_reports(unraisable) -> None:
   """Drops what a failed orbax restore's leftover tensorstore reads report to a closed event loop, and the
   reports of a failed save's other writes when they are collected: the command's one line names the failed
-  write (orbax raises it again in the command at its next save or at the end)."""
+  write (orbax raises it again in the command at its next save or at the end). A Ctrl-C or SIGTERM that
+  Python dropped is delivered again."""
   error = unraisable.exc_value
+  if interrupts.redeliver(error):
+    return
   closed_loop = isinstance(error, RuntimeError) and str(error) == 'Event loop is closed'
   if not (closed_loop or _failed_write(error) is not None):
     sys.__unraisablehook__(unraisable)
@@ -145,14 +147,6 @@ def _overview() -> str:
   return '\n'.join(lines)
 
 
-class Terminated(BaseException):
-  """SIGTERM, raised where the program is so that it ends like Ctrl-C does."""
-
-
-def _terminate(signum, frame) -> None:
-  raise Terminated()
-
-
 _WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES)
 
 
@@ -185,16 +179,13 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
       python_logging.getLogger(logger).addFilter(QuietLibraries())
     python_logging.getLogger('jax._src.xla_bridge').setLevel(python_logging.WARNING)  # "no TPU backend"
     sys.unraisablehook = _drop_library_reports
-    signal.signal(signal.SIGTERM, _terminate)
+    interrupts.catch_sigterm()
     try:
       return main(args)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
       fail(str(error))
-    except (KeyboardInterrupt, Terminated) as interrupt:  # the last checkpoint is complete: orbax renames it last
-      for name in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(name, signal.SIG_IGN)
-      print(workdir.interruption_message(), file=sys.stderr)
-      sys.exit(143 if isinstance(interrupt, Terminated) else 130)
+    except (KeyboardInterrupt, interrupts.Terminated) as interrupt:  # the last checkpoint is complete
+      interrupts.end(interrupt, workdir.interruption_message())
     except Exception as error:  # noqa: BLE001 - a library's wrapping of a failed write (orbax, tensorstore)
       failed_write = _failed_write(error)
       if failed_write is None:

@@ -115,6 +115,7 @@ def release(directory: str | os.PathLike) -> None:
 
 
 @atexit.register
-def _release_all() -> None:
+def release_all() -> None:
+  """Removes every lock this process holds (at exit, or before a process ends without its exit handlers)."""
   for path in list(_HELD):
     release(path.parent)

@@ -13,6 +13,7 @@ LAYERS = [
   'errors',
   'outputs',
   'lock',
+  'interrupts',
   'migrations',
   'workdir',
   'metrics',

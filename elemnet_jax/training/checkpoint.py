@@ -48,7 +48,7 @@ def _abstract(tree: Any) -> Any:
 @contextlib.contextmanager
 def _uninterrupted() -> Iterator[None]:
   """Holds SIGINT and SIGTERM back until the block ends, then delivers them: orbax is never stopped
-  halfway through handing over or finishing a save (an interrupted wait can leave it hanging)."""
+  halfway through handing over or finishing a save (an interrupted wait can leave it hanging) or a restore."""
   if threading.current_thread() is not threading.main_thread():
     yield
     return
@@ -143,22 +143,25 @@ class TrainingCheckpoints:
     return restored['states'], restored['best_params'], progress
 
   def _restore(self, target) -> tuple[Any, dict]:
-    self.manager.wait_until_finished()
-    epoch = self.manager.latest_step()
-    try:
-      restored = self.manager.restore(
-        epoch,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(_abstract(target)),
-          progress=ocp.args.JsonRestore(),
-        ),
-      )
-    except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
-      raise UserError(
-        f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
-        f'({_reason(error)}; one written by an earlier version of elemnet_jax may not fit this one); delete it '
-        'or start a new workdir'
-      ) from None
+    # Signals wait until it is done: orbax's wait drops any exception raised inside it, and one raised inside
+    # its reads would surface as a read error of the checkpoint.
+    with _uninterrupted():
+      self.manager.wait_until_finished()
+      epoch = self.manager.latest_step()
+      try:
+        restored = self.manager.restore(
+          epoch,
+          args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(_abstract(target)),
+            progress=ocp.args.JsonRestore(),
+          ),
+        )
+      except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
+        raise UserError(
+          f'{self.manager.directory}/{epoch}: checkpoint cannot be restored '
+          f'({_reason(error)}; one written by an earlier version of elemnet_jax may not fit this one); delete it '
+          'or start a new workdir'
+        ) from None
     return restored['state'], dict(restored['progress'])
 
   def close(self) -> None:
@@ -256,7 +259,8 @@ def load_model(workdir: str | os.PathLike, abstract_params: Any) -> Any:
     return _load_portable(Path(workdir) / MODEL_DIR / PORTABLE_FILE, abstract_params)
   path = Path(workdir).absolute() / MODEL_DIR / 'params'
   try:
-    params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))
+    with _uninterrupted():  # a signal raised inside orbax's reads would surface as a read error of the checkpoint
+      params = ocp.StandardCheckpointer().restore(path, _abstract(abstract_params))
   except Exception as error:  # noqa: BLE001 - any failure means the checkpoint is unusable
     raise UserError(
       f'{path}: model parameters cannot be restored ({_reason(error)}); the checkpoint is missing or corrupted'

@@ -1,0 +1,74 @@
+"""How a command ends on Ctrl-C or SIGTERM: one line, status 130 or 143, the last checkpoint kept.
+
+Python runs a signal's handler in the main thread, in whatever Python code runs there. When that code is
+a garbage collector callback (JAX registers one) or an object's finalizer, Python reports the exception
+the handler raised as unraisable and drops it, and the signal with it: `redeliver` sends such a signal
+again.
+"""
+
+from __future__ import annotations
+
+import _thread
+import logging as python_logging
+import os
+import signal
+import sys
+import time
+from typing import NoReturn
+
+from elemnet_jax import lock
+
+
+class Terminated(BaseException):
+  """SIGTERM, raised where the program is so that it ends like Ctrl-C does."""
+
+
+def _terminate(signum, frame) -> None:
+  raise Terminated()
+
+
+def catch_sigterm() -> None:
+  """From now on SIGTERM raises Terminated in the main thread, as SIGINT raises KeyboardInterrupt."""
+  signal.signal(signal.SIGTERM, _terminate)
+
+
+def redeliver(error: BaseException | None) -> bool:
+  """Sends the signal behind `error`, an interruption Python dropped, to this process again; False for any other
+  error. A new thread sends it a moment later, once the code that dropped it has returned (a handler that ran
+  inside it would be dropped again); this returns at once, without waiting for that thread."""
+  if isinstance(error, Terminated):
+    signum = signal.SIGTERM
+  elif isinstance(error, KeyboardInterrupt):
+    signum = signal.SIGINT
+  else:
+    return False
+  _thread.start_new_thread(_send_later, (signum,))
+  return True
+
+
+def _send_later(signum: int) -> None:
+  time.sleep(_REDELIVERY_DELAY_S)
+  os.kill(os.getpid(), signum)
+
+
+_REDELIVERY_DELAY_S = 0.05
+
+
+def end(interrupt: BaseException, message: str) -> NoReturn:
+  """Prints `message` and ends the process with 143 (SIGTERM) or 130 (Ctrl-C) without the interpreter's teardown.
+
+  A signal interrupts the wait for an XLA compile, not the compile on XLA's own threads; tearing the runtime
+  down under it crashes the process. What must be complete is by then: training waits for the checkpoint
+  being written when it stops; here the log is flushed and the workdir's lock removed.
+  """
+  for name in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(name, signal.SIG_IGN)
+  print(message, file=sys.stderr)
+  lock.release_all()
+  python_logging.shutdown()
+  for stream in (sys.stdout, sys.stderr):
+    try:
+      stream.flush()
+    except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach it
+      pass
+  os._exit(143 if isinstance(interrupt, Terminated) else 130)

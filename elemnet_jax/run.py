@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, model_data, tasks, transfer, workdir
+from elemnet_jax import data, interrupts, model_data, tasks, transfer, workdir
 from elemnet_jax import targets as several
 from elemnet_jax.configs.schema import RunConfig, TrainConfig
 from elemnet_jax.errors import UserError
@@ -203,8 +203,11 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
   records = events.EpochRecords(path, len(run.inputs.parts['train']) * len(run.seeds), profile_steps)
 
   def save(states, best_params, progress):
-    manager.save(states, best_params, progress)
+    stopping = distributed.preempted(progress.epoch)  # SIGTERM to a run of several processes: all stop here
+    manager.save(states, best_params, progress, force=stopping)
     records.epoch(progress, int(np.asarray(states.step).reshape(-1)[0]))
+    if stopping:
+      raise interrupts.Terminated()
 
   inputs = run.inputs
   tic = time.perf_counter()

@@ -159,6 +159,26 @@ def test_a_killed_run_of_two_processes_resumes_to_the_same_result(one_process, t
   assert _without_timings(workdirs[0] / 'history.csv') == _without_timings(one_process[2] / 'history.csv')
 
 
+def test_a_sigterm_to_one_process_stops_both_at_the_same_epoch_in_one_line(tmp_path):
+  # As a scheduler preempting one host: JAX's coordination service tells the others, and every process stops
+  # after the same epoch, process 0 saving it.
+  workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
+  endless = ['--config.train.max_epochs=100000', '--config.train.patience=100000', '--config.train.guard_epochs=0']
+  processes = _start_two(workdirs, *endless)
+  deadline = time.monotonic() + TIMEOUT
+  while not (workdirs[0] / 'checkpoints' / '1').is_dir() and processes[1].poll() is None:
+    assert time.monotonic() < deadline, 'no checkpoint was written'
+    time.sleep(0.05)
+  processes[1].send_signal(signal.SIGTERM)
+  (code_0, stderr_0), (code_1, stderr_1) = _wait(processes)
+  assert (code_0, code_1) == (143, 143), stderr_0[-2000:] + stderr_1[-2000:]
+  assert 'Traceback' not in stderr_0 + stderr_1
+  epoch = max(int(p.name) for p in (workdirs[0] / 'checkpoints').iterdir() if p.name.isdigit())
+  assert stderr_0.strip().splitlines()[-1] == f'interrupted at epoch {epoch}; run the same command to resume'
+  assert stderr_1.strip().splitlines()[-1].startswith('interrupted')
+  assert not workdirs[1].parent.exists(), 'process 1 wrote files'
+
+
 def test_processes_with_different_configs_end_with_one_line(tmp_path):
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
   joined = ['--distributed', f'--coordinator=localhost:{_port()}', '--num_processes=2', '--distributed_timeout=15']

@@ -52,7 +52,9 @@ def _uninterrupted() -> Iterator[None]:
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  held, previous = [], {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+  # With several processes JAX's preemption notifier holds SIGTERM (see distributed.preempted): it stays there.
+  signals = (signal.SIGINT,) if distributed.count() > 1 else (signal.SIGINT, signal.SIGTERM)
+  held, previous = [], {sig: signal.getsignal(sig) for sig in signals}
   for sig in previous:
     signal.signal(sig, lambda signum, frame: held.append(signum))
   try:

@@ -63,6 +63,15 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
+def preempted(epoch: int) -> bool:
+  """True on every process of a run at the same `epoch` once any of them was sent SIGTERM; False in one process.
+
+  With several processes, JAX's coordination service catches SIGTERM (a preemption notice) and agrees on
+  the epoch at which all stop; every process must call this after every epoch.
+  """
+  return count() > 1 and multihost_utils.reached_preemption_sync_point(epoch)
+
+
 def barrier(name: str) -> None:
   """Waits until every process gets here (nothing to wait for with one process)."""
   if count() > 1:

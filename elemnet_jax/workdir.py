@@ -249,7 +249,7 @@ def started() -> list[Workdir]:
 def interruption_message() -> str:
   """What a Ctrl-C or SIGTERM leaves: the line the command ends with."""
   if not _STARTED:
-    return 'interrupted before any workdir was written'
+    return 'interrupted; this process wrote nothing'
   return f'interrupted{_STARTED[-1].where_interrupted()}; run the same command to resume'
 
 

@@ -170,6 +170,13 @@ def _writing() -> str:
   return str(workdir.started()[-1].path) if workdir.started() else 'an output'
 
 
+def _leave_together() -> None:
+  """The processes a SIGTERM stopped at the same epoch end together (process 0 hosts JAX's service)."""
+  from elemnet_jax.training import distributed
+
+  distributed.leave()
+
+
 def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
   """`absl.app.run(main)` on `argv`: a UserError or failed write ends it with one line and status 2, Ctrl-C or
   SIGTERM with one line and status 130 or 143 (the last checkpoint kept)."""
@@ -185,7 +192,8 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
       fail(str(error))
     except (KeyboardInterrupt, interrupts.Terminated) as interrupt:  # the last checkpoint is complete
-      interrupts.end(interrupt, workdir.interruption_message())
+      together = _leave_together if isinstance(interrupt, interrupts.Preempted) else None
+      interrupts.end(interrupt, workdir.interruption_message, together)
     except Exception as error:  # noqa: BLE001 - a library's wrapping of a failed write (orbax, tensorstore)
       failed_write = _failed_write(error)
       if failed_write is None:

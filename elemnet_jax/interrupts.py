@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 from elemnet_jax import lock
@@ -21,6 +22,10 @@ from elemnet_jax import lock
 
 class Terminated(BaseException):
   """SIGTERM, raised where the program is so that it ends like Ctrl-C does."""
+
+
+class Preempted(Terminated):
+  """SIGTERM to a joined run of several processes, raised on all of them after the same epoch."""
 
 
 def _terminate(signum, frame) -> None:
@@ -54,17 +59,22 @@ def _send_later(signum: int) -> None:
 _REDELIVERY_DELAY_S = 0.05
 
 
-def end(interrupt: BaseException, message: str) -> NoReturn:
-  """Prints `message` and ends the process with 143 (SIGTERM) or 130 (Ctrl-C) without the interpreter's teardown.
+def end(
+  interrupt: BaseException, describe: Callable[[], str], before_exit: Callable[[], None] | None = None
+) -> NoReturn:
+  """Prints `describe()` and ends the process with 143 (SIGTERM) or 130 (Ctrl-C) without the interpreter's teardown.
 
   A signal interrupts the wait for an XLA compile, not the compile on XLA's own threads; tearing the runtime
   down under it crashes the process. What must be complete is by then: training waits for the checkpoint
-  being written when it stops; here the log is flushed and the workdir's lock removed.
+  being written when it stops; here the log is flushed, the workdir's lock removed and `before_exit` run.
+  Further signals are ignored from the start.
   """
   for name in (signal.SIGINT, signal.SIGTERM):
     signal.signal(name, signal.SIG_IGN)
-  print(message, file=sys.stderr)
+  print(describe(), file=sys.stderr)
   lock.release_all()
+  if before_exit is not None:
+    before_exit()
   python_logging.shutdown()
   for stream in (sys.stdout, sys.stderr):
     try:

@@ -207,7 +207,7 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
     manager.save(states, best_params, progress, force=stopping)
     records.epoch(progress, int(np.asarray(states.step).reshape(-1)[0]))
     if stopping:
-      raise interrupts.Terminated()
+      raise interrupts.Preempted()
 
   inputs = run.inputs
   tic = time.perf_counter()

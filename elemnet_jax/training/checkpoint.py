@@ -52,8 +52,8 @@ def _uninterrupted() -> Iterator[None]:
   if threading.current_thread() is not threading.main_thread():
     yield
     return
-  # With several processes JAX's preemption notifier holds SIGTERM (see distributed.preempted): it stays there.
-  signals = (signal.SIGINT,) if distributed.count() > 1 else (signal.SIGINT, signal.SIGTERM)
+  # In a joined run JAX's preemption notifier holds SIGTERM (see distributed.preempted): it stays there.
+  signals = (signal.SIGINT,) if distributed.holds_sigterm() else (signal.SIGINT, signal.SIGTERM)
   held, previous = [], {sig: signal.getsignal(sig) for sig in signals}
   for sig in previous:
     signal.signal(sig, lambda signum, frame: held.append(signum))
@@ -75,6 +75,15 @@ def _process_zero_only() -> ocp.options.MultiprocessingOptions:
   return ocp.options.MultiprocessingOptions(primary_host=0, active_processes={0})
 
 
+class _Manager(ocp.CheckpointManager):
+  """Orbax's manager, leaving JAX's preemption sync point to the run: the run asks it once per epoch on every
+  process (distributed.preempted) and saves that epoch; orbax's own asks, some from its background thread
+  with an earlier epoch, would move the point where the run would not see it."""
+
+  def reached_preemption(self, step: int) -> bool:
+    return False
+
+
 class TrainingCheckpoints:
   """Saves `(states, best_params, progress)` in the background and restores the latest.
 
@@ -94,7 +103,7 @@ class TrainingCheckpoints:
     if distributed.is_writer():
       several = {'multiprocessing_options': _process_zero_only()} if distributed.count() > 1 else {}
       Path(directory).mkdir(parents=True, exist_ok=True)  # orbax creates it only when every process runs it
-      self.manager = ocp.CheckpointManager(
+      self.manager = _Manager(
         Path(directory).absolute(),
         options=ocp.CheckpointManagerOptions(
           max_to_keep=keep, enable_async_checkpointing=True, create=not several, **several

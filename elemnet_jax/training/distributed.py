@@ -5,7 +5,8 @@ which `train.data_mesh` spans. Every process loads the same data and runs the sa
 device d of D computes rows [d*B/D, (d+1)*B/D) of every global minibatch of B rows, and the gradients
 are summed over the mesh, so the result is that of one process with the same global batch. Only
 process 0 writes files; what it reads back (a checkpoint being resumed) reaches the others by a broadcast.
-A process that is done waits at its exit (`jax.distributed.shutdown`) until every other one is.
+A process that is done waits at its exit (`jax.distributed.shutdown`) until every other one is; so do
+the processes that a SIGTERM stopped together (`preempted`, then `leave`).
 """
 
 from __future__ import annotations
@@ -63,13 +64,26 @@ def is_writer() -> bool:
   return jax.process_index() == 0
 
 
-def preempted(epoch: int) -> bool:
-  """True on every process of a run at the same `epoch` once any of them was sent SIGTERM; False in one process.
+def holds_sigterm() -> bool:
+  """Whether JAX's preemption notifier catches SIGTERM: `jax.distributed.initialize` installs it (with its
+  preemption service on), for any number of processes."""
+  return jax.distributed.is_initialized() and bool(jax.config.jax_enable_preemption_service)
 
-  With several processes, JAX's coordination service catches SIGTERM (a preemption notice) and agrees on
-  the epoch at which all stop; every process must call this after every epoch.
+
+def preempted(epoch: int) -> bool:
+  """True on every process of a joined run at the same `epoch` once any of them was sent SIGTERM.
+
+  JAX's coordination service catches SIGTERM (a preemption notice) and agrees on the epoch at which
+  all stop; every process must call this after every epoch. False when the processes are not joined.
   """
-  return count() > 1 and multihost_utils.reached_preemption_sync_point(epoch)
+  return holds_sigterm() and multihost_utils.reached_preemption_sync_point(epoch)
+
+
+def leave() -> None:
+  """Disconnects from the others, waiting until every process does (process 0 hosts the service: it must
+  not go first)."""
+  if jax.distributed.is_initialized():
+    jax.distributed.shutdown()
 
 
 def barrier(name: str) -> None:

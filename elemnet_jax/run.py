@@ -203,7 +203,7 @@ def train_members(run: Run, members: Members, phases: timing.Phases, mesh=None, 
   records = events.EpochRecords(path, len(run.inputs.parts['train']) * len(run.seeds), profile_steps)
 
   def save(states, best_params, progress):
-    stopping = distributed.preempted(progress.epoch)  # SIGTERM to a run of several processes: all stop here
+    stopping = distributed.preempted(progress.epoch)  # SIGTERM to any process of a joined run: all stop here
     manager.save(states, best_params, progress, force=stopping)
     records.epoch(progress, int(np.asarray(states.step).reshape(-1)[0]))
     if stopping:

@@ -179,6 +179,22 @@ def test_a_sigterm_to_one_process_stops_both_at_the_same_epoch_in_one_line(tmp_p
   assert not workdirs[1].parent.exists(), 'process 1 wrote files'
 
 
+def test_a_sigterm_to_a_joined_run_of_one_process_stops_it_after_its_checkpoints_began(tmp_path):
+  # Joined, JAX's preemption notifier catches SIGTERM, and orbax's background saves must not move the epoch
+  # at which the run looks for the notice: signalled once it has saved a few epochs, it still stops.
+  workdir = tmp_path / 'run'
+  joined = ['--distributed', f'--coordinator=localhost:{_port()}', '--num_processes=1', '--process_id=0']
+  endless = ['--config.train.max_epochs=100000', '--config.train.patience=100000', '--config.train.guard_epochs=0']
+  process = _start(workdir, *joined, *endless)
+  deadline = time.monotonic() + TIMEOUT
+  while not (workdir / 'checkpoints' / '20').is_dir() and process.poll() is None:
+    assert time.monotonic() < deadline, 'no checkpoint was written'
+    time.sleep(0.05)
+  process.send_signal(signal.SIGTERM)
+  ((code, stderr),) = _wait([process])
+  assert code == 143 and stderr.strip().splitlines()[-1].endswith('; run the same command to resume'), stderr[-2000:]
+
+
 def test_processes_with_different_configs_end_with_one_line(tmp_path):
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
   joined = ['--distributed', f'--coordinator=localhost:{_port()}', '--num_processes=2', '--distributed_timeout=15']

@@ -9,12 +9,14 @@ again.
 from __future__ import annotations
 
 import _thread
+import contextlib
 import logging as python_logging
 import os
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 from elemnet_jax import lock
@@ -57,6 +59,29 @@ def _send_later(signum: int) -> None:
 
 
 _REDELIVERY_DELAY_S = 0.05
+
+
+@contextlib.contextmanager
+def held(*signums: int) -> Iterator[None]:
+  """Holds the signals `signums` back until the block ends, then delivers the first that came (nothing is held
+  outside the main thread, where Python runs no handler)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  arrived, previous = [], {signum: signal.getsignal(signum) for signum in signums}
+  for signum in previous:
+    signal.signal(signum, lambda signum, frame: arrived.append(signum))
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, handler)
+    if arrived:
+      handler = previous[arrived[0]]
+      if callable(handler):
+        handler(arrived[0], None)
+      elif handler != signal.SIG_IGN:
+        os.kill(os.getpid(), arrived[0])
 
 
 def end(

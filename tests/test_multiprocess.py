@@ -61,6 +61,17 @@ def _start_two(workdirs: tuple[Path, Path], *flags: str) -> list[subprocess.Pope
   return [_start(workdirs[i], *joined, f'--process_id={i}', *flags) for i in range(2)]
 
 
+ENDLESS = ['--config.train.max_epochs=100000', '--config.train.patience=100000', '--config.train.guard_epochs=0']
+
+
+def _wait_for_checkpoint(workdir: Path, epoch: int, process: subprocess.Popen) -> None:
+  """Waits until process 0 has saved `epoch` in `workdir`, or `process` has ended."""
+  deadline = time.monotonic() + TIMEOUT
+  while not (workdir / 'checkpoints' / str(epoch)).is_dir() and process.poll() is None:
+    assert time.monotonic() < deadline, 'no checkpoint was written'
+    time.sleep(0.05)
+
+
 def _wait(processes: list[subprocess.Popen]) -> list[tuple[int, str]]:
   return [(p.wait(TIMEOUT), p.stderr.read()) for p in processes]
 
@@ -142,10 +153,7 @@ def test_two_processes_write_what_one_process_writes(one_process, tmp_path):
 def test_a_killed_run_of_two_processes_resumes_to_the_same_result(one_process, tmp_path):
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
   first = _start_two(workdirs, '--config.train.max_epochs=3')
-  deadline = time.monotonic() + TIMEOUT
-  while not (workdirs[0] / 'checkpoints' / '1').is_dir() and first[1].poll() is None:
-    assert time.monotonic() < deadline, 'no checkpoint was written'
-    time.sleep(0.05)
+  _wait_for_checkpoint(workdirs[0], 1, first[1])
   first[1].send_signal(signal.SIGKILL)
   first[0].send_signal(signal.SIGKILL)  # the whole job killed: process 0 need not wait --distributed_timeout
   _wait(first)
@@ -163,12 +171,8 @@ def test_a_sigterm_to_one_process_stops_both_at_the_same_epoch_in_one_line(tmp_p
   # As a scheduler preempting one host: JAX's coordination service tells the others, and every process stops
   # after the same epoch, process 0 saving it.
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
-  endless = ['--config.train.max_epochs=100000', '--config.train.patience=100000', '--config.train.guard_epochs=0']
-  processes = _start_two(workdirs, *endless)
-  deadline = time.monotonic() + TIMEOUT
-  while not (workdirs[0] / 'checkpoints' / '1').is_dir() and processes[1].poll() is None:
-    assert time.monotonic() < deadline, 'no checkpoint was written'
-    time.sleep(0.05)
+  processes = _start_two(workdirs, *ENDLESS)
+  _wait_for_checkpoint(workdirs[0], 1, processes[1])
   processes[1].send_signal(signal.SIGTERM)
   (code_0, stderr_0), (code_1, stderr_1) = _wait(processes)
   assert (code_0, code_1) == (143, 143), stderr_0[-2000:] + stderr_1[-2000:]
@@ -184,12 +188,8 @@ def test_a_sigterm_to_a_joined_run_of_one_process_stops_it_after_its_checkpoints
   # at which the run looks for the notice: signalled once it has saved a few epochs, it still stops.
   workdir = tmp_path / 'run'
   joined = ['--distributed', f'--coordinator=localhost:{_port()}', '--num_processes=1', '--process_id=0']
-  endless = ['--config.train.max_epochs=100000', '--config.train.patience=100000', '--config.train.guard_epochs=0']
-  process = _start(workdir, *joined, *endless)
-  deadline = time.monotonic() + TIMEOUT
-  while not (workdir / 'checkpoints' / '20').is_dir() and process.poll() is None:
-    assert time.monotonic() < deadline, 'no checkpoint was written'
-    time.sleep(0.05)
+  process = _start(workdir, *joined, *ENDLESS)
+  _wait_for_checkpoint(workdir, 20, process)
   process.send_signal(signal.SIGTERM)
   ((code, stderr),) = _wait([process])
   assert code == 143 and stderr.strip().splitlines()[-1].endswith('; run the same command to resume'), stderr[-2000:]

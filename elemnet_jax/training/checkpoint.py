@@ -17,10 +17,8 @@ import json
 import os
 import shutil
 import signal
-import threading
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from elemnet_jax import data
+from elemnet_jax import data, interrupts
 from elemnet_jax.errors import UserError
 from elemnet_jax.models import ModelConfig, build_model, config_from_dict
 from elemnet_jax.training import distributed
@@ -45,29 +43,12 @@ def _abstract(tree: Any) -> Any:
   return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
-@contextlib.contextmanager
-def _uninterrupted() -> Iterator[None]:
-  """Holds SIGINT and SIGTERM back until the block ends, then delivers them: orbax is never stopped
-  halfway through handing over or finishing a save (an interrupted wait can leave it hanging) or a restore."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  # In a joined run JAX's preemption notifier holds SIGTERM (see distributed.preempted): it stays there.
-  signals = (signal.SIGINT,) if distributed.holds_sigterm() else (signal.SIGINT, signal.SIGTERM)
-  held, previous = [], {sig: signal.getsignal(sig) for sig in signals}
-  for sig in previous:
-    signal.signal(sig, lambda signum, frame: held.append(signum))
-  try:
-    yield
-  finally:
-    for sig, handler in previous.items():
-      signal.signal(sig, handler)
-    if held:
-      handler = previous[held[0]]
-      if callable(handler):
-        handler(held[0], None)
-      elif handler != signal.SIG_IGN:
-        os.kill(os.getpid(), held[0])
+def _uninterrupted() -> contextlib.AbstractContextManager:
+  """Holds signals back while orbax hands over or finishes a save (an interrupted wait can leave it hanging) or
+  restores. In a joined run JAX's preemption notifier holds SIGTERM (see distributed.preempted): it stays there."""
+  if distributed.holds_sigterm():
+    return interrupts.held(signal.SIGINT)
+  return interrupts.held(signal.SIGINT, signal.SIGTERM)
 
 
 def _process_zero_only() -> ocp.options.MultiprocessingOptions:

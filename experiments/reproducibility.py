@@ -21,9 +21,7 @@ from absl import app, flags
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('cores', ['all', '1'], "Core sets to pin to: 'all' (every core this process may use) or a count.")
-flags.DEFINE_list(
-  'isas', ['native', 'AVX2'], "XLA's widest vector instructions: 'native' or an --xla_cpu_max_isa value."
-)
+flags.DEFINE_list('isas', ['native', 'AVX2'], "XLA's widest instructions: 'native' or an --xla_cpu_max_isa value.")
 flags.DEFINE_integer('epochs', 3, 'Fine-tuning epochs.')
 flags.DEFINE_string('output', '', 'JSON report path ("": print only).')
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, interrupts, model_data, tasks, transfer, workdir
+from elemnet_jax import data, interrupts, machine, model_data, tasks, transfer, workdir
 from elemnet_jax import targets as several
 from elemnet_jax.configs.schema import RunConfig, TrainConfig
 from elemnet_jax.errors import UserError
@@ -301,6 +301,7 @@ def finish(run: Run, model, best_params, progress: Progress, phases: timing.Phas
     std = test_outputs.spread()  # a mean-variance head's own std (None: the members' spread)
     write_predictions(path / 'predictions_test.csv', test.inputs, tasks.output(meta, predictions), test.y, names, std)
   metrics['seconds'] = phases.summary()  # where the wall time went
+  metrics['machine'] = machine.describe()  # what the bits depend on besides config and data
   workdir.write_text(path / 'metrics.json', json.dumps(metrics, indent=2, sort_keys=True))
   run.workdir.finish()
   logging.info('time: %s', phases.describe())

@@ -19,6 +19,8 @@ from pathlib import Path
 
 from absl import app, flags
 
+from elemnet_jax import machine
+
 FLAGS = flags.FLAGS
 flags.DEFINE_list('cores', ['all', '1'], "Core sets to pin to: 'all' (every core this process may use) or a count.")
 flags.DEFINE_list('isas', ['native', 'AVX2'], "XLA's widest instructions: 'native' or an --xla_cpu_max_isa value.")
@@ -26,16 +28,6 @@ flags.DEFINE_integer('epochs', 3, 'Fine-tuning epochs.')
 flags.DEFINE_string('output', '', 'JSON report path ("": print only).')
 
 COMMAND = [sys.executable, '-c', 'from elemnet_jax.cli import main; main()']
-
-
-def cpu_model() -> str:
-  try:
-    for line in Path('/proc/cpuinfo').read_text().splitlines():
-      if line.startswith('model name'):
-        return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return 'unknown'
 
 
 def run_once(cores: str, isa: str, workdir: Path) -> dict:
@@ -77,12 +69,15 @@ def main(argv):
   groups = {}
   for row in rows:
     groups.setdefault(row['predictions_sha256'], []).append(_setting(row))
-  print(f'CPU: {cpu_model()}; {len(groups)} distinct result(s): ' + '; '.join(' = '.join(g) for g in groups.values()))
+  print(
+    f'CPU: {machine.cpu_model()}; {len(groups)} distinct result(s): '
+    + '; '.join(' = '.join(g) for g in groups.values())
+  )
   if FLAGS.output:
-    from elemnet_jax import workdir
+    from elemnet_jax import workdir as files
 
-    report = {'cpu': cpu_model(), 'epochs': FLAGS.epochs, 'rows': rows}
-    workdir.write_text(FLAGS.output, json.dumps(report, indent=1))
+    report = {'machine': machine.describe(), 'epochs': FLAGS.epochs, 'rows': rows}
+    files.write_text(FLAGS.output, json.dumps(report, indent=1))
     print(f'wrote {FLAGS.output}')
 
 

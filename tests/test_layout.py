@@ -12,6 +12,7 @@ MAX_FUNCTION_LINES = 80
 LAYERS = [
   'errors',
   'outputs',
+  'machine',
   'lock',
   'interrupts',
   'migrations',

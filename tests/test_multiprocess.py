@@ -104,9 +104,10 @@ _TIMINGS = (
 
 
 def _without_timings(path: Path) -> object:
-  """A file's content with its timing fields left out (metrics 'seconds', history 'seconds', log times)."""
+  """A file's content with its timing fields left out (metrics 'seconds', history 'seconds', log times), and the
+  metrics' 'machine' (the count of processes)."""
   if path.name == 'metrics.json':
-    return {key: value for key, value in json.loads(path.read_text()).items() if key != 'seconds'}
+    return {key: value for key, value in json.loads(path.read_text()).items() if key not in ('seconds', 'machine')}
   if path.name == 'history.csv':
     return [line.rsplit(',', 1)[0] for line in path.read_text().splitlines()]
   if path.name == 'log.txt':

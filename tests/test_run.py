@@ -2,12 +2,15 @@
 
 import hashlib
 import json
+import os
 import shutil
 
+import jax
+import jaxlib
 import pytest
 from conftest import config_with, molecule_fields, pretrain_legacy, user_error
 
-from elemnet_jax import run
+from elemnet_jax import machine, run
 
 
 def test_pretrain_writes_metrics_predictions_history_log_split_and_model(pretrained):
@@ -25,6 +28,18 @@ def test_pretrain_writes_metrics_predictions_history_log_split_and_model(pretrai
   meta = json.loads((pretrained / 'model' / 'meta.json').read_text())
   assert meta['target'] == {'name': 'energy', 'quantity': 'formation enthalpy', 'unit': 'eV/atom'}
   assert meta['seen_columns'] == list(range(86))  # every element occurs in qmpy_legacy's training rows
+  # what the bits depend on besides config and data: versions, devices, CPU, the cores this process had
+  assert metrics['machine'] == {
+    'jax': jax.__version__,
+    'jaxlib': jaxlib.__version__,
+    'platform': 'cpu',
+    'device_kind': 'cpu',
+    'devices': 1,
+    'processes': 1,
+    'cpu': machine.cpu_model(),
+    'cores': len(os.sched_getaffinity(0)),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }
 
 
 def test_finished_workdir_is_refused_unless_overwrite(pretrained):

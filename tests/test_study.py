@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import config_with, pretrain_legacy, user_error
 
-from elemnet_jax import featurizers, inputs, metrics, study
+from elemnet_jax import featurizers, inputs, machine, metrics, study
 from elemnet_jax.configs.schema import DatasetConfig, FeaturizerConfig
 from elemnet_jax.data import datasets
 from elemnet_jax.study import plan as study_plan
@@ -363,5 +363,6 @@ def test_a_dft_to_experiment_pair_of_csv_files_transfers_with_the_paper_defaults
   assert results['leakage']['source_dataset'] == str(files['source'])
   source_seconds = json.loads((tmp_path / 'study' / 'pretrain' / 'metrics.json').read_text())['seconds']
   assert results['seconds']['train'] > source_seconds['train'] > 0  # the source's epochs count as training
+  assert results['machine'] == machine.describe()  # the study's record of what its bits depend on
   title = f'# {files["source"]} -> {files["target"]}: enthalpy, test MAE'
   assert (tmp_path / 'study' / 'results.md').read_text().startswith(title)

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from elemnet_jax import machine
 from elemnet_jax.benchmark.report import (
   derived,
   row,
@@ -383,6 +384,7 @@ def run_benchmark(options: BenchmarkOptions = BenchmarkOptions(), config: ModelC
     'timestamp': datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds'),
     'jax_version': jax.__version__,
     'device': device,
+    'machine': machine.describe(),
     'matmul_peak': peak,
     'memory_bandwidth': bandwidth,
     'model': {**config.to_dict(), 'features': options.features, 'params': params},

@@ -1,0 +1,48 @@
+"""What a run's numbers depend on besides its config and data: library versions, device, CPU and cores.
+
+XLA:CPU shares some reductions and matmuls among the threads a process has, so the same run on
+another CPU or with another number of cores may differ in the last bits (docs/results.md,
+Reproducibility). Runs whose `describe()` agree, on the same config and data, are the ones to
+compare to the last digit.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+import jax
+import jaxlib
+
+
+def cpu_model() -> str:
+  """The CPU's model name ('model name' in /proc/cpuinfo on Linux), or what `platform` knows."""
+  try:
+    with open('/proc/cpuinfo') as stream:
+      for line in stream:
+        if line.startswith('model name'):
+          return line.split(':', 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or platform.machine() or 'unknown'
+
+
+def cores() -> int:
+  """The cores this process may run on (its affinity, where the OS has one)."""
+  return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def describe() -> dict:
+  """This process's versions, devices, CPU, cores and XLA flags, as a run records them."""
+  device = jax.devices()[0]
+  return {
+    'jax': jax.__version__,
+    'jaxlib': jaxlib.__version__,
+    'platform': device.platform,
+    'device_kind': device.device_kind,
+    'devices': jax.device_count(),
+    'processes': jax.process_count(),
+    'cpu': cpu_model(),
+    'cores': cores(),
+    'xla_flags': os.environ.get('XLA_FLAGS', ''),
+  }

@@ -1,18 +1,16 @@
 """What a run's numbers depend on besides its config and data: library versions, device, CPU and cores.
 
 XLA:CPU shares some reductions and matmuls among the threads a process has, so the same run on
-another CPU or with another number of cores may differ in the last bits (docs/results.md,
-Reproducibility). Runs whose `describe()` agree, on the same config and data, are the ones to
-compare to the last digit.
+another CPU or with another number of cores can differ in the last bits (docs/results.md,
+Reproducibility). Runs on one machine whose `describe()` agree, on the same config and data, are
+the ones to compare to the last digit.
 """
 
 from __future__ import annotations
 
 import os
 import platform
-
-import jax
-import jaxlib
+from importlib import metadata
 
 
 def cpu_model() -> str:
@@ -32,12 +30,29 @@ def cores() -> int:
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
 
 
+def _package_version() -> str:
+  try:
+    return metadata.version('elemnet_jax')
+  except metadata.PackageNotFoundError:  # run from a source tree that was not installed
+    return 'not installed'
+
+
 def describe() -> dict:
   """This process's versions, devices, CPU, cores and XLA flags, as a run records them."""
+  import flax  # here, so that `cores()` costs a featurizer's worker processes no imports
+  import jax
+  import jaxlib
+  import numpy as np
+  import optax
+
   device = jax.devices()[0]
   return {
+    'elemnet_jax': _package_version(),
     'jax': jax.__version__,
     'jaxlib': jaxlib.__version__,
+    'flax': flax.__version__,
+    'optax': optax.__version__,
+    'numpy': np.__version__,
     'platform': device.platform,
     'device_kind': device.device_kind,
     'devices': jax.device_count(),

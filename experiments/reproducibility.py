@@ -12,6 +12,7 @@ test MAE to the last digit and a digest of the test predictions, and says which 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,19 +31,33 @@ flags.DEFINE_string('output', '', 'JSON report path ("": print only).')
 COMMAND = [sys.executable, '-c', 'from elemnet_jax.cli import main; main()']
 
 
-def run_once(cores: str, isa: str, workdir: Path) -> dict:
-  """One fine-tune pinned to `cores` with XLA limited to `isa`; its test MAE and a digest of its predictions."""
+def core_sets() -> list[list[int]]:
+  """The cores of each `--cores` entry, from this process's own; one-line errors for what cannot be pinned."""
+  if not hasattr(os, 'sched_getaffinity') or shutil.which('taskset') is None:
+    raise SystemExit('error: pinning to cores needs Linux and taskset (util-linux)')
   available = sorted(os.sched_getaffinity(0))
-  pinned = available if cores == 'all' else available[: int(cores)]
+  sets = []
+  for entry in FLAGS.cores:
+    if entry == 'all':
+      sets.append(available)
+    elif entry.isdigit() and 1 <= int(entry) <= len(available):
+      sets.append(available[: int(entry)])
+    else:
+      raise SystemExit(f"error: --cores={entry}: use 'all' or a count from 1 to {len(available)} (the cores it has)")
+  return sets
+
+
+def run_once(pinned: list[int], isa: str, workdir: Path) -> dict:
+  """One fine-tune pinned to the cores `pinned`, XLA limited to `isa`; its test MAE and a digest of its predictions."""
   env = {**os.environ, 'JAX_ENABLE_COMPILATION_CACHE': 'false'}
-  if isa != 'native':
-    env['XLA_FLAGS'] = f'{env.get("XLA_FLAGS", "")} --xla_cpu_max_isa={isa}'.strip()
+  flags_kept = [f for f in env.get('XLA_FLAGS', '').split() if not f.startswith('--xla_cpu_max_isa')]
+  env['XLA_FLAGS'] = ' '.join(flags_kept + ([] if isa == 'native' else [f'--xla_cpu_max_isa={isa}']))
   argv = ['taskset', '--cpu-list', ','.join(map(str, pinned)), *COMMAND, 'finetune', '--pretrained=oqmd_fe']
   argv += [f'--workdir={workdir}', f'--config.train.max_epochs={FLAGS.epochs}']
   done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
   if done.returncode != 0:
     lines = (done.stderr or done.stdout).strip().splitlines() or ['no output']
-    raise SystemExit(f'the run on cores {pinned} with {isa} failed: {lines[-1]}')
+    raise SystemExit(f'error: the run on cores {pinned} with {isa} failed: {lines[-1]}')
   metrics = json.loads((workdir / 'metrics.json').read_text())
   predictions = (workdir / 'predictions_test.csv').read_bytes()
   return {
@@ -60,10 +75,11 @@ def _setting(row: dict) -> str:
 def main(argv):
   del argv
   rows = []
+  sets = core_sets()
   with tempfile.TemporaryDirectory() as scratch:
-    for cores in FLAGS.cores:
+    for pinned in sets:
       for isa in FLAGS.isas:
-        row = run_once(cores, isa, Path(scratch) / f'{cores}_{isa}')
+        row = run_once(pinned, isa, Path(scratch) / f'{len(pinned)}_{isa}')
         rows.append(row)
         print(f'{_setting(row)}: test MAE {row["test_mae"]!r}, predictions {row["predictions_sha256"][:12]}')
   groups = {}

@@ -142,6 +142,7 @@ def test_two_processes_write_what_one_process_writes(one_process, tmp_path):
   workdirs = (tmp_path / 'p0' / 'run', tmp_path / 'p1' / 'run')
   _ok(_wait(_start_two(workdirs)))
   assert not workdirs[1].parent.exists(), 'process 1 wrote files'
+  assert json.loads((workdirs[0] / 'metrics.json').read_text())['machine']['processes'] == 2
   two, same_mesh = _files(workdirs[0]), _files(one_process[2])
   assert two.keys() == same_mesh.keys()
   assert ('3', 'val_mae/member_0') in [(str(step), tag) for step, tag, _ in two[events.FOLDER]]  # TensorBoard scalars

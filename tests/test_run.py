@@ -1,12 +1,16 @@
 """One training run in process: what a workdir holds, fine-tuning, resuming, replacing, and bad input."""
 
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
 
+import flax
 import jax
 import jaxlib
+import numpy as np
+import optax
 import pytest
 from conftest import config_with, molecule_fields, pretrain_legacy, user_error
 
@@ -30,8 +34,12 @@ def test_pretrain_writes_metrics_predictions_history_log_split_and_model(pretrai
   assert meta['seen_columns'] == list(range(86))  # every element occurs in qmpy_legacy's training rows
   # what the bits depend on besides config and data: versions, devices, CPU, the cores this process had
   assert metrics['machine'] == {
+    'elemnet_jax': importlib.metadata.version('elemnet_jax'),
     'jax': jax.__version__,
     'jaxlib': jaxlib.__version__,
+    'flax': flax.__version__,
+    'optax': optax.__version__,
+    'numpy': np.__version__,
     'platform': 'cpu',
     'device_kind': 'cpu',
     'devices': 1,

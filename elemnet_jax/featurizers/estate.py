@@ -22,7 +22,6 @@ porphyrin sets (checked against a per-atom count on PBDD and MpPD).
 from __future__ import annotations
 
 import multiprocessing
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -33,6 +32,8 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import rdFingerprintGenerator
 from rdkit.Chem.EState import AtomTypes
 from rdkit.Chem.EState.Fingerprinter import FingerprintMol
+
+from elemnet_jax import machine
 
 if AtomTypes.esPatterns is None:
   AtomTypes.BuildPatts()
@@ -57,13 +58,6 @@ PARALLEL_MIN = 2000  # distinct SMILES below which a worker pool is not worth it
 PROGRESS_MIN = 2000  # inputs above which progress is logged every 25%
 _CHUNK = 256  # distinct SMILES per task; results do not depend on it
 MAX_ATOMS = 500  # heavy atoms; a larger molecule is an invalid input (800 atoms take 0.7 s, 3,200 atoms 49 s)
-
-
-def _default_workers() -> int:
-  try:
-    return len(os.sched_getaffinity(0))
-  except AttributeError:  # not on Linux
-    return os.cpu_count() or 1
 
 
 def estate_row(
@@ -247,7 +241,7 @@ class EStateFeaturizer:
     position = {s: i for i, s in enumerate(distinct)}
     chunks = [distinct[i : i + _CHUNK] for i in range(0, len(distinct), _CHUNK)]
     width = self.width
-    workers = min(self.workers or _default_workers(), len(chunks))
+    workers = min(self.workers or machine.cores(), len(chunks))
     if len(distinct) < PARALLEL_MIN:
       workers = 1
     log_progress = n > PROGRESS_MIN

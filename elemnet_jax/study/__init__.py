@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from absl import logging
 
-from elemnet_jax import data, inputs, ridge, run, targets, tasks, transfer, workdir
+from elemnet_jax import data, inputs, machine, ridge, run, targets, tasks, transfer, workdir
 from elemnet_jax.calibration import study_entry
 from elemnet_jax.configs.schema import FeaturizerConfig
 from elemnet_jax.configs.study_schema import StudyConfig
@@ -349,6 +349,7 @@ def run_study(config: StudyConfig, path: str | Path, overwrite: bool = False) ->
       'source': source.meta['dataset']['name'],
       'target': config.target.dataset.name,
       'task': config.target.dataset.task,
+      'machine': machine.describe(),
     }
     results = Results(study_dir.path, study, notes, leakage, sources, context, previous.get('runs', []), phases=phases)
     results.parity = previous.get('parity', results.parity)

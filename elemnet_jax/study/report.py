@@ -103,10 +103,18 @@ def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool, task: s
   )
 
 
+def _machine_line(machine: dict) -> str:
+  return (
+    f'Run on {machine["cpu"]}, {machine["cores"]} cores, {machine["platform"]}, jax {machine["jax"]}: the last digits '
+    'can differ on another CPU or number of cores (docs/results.md, Reproducibility).'
+  )
+
+
 def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, study, context: dict, echo=True) -> str:
   """results.md, learning_curve.{png,svg} and parity.{png,svg}; returns the markdown.
 
-  `context`: the target's 'quantity' and 'unit', and the 'source' and 'target' dataset names.
+  `context`: the target's 'quantity' and 'unit', the 'source' and 'target' dataset names, and the 'machine'
+  (`elemnet_jax.machine.describe()`) the study ran on.
   """
   task = context.get('task', 'regression')
   key, label, higher = METRICS[task]
@@ -133,6 +141,8 @@ def write_report(path: Path, rows: list[dict], leakage: dict, parity: dict, stud
       sign * pick(summary[a][f][0] for a in transfer_arms if f in summary[a]) < sign * scratch[f][0] for f in shared
     )
     lines.append(f'Transfer beats scratch at every training-set size: {"yes" if wins else "no"}.')
+  if context.get('machine'):
+    lines.append(_machine_line(context['machine']))
   ensembles = summarise(rows, ensembles=True, key=key)
   if ensembles:
     lines += ['', f'Mean prediction of the {study.seeds} seeds (an ensemble), test {label} (+- std over folds):', '']

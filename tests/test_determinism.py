@@ -1,8 +1,8 @@
 """A run gives the same bits in every process on the same cores, whichever vector instructions XLA may emit.
 
-The number of cores is not free: XLA:CPU shares some reductions among the threads it has when a
-program runs, so the same program on one core and on two may differ in the last bits (see
-docs/results.md, Reproducibility).
+The number of cores is not free: XLA:CPU shares some reductions and matmuls among the threads it has
+when a program runs, so on some CPUs the same program on one core and on two differs in the last
+bits (docs/results.md, Reproducibility; `experiments/thread_bits.py`).
 """
 
 import json

@@ -55,7 +55,8 @@ def test_a_study_writes_rows_a_report_and_figures_and_refuses_to_run_twice(tmp_p
   assert '| share of target train (n) |' in report and 'Mean prediction of the 2 seeds' in report
   assert 'an ensemble of 2 pretrained members' in report
   assert 'target inputs KEPT in the source data (0 removed;' in report
-  assert f'Run on {machine.cpu_model()}, {len(os.sched_getaffinity(0))} cores, cpu, jax {jax.__version__}:' in report
+  assert f'Run on {machine.cpu_model()}, {len(os.sched_getaffinity(0))} core' in report
+  assert f', cpu, jax {jax.__version__}: the last digits can differ' in report
   source_test = json.loads((tmp_path / 'study' / 'pretrain' / 'metrics.json').read_text())['test']
   assert f'test MAE {source_test["mae"]:.4f} on {source_test["n"]:,} examples' in report
   assert '| share of target train (n) |' in capsys.readouterr().out

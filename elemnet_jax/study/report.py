@@ -104,9 +104,10 @@ def _protocol(study, leakage: dict, runs_per_cell: int, has_ridge: bool, task: s
 
 
 def _machine_line(machine: dict) -> str:
+  cores = f'{machine["cores"]} core{"s" if machine["cores"] != 1 else ""}'
   return (
-    f'Run on {machine["cpu"]}, {machine["cores"]} cores, {machine["platform"]}, jax {machine["jax"]}: the last digits '
-    'can differ on another CPU or number of cores (docs/results.md, Reproducibility).'
+    f'Run on {machine["cpu"]}, {cores}, {machine["platform"]}, jax {machine["jax"]}: the last digits can differ '
+    'on another CPU or number of cores (docs/results.md, Reproducibility).'
   )
 
 

@@ -17,12 +17,10 @@ def cpu_model() -> str:
   """The CPU's model name ('model name' in /proc/cpuinfo on Linux), or what `platform` knows."""
   try:
     with open('/proc/cpuinfo') as stream:
-      for line in stream:
-        if line.startswith('model name'):
-          return line.split(':', 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine() or 'unknown'
+      names = [line.split(':', 1)[1].strip() for line in stream if line.startswith('model name')]
+  except OSError:  # not Linux
+    names = []
+  return names[0] if names else platform.processor() or platform.machine() or 'unknown'
 
 
 def cores() -> int:

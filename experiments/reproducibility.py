@@ -12,7 +12,6 @@ test MAE to the last digit and a digest of the test predictions, and says which 
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from absl import app, flags
 
 from elemnet_jax import machine
+from experiments import pinnable_cores
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list('cores', ['all', '1'], "Core sets to pin to: 'all' (every core this process may use) or a count.")
@@ -33,9 +33,7 @@ COMMAND = [sys.executable, '-c', 'from elemnet_jax.cli import main; main()']
 
 def core_sets() -> list[list[int]]:
   """The cores of each `--cores` entry, from this process's own; one-line errors for what cannot be pinned."""
-  if not hasattr(os, 'sched_getaffinity') or shutil.which('taskset') is None:
-    raise SystemExit('error: pinning to cores needs Linux and taskset (util-linux)')
-  available = sorted(os.sched_getaffinity(0))
+  available = pinnable_cores()
   sets = []
   for entry in FLAGS.cores:
     if entry == 'all':

@@ -12,12 +12,12 @@ per setting, which of them differ in any bit between the core sets.
 
 import hashlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 
 from absl import app, flags
+
+from experiments import pinnable_cores
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list(
@@ -79,9 +79,7 @@ def main(argv):
   if FLAGS.worker is not None:
     print(json.dumps(digests(FLAGS.worker)))
     return
-  if not hasattr(os, 'sched_getaffinity') or shutil.which('taskset') is None:
-    raise SystemExit('error: pinning to cores needs Linux and taskset (util-linux)')
-  available = sorted(os.sched_getaffinity(0))
+  available = pinnable_cores()
   if len(available) < 2:
     raise SystemExit('error: this process has one core; there is nothing to compare it with')
   report = {}

@@ -6,7 +6,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from elemnet_jax import machine, workdir
+from elemnet_jax import workdir
 from elemnet_jax.configs.study_schema import StudySection
 from elemnet_jax.errors import UserError
 from elemnet_jax.study.plan import Arm
@@ -25,7 +25,7 @@ class Results:
   notes: dict
   leakage: dict
   sources: dict[str, str]
-  context: dict  # for the report: quantity, unit, source and target dataset names
+  context: dict  # for the report: quantity, unit, source and target dataset names, the machine
   runs: list[dict] = dataclasses.field(default_factory=list)
   parity: dict = dataclasses.field(default_factory=lambda: {'target': None, 'predictions': {}, 'val_mae': {}})
   phases: timing.Phases = dataclasses.field(default_factory=timing.Phases)  # where this process's time went
@@ -42,7 +42,7 @@ class Results:
       'runs': self.runs,
       'parity': self.parity,
       'seconds': self.phases.summary(),  # of this process (a resumed study: since it resumed)
-      'machine': machine.describe(),  # of this process, as `seconds`
+      'machine': self.context.get('machine'),  # of this process, as `seconds`
       'finished': finished,
     }
     workdir.write_text(self.path / 'results.json', json.dumps(record, indent=1))

@@ -188,6 +188,9 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
     sys.unraisablehook = _drop_library_reports
     interrupts.catch_sigterm()
     try:
+      from elemnet_jax.training import compile_cache  # before JAX is imported: it reads the setting then
+
+      compile_cache.enable()
       return main(args)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
       fail(str(error))

@@ -74,6 +74,42 @@ def test_the_shipped_model_fine_tunes_on_a_csv_from_any_folder(tmp_path):
   assert header[:2] == ['input', 'dHf (eV/atom)'] and float(row[1]) < -1
 
 
+def test_a_command_run_again_reads_its_compiled_programs_back_and_gives_the_same_numbers(tmp_path):
+  # The test run's own shared cache (conftest) is left out: the command keeps its programs where a user's would go.
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  env['ELEMNET_JAX_XLA_CACHE'] = str(tmp_path / 'xla')
+  runs = []
+  for name in ('first', 'again'):
+    command = [*COMMAND, 'train', '--config=test', f'--workdir={name}', '--config.train.max_epochs=2']
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    time_line = next(line for line in done.stderr.splitlines() if '] time: ' in line)
+    runs.append((json.loads((tmp_path / name / 'metrics.json').read_text()), time_line))
+  (first, first_time), (again, again_time) = runs
+  assert ' 0 read from the compilation cache' in first_time and ' 0 programs compiled' not in first_time
+  assert ' 0 programs compiled, ' in again_time and ' 0 read from' not in again_time, again_time
+  assert again['test'] == first['test'] and len(list((tmp_path / 'xla').iterdir())) > 10
+  env['ELEMNET_JAX_XLA_CACHE'] = 'off'
+  done = subprocess.run([*command[:-2], '--workdir=off'], cwd=tmp_path, env=env, capture_output=True, text=True)
+  assert ' 0 read from the compilation cache' in done.stderr, done.stderr[-2000:]
+
+
+def test_the_compiled_programs_go_to_the_data_cache_unless_chosen_or_turned_off(tmp_path, monkeypatch):
+  from elemnet_jax.training import compile_cache
+
+  monkeypatch.delenv('ELEMNET_JAX_XLA_CACHE', raising=False)
+  monkeypatch.setenv('ELEMNET_JAX_CACHE', str(tmp_path / 'cache'))
+  assert compile_cache.directory() == tmp_path / 'cache' / 'xla'
+  monkeypatch.setenv('ELEMNET_JAX_XLA_CACHE', str(tmp_path / 'mine'))
+  assert compile_cache.directory() == tmp_path / 'mine'
+  assert compile_cache.enable() is None  # the test run's own cache (JAX_COMPILATION_CACHE_DIR) stays
+  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+  (tmp_path / 'file').write_text('not a folder')
+  for off in ('off', str(tmp_path / 'file' / 'xla')):  # turned off; a folder that cannot be made leaves it off
+    monkeypatch.setenv('ELEMNET_JAX_XLA_CACHE', off)
+    assert compile_cache.enable() is None and 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+
+
 def test_the_experiments_modules_are_the_same_commands(trained):
   done = subprocess.run(
     [sys.executable, '-m', 'experiments.predict', f'--models={trained / "w"}', '--formulas=NaCl'],

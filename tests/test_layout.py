@@ -42,6 +42,7 @@ LAYERS = [
   'training',
   'training.distributed',
   'training.timing',
+  'training.compile_cache',
   'training.losses',
   'training.guard',
   'training.optimizer',

@@ -78,20 +78,27 @@ def test_a_command_run_again_reads_its_compiled_programs_back_and_gives_the_same
   # The test run's own shared cache (conftest) is left out: the command keeps its programs where a user's would go.
   env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
   env['ELEMNET_JAX_XLA_CACHE'] = str(tmp_path / 'xla')
-  runs = []
-  for name in ('first', 'again'):
+
+  def train(name):
     command = [*COMMAND, 'train', '--config=test', f'--workdir={name}', '--config.train.max_epochs=2']
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    time_line = next(line for line in done.stderr.splitlines() if '] time: ' in line)
-    runs.append((json.loads((tmp_path / name / 'metrics.json').read_text()), time_line))
-  (first, first_time), (again, again_time) = runs
-  assert ' 0 read from the compilation cache' in first_time and ' 0 programs compiled' not in first_time
-  assert ' 0 programs compiled, ' in again_time and ' 0 read from' not in again_time, again_time
-  assert again['test'] == first['test'] and len(list((tmp_path / 'xla').iterdir())) > 10
+    programs = next(line for line in done.stderr.splitlines() if '] time: ' in line).split('; ')[-1]
+    return json.loads((tmp_path / name / 'metrics.json').read_text())['test'], programs, done.stderr
+
+  first, programs, _ = train('first')
+  compiled = int(programs.split()[0])
+  assert programs == f'{compiled} programs compiled, 0 read from the compilation cache' and compiled > 10
+  # Two entries cut off, as by a command killed while writing them: one line each, compiled again, written anew.
+  for entry in sorted((tmp_path / 'xla').iterdir(), key=lambda p: p.stat().st_size)[-2:]:
+    entry.write_bytes(entry.read_bytes()[:1000])
+  again, programs, stderr = train('again')
+  assert programs == f'2 programs compiled, {compiled - 2} read from the compilation cache'
+  assert stderr.count('could not be read; compiled again and written anew') == 2 and 'Warning' not in stderr
+  assert again == first
+  assert train('repaired')[1] == f'0 programs compiled, {compiled} read from the compilation cache'
   env['ELEMNET_JAX_XLA_CACHE'] = 'off'
-  done = subprocess.run([*command[:-2], '--workdir=off'], cwd=tmp_path, env=env, capture_output=True, text=True)
-  assert ' 0 read from the compilation cache' in done.stderr, done.stderr[-2000:]
+  assert train('off')[1] == f'{compiled} programs compiled, 0 read from the compilation cache'
 
 
 def test_the_compiled_programs_go_to_the_data_cache_unless_chosen_or_turned_off(tmp_path, monkeypatch):

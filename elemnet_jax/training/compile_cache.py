@@ -8,9 +8,14 @@ numbers are the same.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import sys
+import warnings
 from pathlib import Path
+
+from absl import logging
 
 from elemnet_jax.data.fetch import default_cache_dir
 
@@ -18,6 +23,7 @@ ENV = 'ELEMNET_JAX_XLA_CACHE'
 _OFF = ('', 'off', 'none', 'false', '0')
 _JAX_DIR = 'JAX_COMPILATION_CACHE_DIR'
 _JAX_MIN_SECONDS = 'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'
+_UNREADABLE = re.compile(r"Error reading persistent compilation cache entry for '([^']+)'")
 
 
 def directory() -> Path | None:
@@ -54,4 +60,23 @@ def enable() -> Path | None:
   if jax is not None:  # already imported: JAX read its environment then
     jax.config.update('jax_compilation_cache_dir', str(path))
     jax.config.update('jax_persistent_cache_min_compile_time_secs', float(os.environ[_JAX_MIN_SECONDS]))
+  _repair_unreadable_entries(path)
   return path
+
+
+def _repair_unreadable_entries(path: Path) -> None:
+  """JAX writes an entry in place and never replaces one: an entry cut off (its writer killed) would be
+  compiled again, with a library warning, by every later command. Instead the warning becomes one log
+  line and that program's entries are removed, so that this command writes the program whole again."""
+  show = warnings.showwarning
+
+  def showwarning(message, category, filename, lineno, file=None, line=None):
+    unreadable = _UNREADABLE.search(str(message))
+    if unreadable is None:
+      return show(message, category, filename, lineno, file, line)
+    name = unreadable.group(1)
+    for entry in path.glob(f'{glob.escape(name)}-*-cache'):
+      entry.unlink(missing_ok=True)
+    logging.warning('%s: the compiled program %s could not be read; compiled again and written anew', path, name)
+
+  warnings.showwarning = showwarning

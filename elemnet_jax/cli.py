@@ -177,9 +177,10 @@ def _leave_together() -> None:
   distributed.leave()
 
 
-def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
+def run(main: Callable[[list[str]], object], argv: list[str], keep_compiled: bool = True) -> None:
   """`absl.app.run(main)` on `argv`: a UserError or failed write ends it with one line and status 2, Ctrl-C or
-  SIGTERM with one line and status 130 or 143 (the last checkpoint kept)."""
+  SIGTERM with one line and status 130 or 143 (the last checkpoint kept). With `keep_compiled`, compiled
+  programs are kept between commands (`training.compile_cache`)."""
 
   def wrapped(args):
     for logger in ('absl', 'asyncio'):
@@ -188,9 +189,10 @@ def run(main: Callable[[list[str]], object], argv: list[str]) -> None:
     sys.unraisablehook = _drop_library_reports
     interrupts.catch_sigterm()
     try:
-      from elemnet_jax.training import compile_cache  # before JAX is imported: it reads the setting then
+      if keep_compiled:
+        from elemnet_jax.training import compile_cache
 
-      compile_cache.enable()
+        compile_cache.enable()
       return main(args)
     except (UserError, OSError) as error:  # OSError: a path the user gave (unwritable, missing, disk full)
       fail(str(error))
@@ -229,4 +231,5 @@ def main(argv: list[str] | None = None) -> None:
   if any(arg in ('-h', '--help', '--helpshort', '--helpfull') for arg in rest):
     print(_help(command, names + (['config', 'print_config'] if default else []), argv[2:]))
     sys.exit(0)
-  run(body, [f'elemnet-jax {command}'] + rest)
+  # The benchmark times compilation itself: it compiles every time.
+  run(body, [f'elemnet-jax {command}'] + rest, keep_compiled=command != 'benchmark')

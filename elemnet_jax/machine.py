@@ -23,6 +23,15 @@ def cpu_model() -> str:
   return names[0] if names else platform.processor() or platform.machine() or 'unknown'
 
 
+def cpu_flags() -> str:
+  """The instruction set extensions the CPU reports ('flags' in /proc/cpuinfo on Linux), or ''."""
+  try:
+    with open('/proc/cpuinfo') as stream:
+      return next((line.split(':', 1)[1].strip() for line in stream if line.startswith('flags')), '')
+  except OSError:  # not Linux
+    return ''
+
+
 def cores() -> int:
   """The cores this process may run on (its affinity, where the OS has one)."""
   return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1

@@ -77,6 +77,7 @@ def test_the_shipped_model_fine_tunes_on_a_csv_from_any_folder(tmp_path):
 def test_a_command_run_again_reads_its_compiled_programs_back_and_gives_the_same_numbers(tmp_path):
   # The test run's own shared cache (conftest) is left out: the command keeps its programs where a user's would go.
   env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  env.pop('JAX_ENABLE_COMPILATION_CACHE', None)
   env['ELEMNET_JAX_XLA_CACHE'] = str(tmp_path / 'xla')
 
   def train(name):
@@ -89,32 +90,58 @@ def test_a_command_run_again_reads_its_compiled_programs_back_and_gives_the_same
   first, programs, _ = train('first')
   compiled = int(programs.split()[0])
   assert programs == f'{compiled} programs compiled, 0 read from the compilation cache' and compiled > 10
-  # Two entries cut off, as by a command killed while writing them: one line each, compiled again, written anew.
-  for entry in sorted((tmp_path / 'xla').iterdir(), key=lambda p: p.stat().st_size)[-2:]:
-    entry.write_bytes(entry.read_bytes()[:1000])
+  (folder,) = (tmp_path / 'xla').iterdir()  # this CPU's
+  assert folder.name.startswith('cpu-')
+  # Three entries cut off, as by a command killed while writing them: the two largest, and one of a program
+  # kept in several shapes (the others stay). One line each; compiled again; written anew.
+  entries = sorted(folder.iterdir(), key=lambda p: p.stat().st_size)
+  names = [entry.name.rsplit('-', 2)[0] for entry in entries]
+  shared = next(entry for entry, name in zip(entries, names) if names.count(name) > 1)
+  for entry in [*entries[-2:], shared]:
+    entry.write_bytes(entry.read_bytes()[:1000] if entry.stat().st_size > 1000 else b'cut')
   again, programs, stderr = train('again')
-  assert programs == f'2 programs compiled, {compiled - 2} read from the compilation cache'
-  assert stderr.count('could not be read; compiled again and written anew') == 2 and 'Warning' not in stderr
-  assert again == first
+  assert programs == f'3 programs compiled, {compiled - 3} read from the compilation cache'
+  assert stderr.count('could not be read; compiled again (1 cut-off entries removed)') == 3, stderr[-3000:]
+  assert 'Error reading persistent' not in stderr and again == first
   assert train('repaired')[1] == f'0 programs compiled, {compiled} read from the compilation cache'
   env['ELEMNET_JAX_XLA_CACHE'] = 'off'
   assert train('off')[1] == f'{compiled} programs compiled, 0 read from the compilation cache'
 
 
-def test_the_compiled_programs_go_to_the_data_cache_unless_chosen_or_turned_off(tmp_path, monkeypatch):
-  from elemnet_jax.training import compile_cache
+_WHERE_PROGRAMS_GO = """
+import json, os, sys
+from elemnet_jax.training import compile_cache
+found = {}
+os.environ['JAX_ENABLE_COMPILATION_CACHE'] = 'false'  # JAX's own switch
+found['jax off'] = compile_cache.enable()
+del os.environ['JAX_ENABLE_COMPILATION_CACHE']
+for name, chosen in (('off', 'off'), ('unmakeable', sys.argv[1] + '/file/xla')):
+  os.environ['ELEMNET_JAX_XLA_CACHE'] = chosen
+  found[name] = compile_cache.enable()
+del os.environ['ELEMNET_JAX_XLA_CACHE']
+found['default'] = compile_cache.enable()
+import jax
+found['jax'], found['started'] = jax.config.jax_compilation_cache_dir, os.environ['JAX_COMPILATION_CACHE_DIR']
+found['again'] = compile_cache.enable()  # the folder now chosen is left alone
+print(json.dumps({name: str(value) for name, value in found.items()}))
+"""
 
-  monkeypatch.delenv('ELEMNET_JAX_XLA_CACHE', raising=False)
-  monkeypatch.setenv('ELEMNET_JAX_CACHE', str(tmp_path / 'cache'))
-  assert compile_cache.directory() == tmp_path / 'cache' / 'xla'
-  monkeypatch.setenv('ELEMNET_JAX_XLA_CACHE', str(tmp_path / 'mine'))
-  assert compile_cache.directory() == tmp_path / 'mine'
-  assert compile_cache.enable() is None  # the test run's own cache (JAX_COMPILATION_CACHE_DIR) stays
-  monkeypatch.delenv('JAX_COMPILATION_CACHE_DIR')
+
+def test_the_compiled_programs_go_to_the_data_cache_unless_chosen_or_turned_off(tmp_path):
+  env = {k: v for k, v in os.environ.items() if not k.startswith(('JAX_COMPILATION_CACHE', 'JAX_PERSISTENT_CACHE'))}
+  env.pop('JAX_ENABLE_COMPILATION_CACHE', None)
+  env.pop('ELEMNET_JAX_XLA_CACHE', None)
+  env['ELEMNET_JAX_CACHE'] = str(tmp_path / 'cache')
   (tmp_path / 'file').write_text('not a folder')
-  for off in ('off', str(tmp_path / 'file' / 'xla')):  # turned off; a folder that cannot be made leaves it off
-    monkeypatch.setenv('ELEMNET_JAX_XLA_CACHE', off)
-    assert compile_cache.enable() is None and 'JAX_COMPILATION_CACHE_DIR' not in os.environ
+  command = [sys.executable, '-c', _WHERE_PROGRAMS_GO, str(tmp_path)]
+  done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  found = json.loads(done.stdout.strip().splitlines()[-1])
+  assert found['jax off'] == found['off'] == found['unmakeable'] == found['again'] == 'None'
+  folder = Path(found['default'])
+  assert folder.parent == tmp_path / 'cache' / 'xla' and folder.name.startswith('cpu-') and folder.is_dir()
+  assert found['jax'] == found['started'] == str(folder)
+  assert sorted(p.name for p in (tmp_path / 'cache' / 'xla').iterdir()) == [folder.name]  # nothing for the others
 
 
 def test_the_experiments_modules_are_the_same_commands(trained):

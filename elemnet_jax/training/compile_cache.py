@@ -88,7 +88,8 @@ def _quiet_cache_warnings(path: Path) -> None:
   JAX writes an entry in place and never replaces one: an entry cut off (its writer killed) would be
   compiled again, with a library warning, by every later command. Such entries of the program named
   are removed (by process 0, the one that writes), so that this command writes them whole again. A
-  folder that cannot be written (a full disk) is said once; the programs are still compiled.
+  folder that cannot be written (a full disk) is said once, and this command writes no more entries
+  there; the programs are still compiled.
   """
   show, unwritable_said = warnings.showwarning, []
 
@@ -96,7 +97,7 @@ def _quiet_cache_warnings(path: Path) -> None:
     text = str(message)
     unreadable = _UNREADABLE.search(text)
     if unreadable:
-      removed = _remove_unreadable(path, unreadable[1])
+      removed = _remove_unreadable(path, f'{glob.escape(unreadable[1])}-*-cache')
       logging.warning(
         '%s: the compiled program %s could not be read; compiled again (%d cut-off entries removed)',
         path,
@@ -106,6 +107,7 @@ def _quiet_cache_warnings(path: Path) -> None:
     elif _UNWRITABLE in text:
       if not unwritable_said:
         unwritable_said.append(True)
+        _stop_writing(path)
         logging.warning('%s: compiled programs cannot be kept there (%s)', path, text.split(': ', 2)[-1])
     else:
       show(message, category, filename, lineno, file, line)
@@ -113,15 +115,23 @@ def _quiet_cache_warnings(path: Path) -> None:
   warnings.showwarning = showwarning
 
 
-def _remove_unreadable(path: Path, name: str) -> int:
-  """Removes the entries of program `name` that do not decompress whole; how many."""
+def _stop_writing(path: Path) -> None:
+  """After a failed write (a full disk): no more entries from this process, and the one cut off removed."""
+  import jax
+
+  jax.config.update('jax_persistent_cache_min_entry_size_bytes', 1 << 62)  # larger than any program
+  _remove_unreadable(path, '*-cache')
+
+
+def _remove_unreadable(path: Path, pattern: str) -> int:
+  """Removes the entries matching `pattern` that do not decompress whole; how many."""
   import jax
   from jax._src import compilation_cache  # how JAX reads an entry: the check matches its own
 
   if jax.process_index() != 0:
     return 0
   removed = 0
-  for entry in path.glob(f'{glob.escape(name)}-*-cache'):
+  for entry in path.glob(pattern):
     try:
       compilation_cache.decompress_executable(entry.read_bytes())
     except OSError:

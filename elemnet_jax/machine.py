@@ -13,23 +13,23 @@ import platform
 from importlib import metadata
 
 
-def cpu_model() -> str:
-  """The CPU's model name ('model name' in /proc/cpuinfo on Linux), or what `platform` knows."""
+def _cpuinfo(field: str) -> str | None:
+  """The first value of `field` in /proc/cpuinfo (Linux), or None."""
   try:
     with open('/proc/cpuinfo') as stream:
-      names = [line.split(':', 1)[1].strip() for line in stream if line.startswith('model name')]
+      return next((line.split(':', 1)[1].strip() for line in stream if line.startswith(field)), None)
   except OSError:  # not Linux
-    names = []
-  return names[0] if names else platform.processor() or platform.machine() or 'unknown'
+    return None
+
+
+def cpu_model() -> str:
+  """The CPU's model name ('model name' in /proc/cpuinfo on Linux), or what `platform` knows."""
+  return _cpuinfo('model name') or platform.processor() or platform.machine() or 'unknown'
 
 
 def cpu_flags() -> str:
   """The instruction set extensions the CPU reports ('flags' in /proc/cpuinfo on Linux), or ''."""
-  try:
-    with open('/proc/cpuinfo') as stream:
-      return next((line.split(':', 1)[1].strip() for line in stream if line.startswith('flags')), '')
-  except OSError:  # not Linux
-    return ''
+  return _cpuinfo('flags') or ''
 
 
 def cores() -> int:

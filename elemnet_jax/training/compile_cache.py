@@ -8,6 +8,7 @@ are the programs XLA compiled for this CPU, so the numbers are the same.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import os
@@ -137,9 +138,7 @@ def _remove_unreadable(path: Path, pattern: str) -> int:
     except OSError:
       continue
     except Exception:  # noqa: BLE001 - cut off or corrupt, whatever the decompressor raises
-      try:
+      with contextlib.suppress(OSError):  # another user's entry, say: left, and compiled again each time
         entry.unlink()
         removed += 1
-      except OSError:  # another user's entry, say: left, and compiled again each time
-        pass
   return removed

@@ -96,6 +96,6 @@ class Phases:
     summary = self.summary()
     total = max(summary.pop('total'), 1e-9)
     parts = sorted(summary.items(), key=lambda item: -item[1])
-    programs, read = compile_count() - self.programs_start[0], cache_hits() - self.programs_start[1]
-    programs = f'; {programs - read} programs compiled, {read} read from the compilation cache'
-    return ', '.join(f'{name} {100 * value / total:.0f}% ({value:.1f} s)' for name, value in parts) + programs
+    loaded, read = compile_count() - self.programs_start[0], cache_hits() - self.programs_start[1]
+    phases = ', '.join(f'{name} {100 * value / total:.0f}% ({value:.1f} s)' for name, value in parts)
+    return f'{phases}; {loaded - read} programs compiled, {read} read from the compilation cache'
